@@ -1,0 +1,299 @@
+"""Typed, validated run configuration (TOML).
+
+The CLI builds a `Config` once (``load_config``) and hands it to the pipeline; stages receive
+only the section they need. Validation errors name the TOML field and say what to change.
+The resolved config is written next to the output (``Config.dump``).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from rsbuild.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class PoisConfig(_Section):
+    """Where the points of interest come from."""
+
+    path: Path = Field(description="CSV, JSONL or Parquet table of points")
+    format: Literal["auto", "csv", "jsonl", "parquet"] = "auto"
+    id_column: str = "id"
+    lat_column: str = "lat"
+    lon_column: str = "lon"
+    id_precision: int = Field(5, ge=0, le=9, description="decimals of lat/lon hashed into a missing id")
+
+
+class ScenesConfig(_Section):
+    """Scene search in a STAC API or a static catalog."""
+
+    catalog: str = Field(description="STAC API root URL, or path/URL of a static catalog.json")
+    collection: str = "sentinel-2-l2a"
+    datetime: str = Field("2024-06-01/2024-08-31", description="RFC 3339 interval start/end")
+    target_date: str | None = Field(None, description="ties in cloud cover go to the scene nearest this date")
+    max_cloud_cover: float = Field(20.0, ge=0, le=100)
+    cloud_property: str = "eo:cloud_cover"
+    filter_mode: Literal["auto", "filter", "query", "client"] = "auto"
+    layout: Literal["auto", "earth-search-v1", "earth-search-v0", "planetary-computer", "cdse"] = "auto"
+    max_items: int = Field(50, ge=1, description="candidate scenes examined per POI")
+    sign_hrefs: Literal["none", "planetary-computer"] = "none"
+
+    @field_validator("datetime")
+    @classmethod
+    def _interval(cls, value: str) -> str:
+        parts = value.split("/")
+        if len(parts) not in (1, 2) or not all(parts):
+            raise ValueError("use 'YYYY-MM-DD/YYYY-MM-DD' (or one date)")
+        return value
+
+
+class ImageryConfig(_Section):
+    """How the AOI is read and cut into tiles."""
+
+    aoi_size: int = Field(1024, ge=16, description="AOI side in native 10 m pixels")
+    tile_size: int = Field(512, ge=8, description="native tile side in pixels")
+    tile_stride: int = Field(256, ge=1, description="step between tiles in native pixels")
+    output_size: int = Field(224, ge=8, description="side of the written chip in pixels")
+    rgb_source: Literal["bands", "visual"] = "bands"
+    stretch_percentiles: tuple[float, float] = (2.0, 98.0)
+    cloud_classes: list[int] = Field(default_factory=lambda: [3, 8, 9, 10])
+    max_tile_cloud: float = Field(0.5, ge=0, le=1, description="tiles with a larger cloud share are skipped")
+    min_tile_valid: float = Field(0.5, ge=0, le=1, description="tiles with a smaller valid share are skipped")
+    read_workers: int = Field(8, ge=1, le=256, description="concurrent network reads")
+
+    @model_validator(mode="after")
+    def _tiles_fit(self) -> "ImageryConfig":
+        if self.tile_size > self.aoi_size:
+            raise ValueError(f"imagery.tile_size ({self.tile_size}) must not exceed imagery.aoi_size ({self.aoi_size})")
+        lo, hi = self.stretch_percentiles
+        if not 0 <= lo < hi <= 100:
+            raise ValueError("imagery.stretch_percentiles must be two numbers 0 <= low < high <= 100")
+        return self
+
+
+class LabelsConfig(_Section):
+    """The land-cover source aligned onto the chip grid."""
+
+    source: Literal["cog", "stac"] = "cog"
+    url: str | None = Field(None, description="label COG path or URL (source = 'cog')")
+    catalog: str | None = Field(None, description="STAC API or catalog.json with label items (source = 'stac')")
+    collection: str | None = None
+    asset: str = "map"
+    scheme: Literal["esa_worldcover", "dynamic_world", "io_lulc"] = "esa_worldcover"
+    version: str = ""
+    downsample: Literal["majority", "nearest"] = "majority"
+
+    @model_validator(mode="after")
+    def _source_fields(self) -> "LabelsConfig":
+        if self.source == "cog" and not self.url:
+            raise ValueError("labels.url is required when labels.source = 'cog' (path or URL of a land-cover COG)")
+        if self.source == "stac" and not (self.catalog and self.collection):
+            raise ValueError("labels.catalog and labels.collection are required when labels.source = 'stac'")
+        return self
+
+
+class StatsConfig(_Section):
+    """Label statistics."""
+
+    min_component_pixels: int = Field(30, ge=1, description="smaller components fold into 'small patches'")
+    max_components: int = Field(20, ge=1, description="largest components kept per tile")
+    elongation_threshold: float = Field(3.0, gt=1)
+
+
+class SplitsConfig(_Section):
+    """Train / validation / test assignment."""
+
+    by: Literal["poi", "cell"] = "poi"
+    cell_size_deg: float = Field(0.1, gt=0)
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    salt: str = ""
+
+    @field_validator("fractions")
+    @classmethod
+    def _sum_to_one(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(v < 0 for v in value) or abs(sum(value) - 1.0) > 1e-6:
+            raise ValueError("splits.fractions must be three non-negative numbers summing to 1, e.g. [0.8, 0.1, 0.1]")
+        return value
+
+
+class OutputConfig(_Section):
+    """Shards, folders and JSONL."""
+
+    shard_max_samples: int = Field(1000, ge=1)
+    shard_max_bytes: int = Field(1_000_000_000, ge=1024)
+    write_masks: bool = True
+    png_compress_level: int = Field(1, ge=0, le=9)
+    folder_file_cap: int = Field(8000, ge=1, description="most files in one leaf folder (sNNNNN/ segments)")
+    write_bbox_overlays: bool = False
+    write_images: bool = True
+    license: str = "cc-by-4.0"
+    pretty_name: str = "rsbuild dataset"
+
+
+class CaptionsConfig(_Section):
+    """Caption engines and tasks."""
+
+    engine: Literal["template", "openai", "local", "vllm"] = "template"
+    models: list[str] = Field(default_factory=list, description="annotator models; empty = engine default")
+    server_url: str | None = Field(None, description="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")
+    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key")
+    prompts_dir: Path | None = None
+    tasks: list[Literal["area", "linear", "class", "revise"]] = Field(default_factory=lambda: ["area", "class"])
+    paraphrases: int = Field(0, ge=0, le=4)
+    temperature: float = Field(0.7, ge=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_tokens: int = Field(160, ge=8)
+    concurrency: int = Field(8, ge=1)
+    timeout_s: float = Field(120.0, gt=0)
+    retries: int = Field(3, ge=0)
+    max_check_attempts: int = Field(3, ge=1, description="generations per caption before giving up on the check")
+    class_min_share: float = Field(0.05, ge=0, le=1)
+    max_class_rows: int = Field(3, ge=0)
+    seed: int = 0
+
+
+class Config(_Section):
+    """A whole run."""
+
+    pois: PoisConfig
+    scenes: ScenesConfig
+    imagery: ImageryConfig = Field(default_factory=ImageryConfig)
+    labels: LabelsConfig
+    stats: StatsConfig = Field(default_factory=StatsConfig)
+    splits: SplitsConfig = Field(default_factory=SplitsConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    captions: CaptionsConfig = Field(default_factory=CaptionsConfig)
+
+    def dump(self) -> dict[str, Any]:
+        """JSON-able resolved config (paths as strings)."""
+        return self.model_dump(mode="json")
+
+
+def _format_errors(exc: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "missing":
+            msg = "is required but missing; add it to the config (see `rsbuild init` for an example)"
+        elif err["type"] == "extra_forbidden":
+            msg = "is not a known setting; check its spelling (see `rsbuild init` for all settings)"
+        lines.append(f"  {field}: {msg}")
+    return "\n".join(lines)
+
+
+def config_from_dict(data: dict[str, Any], source: str = "<config>", base_dir: Path | None = None) -> Config:
+    """Validate a config mapping; relative paths resolve against ``base_dir``."""
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, source)) from None
+    if base_dir is not None:
+        _resolve_paths(cfg, base_dir)
+    return cfg
+
+
+def _resolve_paths(cfg: Config, base_dir: Path) -> None:
+    if not cfg.pois.path.is_absolute():
+        cfg.pois.path = (base_dir / cfg.pois.path).resolve()
+    if cfg.captions.prompts_dir is not None and not cfg.captions.prompts_dir.is_absolute():
+        cfg.captions.prompts_dir = (base_dir / cfg.captions.prompts_dir).resolve()
+    for section, name in ((cfg.scenes, "catalog"), (cfg.labels, "url"), (cfg.labels, "catalog")):
+        value = getattr(section, name)
+        if value and "://" not in value and not Path(value).is_absolute():
+            setattr(section, name, str((base_dir / value).resolve()))
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate a TOML config file; relative paths resolve against its folder."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}; pass an existing file with --config") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    return config_from_dict(data, source=str(path), base_dir=path.parent.resolve())
+
+
+EXAMPLE_CONFIG = """\
+# rsbuild configuration. Relative paths resolve against this file's folder.
+# Every setting below shows its default unless marked "required".
+
+[pois]
+path = "pois.csv"            # required: CSV, JSONL or Parquet with one point per row
+format = "auto"              # auto | csv | jsonl | parquet (auto: from the file extension)
+id_column = "id"             # a missing id gets a stable hash of the rounded coordinates
+lat_column = "lat"
+lon_column = "lon"
+
+[scenes]
+catalog = "https://earth-search.aws.element84.com/v1"  # required: STAC API root or catalog.json
+collection = "sentinel-2-l2a"
+datetime = "2024-06-01/2024-08-31"
+# target_date = "2024-07-15" # ties in cloud cover go to the scene nearest this date
+max_cloud_cover = 20.0       # percent, scene level
+filter_mode = "auto"         # auto (from the server's conformance) | filter | query | client
+layout = "auto"              # auto | earth-search-v1 | earth-search-v0 | planetary-computer | cdse
+
+[imagery]
+aoi_size = 1024              # native 10 m pixels around each POI
+tile_size = 512              # native tile side
+tile_stride = 256            # step between tiles
+output_size = 224            # written chip side
+rgb_source = "bands"         # bands (B04/B03/B02) | visual
+stretch_percentiles = [2.0, 98.0]
+cloud_classes = [3, 8, 9, 10]  # SCL classes masked as cloud / shadow
+max_tile_cloud = 0.5
+min_tile_valid = 0.5
+read_workers = 8             # concurrent network reads
+
+[labels]
+source = "cog"               # cog (url below) | stac (catalog + collection below)
+url = "worldcover.tif"       # required for source = "cog"
+scheme = "esa_worldcover"    # esa_worldcover | dynamic_world | io_lulc
+downsample = "majority"      # majority | nearest
+
+[stats]
+min_component_pixels = 30
+max_components = 20
+elongation_threshold = 3.0
+
+[splits]
+by = "poi"                   # poi | cell (neighbouring POIs share a split)
+cell_size_deg = 0.1
+fractions = [0.8, 0.1, 0.1]
+
+[output]
+shard_max_samples = 1000
+shard_max_bytes = 1000000000
+write_masks = true
+png_compress_level = 1
+folder_file_cap = 8000
+write_bbox_overlays = false
+license = "cc-by-4.0"
+
+[captions]
+engine = "template"          # template | openai | local | vllm
+# server_url = "http://127.0.0.1:8000/v1"   # for engine = "openai"
+api_key_env = "OPENAI_API_KEY"  # the key itself is read from this environment variable only
+tasks = ["area", "class"]     # area | linear | class | revise
+paraphrases = 0
+class_min_share = 0.05
+max_class_rows = 3
+"""
+
+
+def write_example(path: Path) -> None:
+    """Write the commented example config (refuses to overwrite)."""
+    if path.exists():
+        raise ConfigError(f"{path} already exists; choose another path or remove it first")
+    path.write_text(EXAMPLE_CONFIG, encoding="utf-8")

@@ -1,0 +1,37 @@
+"""Exceptions for bad runs. A bad sample is a `Failure` record instead (see types.py)."""
+
+from __future__ import annotations
+
+
+class RsbuildError(Exception):
+    """A run cannot go on. The message says what is wrong and how to fix it."""
+
+
+class ConfigError(RsbuildError):
+    """The configuration is invalid; the message names the field and the fix."""
+
+
+class InputError(RsbuildError):
+    """An input file or service cannot be read at all."""
+
+
+class MissingExtraError(RsbuildError):
+    """An optional dependency is not installed; the message gives the install command."""
+
+    def __init__(self, package: str, extra: str, purpose: str) -> None:
+        super().__init__(
+            f"{purpose} needs the Python package {package!r}, which is not installed. "
+            f"Install it with: pip install 'rsbuild[{extra}]'"
+        )
+        self.package = package
+        self.extra = extra
+
+
+def require(module: str, extra: str, purpose: str):
+    """Import an optional module or raise MissingExtraError naming the extra to install."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise MissingExtraError(module.split(".")[0], extra, purpose) from exc
