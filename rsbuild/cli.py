@@ -1,0 +1,139 @@
+"""The `rsbuild` command line: builds a config, calls the pipeline, shows the result.
+
+Each command turns its options into a validated `Config` (or paths) and calls one library
+function; a `RsbuildError` ends the command with its message and exit code 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+
+from rsbuild.errors import RsbuildError
+
+app = typer.Typer(
+    help="Build remote-sensing vision-language datasets: Sentinel-2 chips, aligned land-cover labels, captions, "
+    "WebDataset shards and SFT JSONL.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="TOML config file (see `rsbuild init`)")]
+OutOption = Annotated[Path, typer.Option("--out", "-o", help="output folder")]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")]
+
+
+def _friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn RsbuildError into a one-paragraph message and exit code 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except RsbuildError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _load(config: Path) -> Any:
+    from rsbuild.config import load_config
+
+    return load_config(config)
+
+
+@app.command()
+@_friendly_errors
+def init(path: Annotated[Path, typer.Argument(help="where to write the example config")] = Path("rsbuild.toml")) -> None:
+    """Write a commented example config."""
+    from rsbuild.config import write_example
+
+    write_example(path)
+    console.print(f"wrote {path}; edit [bold][pois][/], [bold][scenes][/] and [bold][labels][/], then run "
+                  f"[bold]rsbuild build --config {path} --out OUT[/]")
+
+
+@app.command()
+@_friendly_errors
+def fetch(config: ConfigOption, out: OutOption, quiet: QuietOption = False) -> None:
+    """Fetch half: POIs → scenes → aligned chips, masks and statistics in chip shards."""
+    from rsbuild.pipeline import run_fetch
+
+    summary = run_fetch(_load(config), out, console=console, show_progress=not quiet)
+    console.print(summary.table())
+
+
+@app.command()
+@_friendly_errors
+def build(
+    config: ConfigOption,
+    out: OutOption,
+    engine: Annotated[Optional[str], typer.Option(help="caption engine: template | openai | local | vllm")] = None,
+    prompts: Annotated[Optional[Path], typer.Option(help="folder of prompt templates")] = None,
+    write_bbox_overlays: Annotated[bool, typer.Option("--write-bbox-overlays", help="draw each JSONL row's boxes")] = False,
+    split_by: Annotated[Optional[str], typer.Option("--split-by", help="poi | cell")] = None,
+    quiet: QuietOption = False,
+) -> None:
+    """The whole job: fetch → caption → shards, SFT JSONL, folders and dataset card."""
+    from rsbuild.config import config_from_dict
+    from rsbuild.pipeline import run_build
+
+    cfg = _load(config)
+    data = cfg.dump()
+    if engine:
+        data["captions"]["engine"] = engine
+    if prompts:
+        data["captions"]["prompts_dir"] = str(prompts.resolve())
+    if write_bbox_overlays:
+        data["output"]["write_bbox_overlays"] = True
+    if split_by:
+        data["splits"]["by"] = split_by
+    cfg = config_from_dict(data, source=f"{config} with command-line options")
+    summary = run_build(cfg, out, console=console, show_progress=not quiet)
+    console.print(summary.table())
+    console.print(f"dataset written to [bold]{out}[/]; check it with [bold]rsbuild inspect {out}[/]")
+
+
+@app.command()
+@_friendly_errors
+def inspect(
+    directory: Annotated[Path, typer.Argument(help="a dataset folder written by `rsbuild build`")],
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+) -> None:
+    """Counts and validation of a built dataset; exits 1 when it is broken."""
+    from rsbuild.inspect import inspect_dataset, render_report
+
+    report = inspect_dataset(directory)
+    if as_json:
+        print(json.dumps(report.to_json(), indent=2, sort_keys=True))
+    else:
+        render_report(report, console)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+@_friendly_errors
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="output folder")] = Path("rsbuild-demo"),
+    engine: Annotated[Optional[str], typer.Option(help="caption engine (default: local if installed, else template)")] = None,
+    quiet: QuietOption = False,
+) -> None:
+    """Generate a synthetic catalog, serve it on loopback, build a dataset from it."""
+    from rsbuild.demo import run_demo
+
+    run_demo(out, console=console, engine=engine, show_progress=not quiet)
+
+
+def main() -> None:  # pragma: no cover - console script entry
+    app()

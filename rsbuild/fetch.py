@@ -1,0 +1,221 @@
+"""The fetch stage: POIs → Samples (chip PNG, label mask PNG, metadata, statistics) or Failures.
+
+Per POI: find a scene, snap an AOI to the scene's 10 m grid, read the bands, SCL and labels onto
+that grid concurrently (a bounded thread pool: network I/O), stretch RGB over the whole AOI, cut
+tiles, downsample, measure. POIs are processed a few at a time and come out in input order, so
+the output is deterministic and memory is bounded by the number of POIs in flight.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+from PIL import Image
+
+import rsbuild
+from rsbuild import raster_io
+from rsbuild.concurrency import ordered_map
+from rsbuild.config import Config
+from rsbuild.downsample import downsample_labels, downsample_mask, downsample_rgb
+from rsbuild.grid import NATIVE_RESOLUTION_M, TileWindow, aoi_grid, bbox_wgs84, center_wgs84, sub_grid, tile_windows
+from rsbuild.imagery import cloud_mask, rgb_from_bands, rgb_from_visual
+from rsbuild.labels import LabelSource
+from rsbuild.schemes import NODATA_INDEX
+from rsbuild.splits import assign_split, split_key_for
+from rsbuild.stats import compute_stats
+from rsbuild.types import Failure, Grid, Poi, Sample, Scene, sample_key
+
+
+class SceneFinder(Protocol):
+    """What the fetch stage needs from scene search (rsbuild.stac.SceneSearcher)."""
+
+    def find(self, poi: Poi, aoi_half_m: float) -> Scene | Failure: ...
+
+
+@dataclass
+class AoiArrays:
+    """Everything read for one AOI, on the AOI grid."""
+
+    grid: Grid
+    rgb: np.ndarray  # (H, W, 3) uint8, stretched over the AOI
+    valid: np.ndarray  # (H, W) bool: image data present
+    labels: np.ndarray  # (H, W) uint8 class index, NODATA_INDEX where unknown / nodata
+    unknown: np.ndarray  # (H, W) bool: label code outside the scheme
+    cloud: np.ndarray | None  # (H, W) bool, None without SCL
+    stretch: list[list[float]]
+
+
+def encode_png(array: np.ndarray, compress_level: int) -> bytes:
+    """PNG bytes of a uint8 (H, W) or (H, W, 3) array (deterministic: no timestamps)."""
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG", compress_level=compress_level)
+    return buffer.getvalue()
+
+
+class Fetcher:
+    """Runs the fetch stage with a bounded pool of reader threads."""
+
+    def __init__(self, cfg: Config, searcher: SceneFinder, label_source: LabelSource) -> None:
+        self.cfg = cfg
+        self.searcher = searcher
+        self.labels = label_source
+        self.scheme = label_source.scheme
+        self.tiles = tile_windows(cfg.imagery.aoi_size, cfg.imagery.tile_size, cfg.imagery.tile_stride)
+        workers = cfg.imagery.read_workers
+        self.read_pool = ThreadPoolExecutor(workers, thread_name_prefix="rsbuild-read")
+        self.poi_pool = ThreadPoolExecutor(max(2, workers // 2), thread_name_prefix="rsbuild-poi")
+        self.pois_in_flight = max(2, workers // 2)
+
+    def close(self) -> None:
+        """Stop the worker threads."""
+        self.read_pool.shutdown(wait=True, cancel_futures=True)
+        self.poi_pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> "Fetcher":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def run(self, pois: Iterable[Poi]) -> Iterator[tuple[Poi, list[Sample | Failure]]]:
+        """Each POI with its samples and failures, in input order."""
+        return ordered_map(self._process_pair, pois, self.poi_pool, self.pois_in_flight)
+
+    def _process_pair(self, poi: Poi) -> tuple[Poi, list[Sample | Failure]]:
+        return poi, self.process_poi(poi)
+
+    # -- one POI ---------------------------------------------------------------------------
+    def process_poi(self, poi: Poi) -> list[Sample | Failure]:
+        """All tiles of one POI (or the one failure that stopped it)."""
+        half_m = self.cfg.imagery.aoi_size * NATIVE_RESOLUTION_M / 2
+        try:
+            scene = self.searcher.find(poi, half_m)
+        except Exception as exc:  # a search error for one POI is a bad sample, not a bad run
+            return [Failure("search", "search_error", poi.poi_id, detail=str(exc)[:300])]
+        if isinstance(scene, Failure):
+            return [scene]
+        try:
+            aoi = self.read_aoi(poi, scene)
+        except raster_io.RasterReadError as exc:
+            return [Failure("read", "read_error", poi.poi_id, detail=str(exc)[:300])]
+        return [self.make_tile(poi, scene, aoi, window) for window in self.tiles]
+
+    def read_aoi(self, poi: Poi, scene: Scene) -> AoiArrays:
+        """Read bands, SCL and labels onto the AOI grid concurrently."""
+        img = self.cfg.imagery
+        crs, transform = scene.crs, scene.transform
+        if crs is None or transform is None:
+            reference = scene.assets["visual" if img.rgb_source == "visual" else "red"]
+            info = raster_io.raster_info(reference.href)
+            crs, transform = crs or info.grid.crs, transform or info.grid.transform
+        grid = aoi_grid(poi, crs, img.aoi_size, transform)
+
+        futures: dict[str, Future[Any]] = {}
+        if img.rgb_source == "visual":
+            visual = scene.assets["visual"]
+            futures["visual"] = self.read_pool.submit(raster_io.read_on_grid, visual.href, grid, bands=[1, 2, 3], fill=visual.nodata or 0)
+        else:
+            for name in ("red", "green", "blue"):
+                asset = scene.assets[name]
+                futures[name] = self.read_pool.submit(raster_io.read_on_grid, asset.href, grid, fill=asset.nodata or 0)
+        if "scl" in scene.assets:
+            futures["scl"] = self.read_pool.submit(raster_io.read_on_grid, scene.assets["scl"].href, grid, fill=0)
+        futures["labels"] = self.read_pool.submit(self.labels.read, grid, scene)
+        arrays = {name: future.result() for name, future in futures.items()}
+
+        if img.rgb_source == "visual":
+            rgb, valid, stretch = rgb_from_visual(arrays["visual"], scene.assets["visual"], img.stretch_percentiles)
+        else:
+            assets = (scene.assets["red"], scene.assets["green"], scene.assets["blue"])
+            rgb, valid, stretch = rgb_from_bands(arrays["red"], arrays["green"], arrays["blue"], assets, img.stretch_percentiles)
+        codes = arrays["labels"]
+        labels, _ = self.scheme.encode(codes)
+        unknown = (labels == NODATA_INDEX) & ~np.isin(codes, list(self.scheme.nodata_codes))
+        cloud = cloud_mask(arrays["scl"], img.cloud_classes) if "scl" in arrays else None
+        return AoiArrays(grid, rgb, valid, labels, unknown, cloud, stretch)
+
+    def make_tile(self, poi: Poi, scene: Scene, aoi: AoiArrays, window: TileWindow) -> Sample | Failure:
+        """Downsample, measure and encode one tile, or say why it is skipped."""
+        img, out = self.cfg.imagery, self.cfg.imagery.output_size
+        rows = slice(window.row_off, window.row_off + window.size)
+        cols = slice(window.col_off, window.col_off + window.size)
+        key = sample_key(poi.poi_id, window.index)
+        valid = downsample_mask(aoi.valid[rows, cols], out)
+        labels = downsample_labels(aoi.labels[rows, cols], out, self.cfg.labels.downsample)
+        cloud = downsample_mask(aoi.cloud[rows, cols], out) if aoi.cloud is not None else None
+        stats = compute_stats(
+            labels,
+            self.scheme,
+            valid=valid,
+            cloud=cloud,
+            unknown_code_pixels=int(aoi.unknown[rows, cols].sum()),
+            min_component_pixels=self.cfg.stats.min_component_pixels,
+            max_components=self.cfg.stats.max_components,
+            elongation_threshold=self.cfg.stats.elongation_threshold,
+        )
+        skip = self._skip_reason(stats)
+        if skip is not None:
+            return Failure("tile", skip[0], poi.poi_id, key, skip[1])
+
+        rgb = downsample_rgb(aoi.rgb[rows, cols], out)
+        rgb[~valid] = 0
+        mask = np.where(valid, labels, NODATA_INDEX).astype(np.uint8)
+        level = self.cfg.output.png_compress_level
+        tile_grid = sub_grid(aoi.grid, window)
+        split_key = split_key_for(poi, self.cfg.splits)
+        split = assign_split(split_key, self.cfg.splits.fractions, self.cfg.splits.salt)
+        metadata = self._metadata(poi, scene, tile_grid, window, aoi, split)
+        return Sample(
+            key=key,
+            split=split,
+            image_png=encode_png(rgb, level),
+            mask_png=encode_png(mask, level) if self.cfg.output.write_masks else None,
+            metadata=metadata,
+            stats=stats,
+        )
+
+    def _skip_reason(self, stats: dict[str, Any]) -> tuple[str, str] | None:
+        img = self.cfg.imagery
+        if stats["valid_pixels"] == 0:
+            return "all_nodata", "no pixel of the tile has both image data and a known label"
+        if stats["valid_share"] < img.min_tile_valid:
+            return "low_valid", f"valid share {stats['valid_share']:.2f} < imagery.min_tile_valid {img.min_tile_valid}"
+        if stats["cloud_share"] > img.max_tile_cloud:
+            return "cloudy", f"cloud share {stats['cloud_share']:.2f} > imagery.max_tile_cloud {img.max_tile_cloud}"
+        return None
+
+    def _metadata(
+        self, poi: Poi, scene: Scene, tile_grid: Grid, window: TileWindow, aoi: AoiArrays, split: str
+    ) -> dict[str, Any]:
+        out = self.cfg.imagery.output_size
+        factor = window.size / out
+        a, b, c, d, e, f = tile_grid.transform
+        output_grid = Grid(tile_grid.crs, (a * factor, b, c, d, e * factor, f), out, out)
+        lat, lon = center_wgs84(tile_grid)
+        return {
+            "poi_id": poi.poi_id,
+            "tile": window.index,
+            "tile_id": sample_key(poi.poi_id, window.index),
+            "lat": poi.lat,
+            "lon": poi.lon,
+            "tile_center": [lat, lon],
+            "bbox_wgs84": list(bbox_wgs84(tile_grid)),
+            "grid": output_grid.to_json(),
+            "native_grid": tile_grid.to_json(),
+            "tile_window": {"col_off": window.col_off, "row_off": window.row_off, "size": window.size},
+            "scene": {
+                "id": scene.id,
+                "collection": scene.collection,
+                "datetime": scene.datetime,
+                "cloud_cover": scene.cloud_cover,
+            },
+            "rgb": {"source": self.cfg.imagery.rgb_source, "stretch": aoi.stretch, "percentiles": list(self.cfg.imagery.stretch_percentiles)},
+            "label": self.labels.describe(),
+            "split": split,
+            "rsbuild_version": rsbuild.__version__,
+        }
