@@ -134,8 +134,7 @@ class Fetcher:
             assets = (scene.assets["red"], scene.assets["green"], scene.assets["blue"])
             rgb, valid, stretch = rgb_from_bands(arrays["red"], arrays["green"], arrays["blue"], assets, img.stretch_percentiles)
         codes = arrays["labels"]
-        labels, _ = self.scheme.encode(codes)
-        unknown = (labels == NODATA_INDEX) & ~np.isin(codes, list(self.scheme.nodata_codes))
+        labels, unknown = self.scheme.classify(codes, extra_nodata=[self.labels.fill_code])
         cloud = cloud_mask(arrays["scl"], img.cloud_classes) if "scl" in arrays else None
         return AoiArrays(grid, rgb, valid, labels, unknown, cloud, stretch)
 

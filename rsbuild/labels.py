@@ -20,6 +20,15 @@ from rsbuild.schemes import Scheme, get_scheme
 from rsbuild.types import Grid, Scene
 
 
+def read_codes(href: str, grid: Grid, fill: int) -> np.ndarray:
+    """Class codes of one raster on ``grid`` (nearest); its own nodata and outside become ``fill``."""
+    codes = raster_io.read_on_grid(href, grid, resampling="nearest", fill=fill)
+    nodata = raster_io.raster_info(href).nodata
+    if nodata is not None and nodata != fill:
+        codes[codes == nodata] = fill
+    return codes
+
+
 class LabelSource(ABC):
     """Where land-cover codes come from. Implementations must be thread-safe."""
 
@@ -51,7 +60,7 @@ class CogLabelSource(LabelSource):
         self.version = version
 
     def read(self, grid: Grid, scene: Scene | None = None) -> np.ndarray:
-        return raster_io.read_on_grid(self.url, grid, resampling="nearest", fill=self.fill_code)
+        return read_codes(self.url, grid, self.fill_code)
 
 
 class StacLabelSource(LabelSource):
@@ -73,7 +82,7 @@ class StacLabelSource(LabelSource):
         fill = self.fill_code
         mosaic = np.full((grid.height, grid.width), fill, dtype=np.uint16)
         for href in hrefs:
-            codes = raster_io.read_on_grid(href, grid, resampling="nearest", fill=fill)
+            codes = read_codes(href, grid, fill)
             empty = mosaic == fill
             mosaic[empty] = codes[empty]
             if not (mosaic == fill).any():
