@@ -76,7 +76,12 @@ class StacLabelSource(LabelSource):
         self.version = version
 
     def read(self, grid: Grid, scene: Scene | None = None) -> np.ndarray:
-        hrefs = self.finder.asset_hrefs(bbox_wgs84(grid), self.asset)
+        from rsbuild.stac import SearchError
+
+        try:
+            hrefs = self.finder.asset_hrefs(bbox_wgs84(grid), self.asset)
+        except SearchError as exc:
+            raise raster_io.RasterReadError(f"label search in {self.name!r} failed: {exc}") from None
         if not hrefs:
             raise raster_io.RasterReadError(f"no item of label collection {self.name!r} covers the AOI")
         fill = self.fill_code
