@@ -67,6 +67,7 @@ class ImageryConfig(_Section):
     max_tile_cloud: float = Field(0.5, ge=0, le=1, description="tiles with a larger cloud share are skipped")
     min_tile_valid: float = Field(0.5, ge=0, le=1, description="tiles with a smaller valid share are skipped")
     read_workers: int = Field(8, ge=1, le=256, description="concurrent network reads")
+    cpu_workers: int = Field(2, ge=0, le=256, description="processes for tiling and PNG encoding (0 = in the reader threads)")
 
     @model_validator(mode="after")
     def _tiles_fit(self) -> "ImageryConfig":
@@ -255,6 +256,7 @@ cloud_classes = [3, 8, 9, 10]  # SCL classes masked as cloud / shadow
 max_tile_cloud = 0.5
 min_tile_valid = 0.5
 read_workers = 8             # concurrent network reads
+cpu_workers = 2              # processes for tiling / PNG encoding (0 = in the reader threads)
 
 [labels]
 source = "cog"               # cog (url below) | stac (catalog + collection below)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+import multiprocessing
+from collections import deque
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -25,7 +27,7 @@ from rsbuild.downsample import downsample_labels, downsample_mask, downsample_rg
 from rsbuild.grid import NATIVE_RESOLUTION_M, TileWindow, aoi_grid, bbox_wgs84, center_wgs84, sub_grid, tile_windows
 from rsbuild.imagery import cloud_mask, rgb_from_bands, rgb_from_visual
 from rsbuild.labels import LabelSource
-from rsbuild.schemes import NODATA_INDEX
+from rsbuild.schemes import NODATA_INDEX, get_scheme
 from rsbuild.splits import assign_split, split_key_for
 from rsbuild.stats import compute_stats
 from rsbuild.types import Failure, Grid, Poi, Sample, Scene, sample_key
@@ -38,8 +40,18 @@ class SceneFinder(Protocol):
 
 
 @dataclass
+class AoiRead:
+    """Raw arrays read for one AOI (the I/O stage's output, pickled to the CPU stage)."""
+
+    poi: Poi
+    scene: Scene
+    grid: Grid
+    arrays: dict[str, np.ndarray]  # red/green/blue or visual, optional scl, labels (raw codes)
+
+
+@dataclass
 class AoiArrays:
-    """Everything read for one AOI, on the AOI grid."""
+    """One AOI prepared for tiling, on the AOI grid."""
 
     grid: Grid
     rgb: np.ndarray  # (H, W, 3) uint8, stretched over the AOI
@@ -58,23 +70,32 @@ def encode_png(array: np.ndarray, compress_level: int) -> bytes:
 
 
 class Fetcher:
-    """Runs the fetch stage with a bounded pool of reader threads."""
+    """Runs the fetch stage: I/O in a bounded thread pool, tiling in worker processes.
+
+    ``imagery.cpu_workers = 0`` tiles in the calling threads (no processes), which is what tests
+    and small runs want; the output is identical either way.
+    """
 
     def __init__(self, cfg: Config, searcher: SceneFinder, label_source: LabelSource) -> None:
         self.cfg = cfg
         self.searcher = searcher
         self.labels = label_source
-        self.scheme = label_source.scheme
-        self.tiles = tile_windows(cfg.imagery.aoi_size, cfg.imagery.tile_size, cfg.imagery.tile_stride)
         workers = cfg.imagery.read_workers
         self.read_pool = ThreadPoolExecutor(workers, thread_name_prefix="rsbuild-read")
         self.poi_pool = ThreadPoolExecutor(max(2, workers // 2), thread_name_prefix="rsbuild-poi")
         self.pois_in_flight = max(2, workers // 2)
+        self.tiler = Tiler(cfg, label_source.describe(), label_source.fill_code)
+        self.cpu_pool: Executor | None = None
+        if cfg.imagery.cpu_workers > 0:
+            context = multiprocessing.get_context("forkserver")
+            self.cpu_pool = ProcessPoolExecutor(cfg.imagery.cpu_workers, mp_context=context)
 
     def close(self) -> None:
-        """Stop the worker threads."""
+        """Stop the workers."""
         self.read_pool.shutdown(wait=True, cancel_futures=True)
         self.poi_pool.shutdown(wait=True, cancel_futures=True)
+        if self.cpu_pool is not None:
+            self.cpu_pool.shutdown(wait=True, cancel_futures=True)
 
     def __enter__(self) -> "Fetcher":
         return self
@@ -84,28 +105,47 @@ class Fetcher:
 
     def run(self, pois: Iterable[Poi]) -> Iterator[tuple[Poi, list[Sample | Failure]]]:
         """Each POI with its samples and failures, in input order."""
-        return ordered_map(self._process_pair, pois, self.poi_pool, self.pois_in_flight)
+        reads = ordered_map(self.read_poi, pois, self.poi_pool, self.pois_in_flight)
+        if self.cpu_pool is None:
+            yield from ((read.poi, self._finish(read)) for read in reads)
+            return
+        pending: deque[tuple[Poi, Future[list[Sample | Failure]]]] = deque()
+        limit = 2 * self.cfg.imagery.cpu_workers
+        for read in reads:
+            if isinstance(read, AoiRead):
+                pending.append((read.poi, self.cpu_pool.submit(self.tiler, read)))
+            else:
+                pending.append((read.poi, _done(read.failures)))
+            while len(pending) > limit:
+                poi, future = pending.popleft()
+                yield poi, future.result()
+        while pending:
+            poi, future = pending.popleft()
+            yield poi, future.result()
 
-    def _process_pair(self, poi: Poi) -> tuple[Poi, list[Sample | Failure]]:
-        return poi, self.process_poi(poi)
+    def _finish(self, read: "AoiRead | PoiFailed") -> list[Sample | Failure]:
+        return self.tiler(read) if isinstance(read, AoiRead) else read.failures
 
-    # -- one POI ---------------------------------------------------------------------------
     def process_poi(self, poi: Poi) -> list[Sample | Failure]:
-        """All tiles of one POI (or the one failure that stopped it)."""
+        """All tiles of one POI (or the one failure that stopped it), in this thread."""
+        return self._finish(self.read_poi(poi))
+
+    # -- I/O stage -------------------------------------------------------------------------
+    def read_poi(self, poi: Poi) -> "AoiRead | PoiFailed":
+        """Find the scene and read the AOI; a failure here stops only this POI."""
         half_m = self.cfg.imagery.aoi_size * NATIVE_RESOLUTION_M / 2
         try:
             scene = self.searcher.find(poi, half_m)
         except Exception as exc:  # a search error for one POI is a bad sample, not a bad run
-            return [Failure("search", "search_error", poi.poi_id, detail=str(exc)[:300])]
+            return PoiFailed(poi, [Failure("search", "search_error", poi.poi_id, detail=str(exc)[:300])])
         if isinstance(scene, Failure):
-            return [scene]
+            return PoiFailed(poi, [scene])
         try:
-            aoi = self.read_aoi(poi, scene)
+            return self.read_aoi(poi, scene)
         except raster_io.RasterReadError as exc:
-            return [Failure("read", "read_error", poi.poi_id, detail=str(exc)[:300])]
-        return [self.make_tile(poi, scene, aoi, window) for window in self.tiles]
+            return PoiFailed(poi, [Failure("read", "read_error", poi.poi_id, detail=str(exc)[:300])])
 
-    def read_aoi(self, poi: Poi, scene: Scene) -> AoiArrays:
+    def read_aoi(self, poi: Poi, scene: Scene) -> AoiRead:
         """Read bands, SCL and labels onto the AOI grid concurrently."""
         img = self.cfg.imagery
         crs, transform = scene.crs, scene.transform
@@ -126,17 +166,51 @@ class Fetcher:
         if "scl" in scene.assets:
             futures["scl"] = self.read_pool.submit(raster_io.read_on_grid, scene.assets["scl"].href, grid, fill=0)
         futures["labels"] = self.read_pool.submit(self.labels.read, grid, scene)
-        arrays = {name: future.result() for name, future in futures.items()}
+        return AoiRead(poi, scene, grid, {name: future.result() for name, future in futures.items()})
 
+
+@dataclass
+class PoiFailed:
+    """A POI that stopped before tiling (no scene, unreadable raster)."""
+
+    poi: Poi
+    failures: list[Sample | Failure]
+
+
+def _done(value: list[Sample | Failure]) -> Future[list[Sample | Failure]]:
+    future: Future[list[Sample | Failure]] = Future()
+    future.set_result(value)
+    return future
+
+
+class Tiler:
+    """The CPU stage: stretch, classify, cut, downsample, measure and encode one AOI.
+
+    Picklable (config and plain data only) so it runs in worker processes.
+    """
+
+    def __init__(self, cfg: Config, label_meta: dict[str, Any], label_fill: int) -> None:
+        self.cfg = cfg
+        self.label_meta = label_meta
+        self.label_fill = label_fill
+        self.scheme = get_scheme(cfg.labels.scheme)
+        self.tiles = tile_windows(cfg.imagery.aoi_size, cfg.imagery.tile_size, cfg.imagery.tile_stride)
+
+    def __call__(self, read: AoiRead) -> list[Sample | Failure]:
+        aoi = self.prepare(read)
+        return [self.make_tile(read.poi, read.scene, aoi, window) for window in self.tiles]
+
+    def prepare(self, read: AoiRead) -> AoiArrays:
+        """Stretch RGB over the whole AOI, classify label codes, build masks."""
+        img, arrays, scene = self.cfg.imagery, read.arrays, read.scene
         if img.rgb_source == "visual":
             rgb, valid, stretch = rgb_from_visual(arrays["visual"], scene.assets["visual"], img.stretch_percentiles)
         else:
             assets = (scene.assets["red"], scene.assets["green"], scene.assets["blue"])
             rgb, valid, stretch = rgb_from_bands(arrays["red"], arrays["green"], arrays["blue"], assets, img.stretch_percentiles)
-        codes = arrays["labels"]
-        labels, unknown = self.scheme.classify(codes, extra_nodata=[self.labels.fill_code])
+        labels, unknown = self.scheme.classify(arrays["labels"], extra_nodata=[self.label_fill])
         cloud = cloud_mask(arrays["scl"], img.cloud_classes) if "scl" in arrays else None
-        return AoiArrays(grid, rgb, valid, labels, unknown, cloud, stretch)
+        return AoiArrays(read.grid, rgb, valid, labels, unknown, cloud, stretch)
 
     def make_tile(self, poi: Poi, scene: Scene, aoi: AoiArrays, window: TileWindow) -> Sample | Failure:
         """Downsample, measure and encode one tile, or say why it is skipped."""
@@ -214,7 +288,7 @@ class Fetcher:
                 "cloud_cover": scene.cloud_cover,
             },
             "rgb": {"source": self.cfg.imagery.rgb_source, "stretch": aoi.stretch, "percentiles": list(self.cfg.imagery.stretch_percentiles)},
-            "label": self.labels.describe(),
+            "label": self.label_meta,
             "split": split,
             "rsbuild_version": rsbuild.__version__,
         }

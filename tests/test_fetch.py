@@ -27,7 +27,8 @@ def fetch_config(fixture: FixtureInfo, stac_url: str, label_url: str, **override
     data: dict[str, Any] = {
         "pois": {"path": str(fixture.pois_path)},
         "scenes": {"catalog": stac_url, "collection": "sentinel-2-l2a", "datetime": "2024-07-01/2024-07-31"},
-        "imagery": {"aoi_size": 256, "tile_size": 128, "tile_stride": 64, "output_size": 128, "read_workers": 4},
+        "imagery": {"aoi_size": 256, "tile_size": 128, "tile_stride": 64, "output_size": 128, "read_workers": 4,
+                    "cpu_workers": 0},
         "labels": {"source": "cog", "url": label_url},
     }
     for dotted, value in overrides.items():
@@ -158,3 +159,17 @@ def test_tiles_without_labels_or_under_clouds_are_skipped_with_reasons(fixture_d
     kept = [r for r in records if isinstance(r, Sample)]
     assert kept and all(s.stats["cloud_share"] <= 0.5 for s in kept)
     assert all(s.metadata["scene"]["id"] == "S2B_33TXL_20240712_0_L2A" for s in kept)
+
+
+def test_worker_processes_give_identical_samples(fixture_data, stac_api_rustac, label_urls):
+    pois = [p for p in fixture_data.pois if p.poi_id != "outside"][:3] + [fixture_data.pois[-1]]
+    inline = run_fetch_stage(fetch_config(fixture_data, stac_api_rustac.url, label_urls["EPSG:4326"]), pois)
+    forked = run_fetch_stage(
+        fetch_config(fixture_data, stac_api_rustac.url, label_urls["EPSG:4326"], imagery__cpu_workers=2), pois
+    )
+    assert [type(r) for r in inline] == [type(r) for r in forked]
+    for a, b in zip(inline, forked):
+        if isinstance(a, Sample):
+            assert (a.key, a.image_png, a.mask_png, a.stats, a.metadata) == (b.key, b.image_png, b.mask_png, b.stats, b.metadata)
+        else:
+            assert a == b
