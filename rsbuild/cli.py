@@ -135,5 +135,22 @@ def demo(
     run_demo(out, console=console, engine=engine, show_progress=not quiet)
 
 
+@app.command()
+@_friendly_errors
+def preview(
+    directory: Annotated[Path, typer.Argument(help="a dataset folder written by `rsbuild build`")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="HTML file (default DIR/preview.html)")] = None,
+    split: Annotated[Optional[str], typer.Option(help="only this split")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="at most this many samples")] = None,
+    filter: Annotated[Optional[list[str]], typer.Option("--filter", help="KEY=VALUE[,VALUE]; KEY: split|task|class|verdict; repeatable")] = None,
+    inline: Annotated[bool, typer.Option("--inline", help="embed images: one portable file")] = False,
+) -> None:
+    """Write a static HTML gallery: chips, label overlays, boxes, captions and check verdicts."""
+    from rsbuild.preview import write_preview
+
+    summary = write_preview(directory, out, split=split, limit=limit, filters=filter or [], inline_images=inline)
+    console.print(f"wrote [bold]{summary.out_file}[/] with {summary.samples} samples (of {summary.scanned} read); open it in a browser")
+
+
 def main() -> None:  # pragma: no cover - console script entry
     app()
