@@ -30,6 +30,7 @@ err_console = Console(stderr=True)
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="TOML config file (see `rsbuild init`)")]
 OutOption = Annotated[Path, typer.Option("--out", "-o", help="output folder")]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")]
+OverwriteOption = Annotated[bool, typer.Option("--overwrite", help="replace a dataset already in --out")]
 
 
 def _friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -65,11 +66,11 @@ def init(path: Annotated[Path, typer.Argument(help="where to write the example c
 
 @app.command()
 @_friendly_errors
-def fetch(config: ConfigOption, out: OutOption, quiet: QuietOption = False) -> None:
+def fetch(config: ConfigOption, out: OutOption, quiet: QuietOption = False, overwrite: OverwriteOption = False) -> None:
     """Fetch half: POIs → scenes → aligned chips, masks and statistics in chip shards."""
     from rsbuild.pipeline import run_fetch
 
-    summary = run_fetch(_load(config), out, console=console, show_progress=not quiet)
+    summary = run_fetch(_load(config), out, console=console, show_progress=not quiet, overwrite=overwrite)
     console.print(summary.table())
 
 
@@ -83,6 +84,7 @@ def build(
     write_bbox_overlays: Annotated[bool, typer.Option("--write-bbox-overlays", help="draw each JSONL row's boxes")] = False,
     split_by: Annotated[Optional[str], typer.Option("--split-by", help="poi | cell")] = None,
     quiet: QuietOption = False,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """The whole job: fetch → caption → shards, SFT JSONL, folders and dataset card."""
     from rsbuild.config import config_from_dict
@@ -99,7 +101,7 @@ def build(
     if split_by:
         data["splits"]["by"] = split_by
     cfg = config_from_dict(data, source=f"{config} with command-line options")
-    summary = run_build(cfg, out, console=console, show_progress=not quiet)
+    summary = run_build(cfg, out, console=console, show_progress=not quiet, overwrite=overwrite)
     console.print(summary.table())
     console.print(f"dataset written to [bold]{out}[/]; check it with [bold]rsbuild inspect {out}[/]")
 

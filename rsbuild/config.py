@@ -134,6 +134,7 @@ class OutputConfig(_Section):
     folder_file_cap: int = Field(8000, ge=1, description="most files in one leaf folder (sNNNNN/ segments)")
     write_bbox_overlays: bool = False
     write_images: bool = True
+    write_plots: bool = Field(True, description="draw distribution plots into OUT/plots and the card")
     license: str = "cc-by-4.0"
     pretty_name: str = "rsbuild dataset"
 

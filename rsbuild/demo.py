@@ -74,7 +74,7 @@ def run_demo(out: Path, console: Console, engine: str | None = None, show_progre
         with RustacServer(api_files) as stac:
             console.print(f"serving COGs at {cogs.url} and a STAC API at {stac.url}; caption engine: {engine}")
             cfg = demo_config(info, stac.url, cogs.url, engine)
-            summary = run_build(cfg, dataset, console=console, show_progress=show_progress)
+            summary = run_build(cfg, dataset, console=console, show_progress=show_progress, overwrite=True)
     console.print(summary.table())
     report = inspect_dataset(dataset)
     render_report(report, console)

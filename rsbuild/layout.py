@@ -31,12 +31,14 @@ from rsbuild import card, sft
 from rsbuild.config import CaptionsConfig, OutputConfig, SplitsConfig
 from rsbuild.errors import InputError
 from rsbuild.overlays import palette_of, render_overlay
+from rsbuild.plots import card_plot_section, write_plots
 from rsbuild.schemes import Scheme
 from rsbuild.shards import SHARDS_DIR, AtomicJsonl, ChipShardWriter, write_atomic
 from rsbuild.splits import OverlapReport
 from rsbuild.types import SPLITS, Failure, Sample
 
 FOLDERS = ("images", "overlays", "metadata", "mapbox_stills")
+PLOTS_DIR = "plots"
 DATA_DIR = "data"
 SUMMARY_FILE = "summary.json"
 CARD_FILE = "README.md"
@@ -92,7 +94,7 @@ def metadata_sidecar(sample: Sample, shard: str, image: str | None, mask_in_shar
 
 
 def _existing_outputs(out_dir: Path) -> list[Path]:
-    names = [*FOLDERS, DATA_DIR, SHARDS_DIR, SUMMARY_FILE, CARD_FILE]
+    names = [*FOLDERS, DATA_DIR, SHARDS_DIR, PLOTS_DIR, SUMMARY_FILE, CARD_FILE]
     found = [out_dir / name for name in names if (out_dir / name).exists()]
     return [path for path in found if path.is_file() or any(p.is_file() for p in path.rglob("*"))]
 
@@ -241,6 +243,10 @@ class DatasetWriter:
             "scene_years": sorted(tally.scene_years),
         }
         card_text = card.render_card(summary, self.output_cfg, self.scheme, self.config)
+        if self.output_cfg.write_plots:
+            plots_dir = self.out_dir / PLOTS_DIR
+            plot_files = write_plots(self.out_dir, plots_dir)
+            card_text = card_text.rstrip("\n") + "\n\n" + card_plot_section(plot_files, self.out_dir) + "\n"
         seconds = time.perf_counter() - self.started
         summary["seconds"] = round(seconds, 3)
         summary["tiles_per_second"] = round(summary["tiles"] / seconds, 3) if seconds > 0 else None

@@ -34,6 +34,8 @@ class SampleSink(Protocol):
 
     def close(self) -> dict[str, Any]: ...
 
+    def abort(self) -> None: ...
+
 
 @dataclass
 class RunSummary:
@@ -155,10 +157,14 @@ def _run(
         samples: Iterable[Sample] = tracker.samples(fetcher.run(reader))
         if caption_stage is not None:
             samples = caption_stage(samples)
-        for sample in samples:
-            summary.captions_failed += len(sample.failures)
-            sink.write(sample)
-            summary.tiles_written += 1
+        try:
+            for sample in samples:
+                summary.captions_failed += len(sample.failures)
+                sink.write(sample)
+                summary.tiles_written += 1
+        except BaseException:
+            sink.abort()
+            raise
         summary.writer = sink.close()
     summary.pois_read = reader.rows_read
     summary.pois_rejected = len(reader.rejects)
@@ -170,24 +176,31 @@ def _run(
     return summary
 
 
-def run_fetch(cfg: Config, out_dir: Path, console: Console | None = None, show_progress: bool = True) -> RunSummary:
+def run_fetch(
+    cfg: Config, out_dir: Path, console: Console | None = None, show_progress: bool = True, overwrite: bool = False
+) -> RunSummary:
     """The fetch half: chip shards (image, mask, stats; no captions) under ``out_dir``."""
     from rsbuild.shards import ChipShardWriter
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    sink = ChipShardWriter(out_dir, cfg.output)
+    sink = ChipShardWriter(out_dir, cfg.output, overwrite=overwrite)
     return _run(cfg, out_dir, sink, console or Console(), show_progress=show_progress)
 
 
 def run_build(
-    cfg: Config, out_dir: Path, console: Console | None = None, show_progress: bool = True, engines: list[Any] | None = None
+    cfg: Config,
+    out_dir: Path,
+    console: Console | None = None,
+    show_progress: bool = True,
+    engines: list[Any] | None = None,
+    overwrite: bool = False,
 ) -> RunSummary:
     """The whole job: fetch → caption → shards, JSONL, folders and card under ``out_dir``."""
     from rsbuild.captions.annotate import annotate
     from rsbuild.captions.engines import make_engines
     from rsbuild.captions.prompts import PromptSet
     from rsbuild.schemes import get_scheme
-    from rsbuild.shards import DatasetWriter
+    from rsbuild.layout import DatasetWriter
 
     out_dir.mkdir(parents=True, exist_ok=True)
     engines = engines if engines is not None else make_engines(cfg.captions, out_dir / "cache")
@@ -196,7 +209,8 @@ def run_build(
     def caption_stage(samples: Iterable[Sample]) -> Iterator[Sample]:
         return annotate(samples, engines, cfg.captions, prompts=prompts)
 
-    sink = DatasetWriter(out_dir, cfg.output, cfg.splits, cfg.captions, get_scheme(cfg.labels.scheme))
+    scheme = get_scheme(cfg.labels.scheme)
+    sink = DatasetWriter(out_dir, cfg.output, cfg.splits, cfg.captions, scheme, config=cfg.dump(), overwrite=overwrite)
     try:
         return _run(cfg, out_dir, sink, console or Console(), caption_stage, show_progress)
     finally:
