@@ -11,7 +11,8 @@ Scale, offset and nodata come, first found wins, from:
    as CDSE publishes), ``raster:bands[0]`` (raster v1, as Earth Search v1 publishes), or the
    first entry of ``bands`` (STAC 1.1);
 2. the item's properties (the same fields at item level);
-3. the layout's rule for catalogs that declare nothing (Planetary Computer, Earth Search v0):
+3. the layout's rule for catalogs that declare nothing on the item (Planetary Computer, Earth
+   Search v0, and Copernicus Data Space items that leave it to the collection's ``item_assets``):
    reflectance bands are DN / 10000, and from processing baseline 04.00 on the DN carry
    ``BOA_ADD_OFFSET = -1000``, i.e. offset -0.1 (unless the catalog says it already removed it);
 4. defaults: scale 1, offset 0, the layout's nodata (0 for every Sentinel-2 L2A product).
@@ -65,6 +66,7 @@ LAYOUTS: dict[str, Layout] = {
         Layout(
             name="cdse",
             keys={"red": "B04_10m", "green": "B03_10m", "blue": "B02_10m", "visual": "TCI_10m", "scl": "SCL_20m"},
+            derive_reflectance=True,  # items may leave raster:scale/offset to the collection's item_assets
             baseline_properties=("processing:version",),
         ),
         Layout(

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from rsbuild.errors import ConfigError
+from rsbuild.presets import CUSTOM, EE_DATASET_SCHEMES, LABEL_PRESETS, SCENE_PRESETS, label_preset_values, scene_preset_values
 
 
 class _Section(BaseModel):
@@ -32,8 +33,13 @@ class PoisConfig(_Section):
 
 
 class ScenesConfig(_Section):
-    """Scene search in a STAC API or a static catalog."""
+    """Scene search in a STAC API or a static catalog.
 
+    ``preset`` names a public catalog (``rsbuild.presets.SCENE_PRESETS``) and fills ``catalog``,
+    ``collection``, ``layout``, ``cloud_property`` and ``sign_hrefs`` where the config leaves them out.
+    """
+
+    preset: str = Field(CUSTOM, description=f"public catalog preset: {' | '.join(SCENE_PRESETS)}")
     catalog: str = Field(description="STAC API root URL, or path/URL of a static catalog.json")
     collection: str = "sentinel-2-l2a"
     datetime: str = Field("2024-06-01/2024-08-31", description="RFC 3339 interval start/end")
@@ -44,6 +50,25 @@ class ScenesConfig(_Section):
     layout: Literal["auto", "earth-search-v1", "earth-search-v0", "planetary-computer", "cdse"] = "auto"
     max_items: int = Field(50, ge=1, description="candidate scenes examined per POI")
     sign_hrefs: Literal["none", "planetary-computer"] = "none"
+    aoi_cloud_candidates: int = Field(
+        3, ge=0, description="best scenes whose AOI cloud share is measured to pick the clearest (0 = scene cloud cover only)"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        """Fill what the config leaves out from ``preset``; written settings win."""
+        if not isinstance(data, dict) or not isinstance(data.get("preset", CUSTOM), str):
+            return data  # field validation reports the wrong type
+        preset = data.get("preset", CUSTOM)
+        values = scene_preset_values(preset)
+        if "catalog" not in values and not data.get("catalog"):
+            named = ", ".join(name for name in SCENE_PRESETS if name != CUSTOM)
+            raise ValueError(
+                "scenes.catalog is required (a STAC API root URL or the path / URL of a catalog.json) "
+                f"unless scenes.preset names a public catalog: {named}"
+            )
+        return {**values, **data}
 
     @field_validator("datetime")
     @classmethod
@@ -80,24 +105,77 @@ class ImageryConfig(_Section):
 
 
 class LabelsConfig(_Section):
-    """The land-cover source aligned onto the chip grid."""
+    """The land-cover source aligned onto the chip grid.
 
-    source: Literal["cog", "stac"] = "cog"
+    ``preset`` names a known source (``rsbuild.presets.LABEL_PRESETS``) and fills what the config
+    leaves out. With ``source = "earthengine"`` the scheme follows ``ee_dataset`` (and the dataset
+    follows the scheme when only the scheme is given); a scheme that contradicts it is an error.
+    """
+
+    preset: str = Field(CUSTOM, description=f"land-cover preset: {' | '.join(LABEL_PRESETS)}")
+    source: Literal["cog", "stac", "earthengine"] = "cog"
     url: str | None = Field(None, description="label COG path or URL (source = 'cog')")
     catalog: str | None = Field(None, description="STAC API or catalog.json with label items (source = 'stac')")
     collection: str | None = None
     asset: str = "map"
+    datetime: str | None = Field(None, description="which label items (source = 'stac'), e.g. '2021-07-01'; none = all")
+    sign_hrefs: Literal["none", "planetary-computer"] = "none"
     scheme: Literal["esa_worldcover", "dynamic_world", "io_lulc"] = "esa_worldcover"
     version: str = ""
     downsample: Literal["majority", "nearest"] = "majority"
+    ee_dataset: Literal["dynamic_world", "esa_worldcover"] | None = Field(None, description="source = 'earthengine'")
+    ee_window_days: int = Field(30, ge=0, description="Dynamic World: mode of the labels over the scene date +- days")
+    ee_project: str | None = Field(None, description="Cloud project (else EE_PROJECT, the key file or the credentials)")
+    ee_credentials: Path | None = Field(None, description="service-account JSON key (else GOOGLE_APPLICATION_CREDENTIALS, then ADC)")
+    ee_url: str | None = Field(None, description="Earth Engine endpoint, e.g. https://earthengine-highvolume.googleapis.com")
+    ee_max_in_flight: int = Field(8, ge=1, le=256, description="concurrent computePixels requests (default quota: 40 per project)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        """Fill what the config leaves out from ``preset``; match Earth Engine dataset and scheme."""
+        if not isinstance(data, dict) or not isinstance(data.get("preset", CUSTOM), str):
+            return data  # field validation reports the wrong type
+        values = label_preset_values(data.get("preset", CUSTOM))
+        merged = {**values, **data}
+        if merged.get("source") == "earthengine":
+            merged.update(_earth_engine_dataset_and_scheme(data.get("ee_dataset", values.get("ee_dataset")), data.get("scheme")))
+        return merged
 
     @model_validator(mode="after")
     def _source_fields(self) -> "LabelsConfig":
         if self.source == "cog" and not self.url:
-            raise ValueError("labels.url is required when labels.source = 'cog' (path or URL of a land-cover COG)")
+            raise ValueError(
+                "labels.url is required when labels.source = 'cog' (path or URL of a land-cover COG); "
+                f"or set labels.preset to one of {', '.join(name for name in LABEL_PRESETS if name != CUSTOM)}"
+            )
         if self.source == "stac" and not (self.catalog and self.collection):
             raise ValueError("labels.catalog and labels.collection are required when labels.source = 'stac'")
         return self
+
+
+def _earth_engine_dataset_and_scheme(dataset: Any, scheme: Any) -> dict[str, Any]:
+    """``ee_dataset`` and ``scheme`` made consistent: each derived from the other when missing
+    (Dynamic World when neither is given); a contradiction names ``labels.scheme``."""
+    if dataset is None:
+        if scheme is None:
+            dataset = "dynamic_world"
+        else:
+            dataset = next((name for name, classes in EE_DATASET_SCHEMES.items() if classes == scheme), None)
+            if dataset is None:
+                raise ValueError(
+                    f"labels.scheme = {scheme!r} has no Earth Engine dataset; with labels.source = 'earthengine' "
+                    f"set labels.scheme to one of {', '.join(sorted(set(EE_DATASET_SCHEMES.values())))} or leave it out"
+                )
+    expected = EE_DATASET_SCHEMES.get(dataset) if isinstance(dataset, str) else None
+    if expected is None:
+        return {"ee_dataset": dataset}  # not an Earth Engine dataset: the field itself says so
+    if scheme is not None and scheme != expected:
+        raise ValueError(
+            f"labels.scheme = {scheme!r} does not match labels.ee_dataset = {dataset!r}, whose classes are "
+            f"{expected!r}; set labels.scheme = {expected!r} or leave it out"
+        )
+    return {"ee_dataset": dataset, "scheme": expected}
 
 
 class StatsConfig(_Section):
@@ -132,6 +210,7 @@ class OutputConfig(_Section):
     write_masks: bool = True
     png_compress_level: int = Field(1, ge=0, le=9)
     folder_file_cap: int = Field(8000, ge=1, description="most files in one leaf folder (sNNNNN/ segments)")
+    unit_pois: int = Field(500, ge=1, description="POI rows per unit of work (resume granularity)")
     write_bbox_overlays: bool = False
     write_images: bool = True
     write_plots: bool = Field(True, description="draw distribution plots into OUT/plots and the card")
@@ -207,6 +286,9 @@ def _resolve_paths(cfg: Config, base_dir: Path) -> None:
         cfg.pois.path = (base_dir / cfg.pois.path).resolve()
     if cfg.captions.prompts_dir is not None and not cfg.captions.prompts_dir.is_absolute():
         cfg.captions.prompts_dir = (base_dir / cfg.captions.prompts_dir).resolve()
+    if cfg.labels.ee_credentials is not None:
+        key_file = cfg.labels.ee_credentials.expanduser()
+        cfg.labels.ee_credentials = key_file if key_file.is_absolute() else (base_dir / key_file).resolve()
     for section, name in ((cfg.scenes, "catalog"), (cfg.labels, "url"), (cfg.labels, "catalog")):
         value = getattr(section, name)
         if value and "://" not in value and not Path(value).is_absolute():
@@ -238,13 +320,19 @@ lat_column = "lat"
 lon_column = "lon"
 
 [scenes]
-catalog = "https://earth-search.aws.element84.com/v1"  # required: STAC API root or catalog.json
-collection = "sentinel-2-l2a"
+preset = "earth-search-v1"   # earth-search-v1 | earth-search-c1 | planetary-computer | cdse | custom (the default);
+                             # a preset fills catalog, collection, layout, cloud_property and sign_hrefs,
+                             # and any of them written here wins (e.g. a local mirror's catalog URL)
+# catalog = "https://earth-search.aws.element84.com/v1"  # required with preset = "custom": STAC API root or catalog.json
+# collection = "sentinel-2-l2a"
 datetime = "2024-06-01/2024-08-31"
 # target_date = "2024-07-15" # ties in cloud cover go to the scene nearest this date
 max_cloud_cover = 20.0       # percent, scene level
 filter_mode = "auto"         # auto (from the server's conformance) | filter | query | client
-layout = "auto"              # auto | earth-search-v1 | earth-search-v0 | planetary-computer | cdse
+# layout = "auto"            # auto | earth-search-v1 | earth-search-v0 | planetary-computer | cdse
+# cloud_property = "eo:cloud_cover"
+# sign_hrefs = "none"        # none | planetary-computer (pip install 'rsbuild[pc]')
+aoi_cloud_candidates = 3     # best scenes whose cloud share over the AOI is read to pick the clearest (0 = off)
 
 [imagery]
 aoi_size = 1024              # native 10 m pixels around each POI
@@ -260,10 +348,22 @@ read_workers = 8             # concurrent network reads
 cpu_workers = 2              # processes for tiling / PNG encoding (0 = in the reader threads)
 
 [labels]
-source = "cog"               # cog (url below) | stac (catalog + collection below)
+source = "cog"               # cog (url below) | stac (catalog + collection) | earthengine (ee_* below)
 url = "worldcover.tif"       # required for source = "cog"
-scheme = "esa_worldcover"    # esa_worldcover | dynamic_world | io_lulc
+# preset = "custom"          # esa-worldcover-pc | io-lulc-pc (Planetary Computer, signed) |
+                             # dynamic-world-ee | esa-worldcover-ee (Earth Engine) | custom: fills
+                             # source, catalog, collection, asset, scheme, ... ; settings here win
+scheme = "esa_worldcover"    # esa_worldcover | dynamic_world | io_lulc (earthengine: follows ee_dataset)
 downsample = "majority"      # majority | nearest
+# source = "stac": catalog, collection, asset = "map", datetime = "2021-07-01" (which items; none = all),
+#                  sign_hrefs = "none" | "planetary-computer"
+# source = "earthengine" (pip install 'rsbuild[ee]'):
+# ee_dataset = "dynamic_world"   # dynamic_world | esa_worldcover
+# ee_window_days = 30            # Dynamic World: mode of the labels over the scene date +- this many days
+# ee_credentials = "ee-key.json" # service-account key; else GOOGLE_APPLICATION_CREDENTIALS, then application default credentials
+# ee_project = "my-project"      # else EE_PROJECT, the key file's project or the credentials' quota project
+# ee_url = "https://earthengine-highvolume.googleapis.com"  # default: the standard endpoint
+# ee_max_in_flight = 8           # concurrent computePixels requests (Earth Engine's default quota: 40 per project)
 
 [stats]
 min_component_pixels = 30
@@ -281,6 +381,7 @@ shard_max_bytes = 1000000000
 write_masks = true
 png_compress_level = 1
 folder_file_cap = 8000
+unit_pois = 500              # POI rows per unit of work: a rerun resumes at the first unfinished unit
 write_bbox_overlays = false
 license = "cc-by-4.0"
 

@@ -272,6 +272,7 @@ class Tiler:
         lat, lon = center_wgs84(tile_grid)
         return {
             "poi_id": poi.poi_id,
+            "poi_row": poi.row,
             "tile": window.index,
             "tile_id": sample_key(poi.poi_id, window.index),
             "lat": poi.lat,

@@ -12,29 +12,21 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from rsbuild.config import Config
+from rsbuild.errors import ConfigError
 from rsbuild.fetch import Fetcher
 from rsbuild.labels import make_label_source
 from rsbuild.pois import PoiReader, write_rejects
 from rsbuild.types import Failure, Poi, Sample
 
-
-class SampleSink(Protocol):
-    """Where samples go (rsbuild.shards / DatasetWriter)."""
-
-    def write(self, sample: Sample) -> None: ...
-
-    def record_failure(self, failure: Failure) -> None: ...
-
-    def close(self) -> dict[str, Any]: ...
-
-    def abort(self) -> None: ...
+if TYPE_CHECKING:
+    from rsbuild.writer import UnitPlan, UnitRouter
 
 
 @dataclass
@@ -50,6 +42,9 @@ class RunSummary:
     tiles_written: int = 0
     tiles_skipped: Counter[str] = field(default_factory=Counter)
     captions_failed: int = 0
+    units_done: int = 0
+    units_skipped: int = 0
+    finalized: bool = False
     filter_mode: str = ""
     elapsed_s: float = 0.0
     writer: dict[str, Any] = field(default_factory=dict)
@@ -74,6 +69,10 @@ class RunSummary:
         table.add_row("tiles skipped", str(sum(self.tiles_skipped.values())), _reasons(self.tiles_skipped))
         if self.captions_failed:
             table.add_row("captions failed check", str(self.captions_failed), "see caption_failures in KEY.json")
+        if self.units_skipped:
+            table.add_row("units already done", str(self.units_skipped), "resumed: skipped")
+        if not self.finalized:
+            table.add_row("dataset", "incomplete", "other units remain (job array?); rerun to finish")
         table.add_row("elapsed", f"{self.elapsed_s:.1f} s", self.out_dir)
         return table
 
@@ -102,14 +101,29 @@ def make_searcher(cfg: Config) -> Any:
     return SceneSearcher(cfg.scenes, required=required)
 
 
-class _Tracker:
-    """Counts records as they stream by and forwards failures to the sink."""
+@dataclass(frozen=True)
+class WorkerSlice:
+    """Which units this process runs: unit ``u`` belongs to worker ``u % count`` (job arrays)."""
 
-    def __init__(self, summary: RunSummary, sink: SampleSink, progress: Progress | None, task: Any) -> None:
-        self.summary, self.sink, self.progress, self.task = summary, sink, progress, task
+    count: int = 1
+    index: int = 0
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or not 0 <= self.index < self.count:
+            raise ConfigError(f"--shard-index must be in [0, --num-shards) (got {self.index} of {self.count})")
+
+    def owns(self, unit: int) -> bool:
+        return unit % self.count == self.index
+
+
+class _Tracker:
+    """Counts records as they stream by and sends failures straight to their unit."""
+
+    def __init__(self, summary: RunSummary, router: UnitRouter, plan: UnitPlan, progress: Progress, task: Any) -> None:
+        self.summary, self.router, self.plan, self.progress, self.task = summary, router, plan, progress, task
 
     def samples(self, grouped: Iterator[tuple[Poi, list[Sample | Failure]]]) -> Iterator[Sample]:
-        for _poi, records in grouped:
+        for poi, records in grouped:
             failures = [r for r in records if isinstance(r, Failure)]
             if len(records) == 1 and failures and failures[0].stage in ("search", "read"):
                 self.summary.scenes_missing[failures[0].reason] += 1
@@ -119,72 +133,120 @@ class _Tracker:
                 if isinstance(record, Failure):
                     if record.stage == "tile":
                         self.summary.tiles_skipped[record.reason] += 1
-                    self.sink.record_failure(record)
+                    self.router.record_failure(record, self.plan.unit_of_row(poi.row))
                 else:
                     yield record
-            if self.progress is not None:
-                self.progress.advance(self.task)
+            self.progress.advance(self.task)
 
 
-def _run(
-    cfg: Config,
-    out_dir: Path,
-    sink: SampleSink,
-    console: Console,
-    caption_stage: Any = None,
-    show_progress: bool = True,
-) -> RunSummary:
-    started = time.perf_counter()
-    summary = RunSummary(out_dir=str(out_dir))
-    reader = PoiReader(cfg.pois)
-    total = _count_rows(reader)
-    searcher = make_searcher(cfg)
-    summary.filter_mode = getattr(searcher, "filter_mode", "")
-    label_source = make_label_source(cfg.labels)
-    progress = Progress(
+def _progress(console: Console, show: bool) -> Progress:
+    return Progress(
         SpinnerColumn(),
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         console=console,
-        disable=not show_progress,
-        transient=False,
+        disable=not show,
     )
-    with progress, Fetcher(cfg, searcher, label_source) as fetcher:
-        task = progress.add_task("POIs", total=total)
-        tracker = _Tracker(summary, sink, progress, task)
-        samples: Iterable[Sample] = tracker.samples(fetcher.run(reader))
-        if caption_stage is not None:
-            samples = caption_stage(samples)
-        try:
-            for sample in samples:
-                summary.captions_failed += len(sample.failures)
-                sink.write(sample)
-                summary.tiles_written += 1
-        except BaseException:
-            sink.abort()
-            raise
-        summary.writer = sink.close()
+
+
+def _run(
+    cfg: Config,
+    out_dir: Path,
+    console: Console,
+    *,
+    dataset: bool,
+    caption_stage: Any = None,
+    show_progress: bool = True,
+    overwrite: bool = False,
+    workers: WorkerSlice = WorkerSlice(),
+) -> RunSummary:
+    """Fetch (and caption) every unfinished unit this worker owns, then finalize when all are done."""
+    from rsbuild.schemes import get_scheme
+    from rsbuild.writer import UnitRouter, UnitWriter, finalize, plan_for, prepare_run
+
+    started = time.perf_counter()
+    summary = RunSummary(out_dir=str(out_dir))
+    reader = PoiReader(cfg.pois)
+    rows = _count_rows(reader) or 0
+    plan = plan_for(cfg)
+    done = prepare_run(out_dir, cfg.dump(), overwrite=overwrite)
+    all_units = range(plan.rows_in_units(rows))
+    todo = [u for u in all_units if workers.owns(u) and u not in done]
+    summary.units_skipped = sum(1 for u in all_units if workers.owns(u) and u in done)
+    scheme = get_scheme(cfg.labels.scheme)
+
+    def open_unit(unit: int) -> UnitWriter:
+        return UnitWriter(out_dir, unit, plan, cfg.output, cfg.captions, scheme, dataset=dataset)
+
+    todo_set = set(todo)
+    pois = (poi for poi in reader if plan.unit_of_row(poi.row) in todo_set)
+    router = UnitRouter(open_unit, plan, todo)
+    progress = _progress(console, show_progress)
+    with progress:
+        task = progress.add_task("POIs", total=sum(min(rows, (u + 1) * plan.unit_pois) - u * plan.unit_pois for u in todo))
+        if todo:
+            searcher = make_searcher(cfg)
+            summary.filter_mode = getattr(searcher, "filter_mode", "")
+            with Fetcher(cfg, searcher, make_label_source(cfg.labels)) as fetcher:
+                samples: Iterable[Sample] = _Tracker(summary, router, plan, progress, task).samples(fetcher.run(pois))
+                if caption_stage is not None:
+                    samples = caption_stage(samples)
+                try:
+                    for sample in samples:
+                        summary.captions_failed += len(sample.failures)
+                        router.write(sample)
+                        summary.tiles_written += 1
+                    router.close()
+                except BaseException:
+                    router.abort()
+                    raise
+        else:
+            for _ in reader:  # still count rows and rejects
+                pass
+    summary.units_done = len(router.finished)
     summary.pois_read = reader.rows_read
     summary.pois_rejected = len(reader.rejects)
     summary.rejects_by_reason = Counter(r.reason for r in reader.rejects)
     write_rejects(reader.rejects, out_dir / "rejects.jsonl")
+    (out_dir / "config.resolved.json").write_text(json.dumps(cfg.dump(), indent=2, sort_keys=True) + "\n")
+    from rsbuild.writer import done_units
+
+    if set(all_units) <= done_units(out_dir):
+        summary.writer = finalize(out_dir, cfg.output, cfg.splits, scheme, cfg.dump(), dataset=dataset)
+        summary.finalized = True
     summary.elapsed_s = round(time.perf_counter() - started, 3)
     (out_dir / "run_summary.json").write_text(json.dumps(summary.to_json(), indent=2, sort_keys=True) + "\n")
-    (out_dir / "config.resolved.json").write_text(json.dumps(cfg.dump(), indent=2, sort_keys=True) + "\n")
     return summary
 
 
 def run_fetch(
-    cfg: Config, out_dir: Path, console: Console | None = None, show_progress: bool = True, overwrite: bool = False
+    cfg: Config,
+    out_dir: Path,
+    console: Console | None = None,
+    show_progress: bool = True,
+    overwrite: bool = False,
+    workers: WorkerSlice = WorkerSlice(),
 ) -> RunSummary:
     """The fetch half: chip shards (image, mask, stats; no captions) under ``out_dir``."""
-    from rsbuild.shards import ChipShardWriter
+    return _run(cfg, out_dir, console or Console(), dataset=False, show_progress=show_progress, overwrite=overwrite, workers=workers)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    sink = ChipShardWriter(out_dir, cfg.output, overwrite=overwrite)
-    return _run(cfg, out_dir, sink, console or Console(), show_progress=show_progress)
+
+def make_caption_stage(cfg: Config, out_dir: Path, engines: list[Any] | None = None) -> tuple[Any, list[Any]]:
+    """The caption stage for a run: (function over a sample iterator, engines to close)."""
+    from rsbuild.captions.annotate import annotate
+    from rsbuild.captions.engines import make_engines
+    from rsbuild.captions.prompts import PromptSet
+
+    engines = engines if engines is not None else make_engines(cfg.captions, out_dir / "cache")
+    needs_prompts = any(e.needs_prompts for e in engines)
+    prompts = PromptSet.load(cfg.captions.prompts_dir, tasks=cfg.captions.tasks) if needs_prompts else None
+
+    def caption_stage(samples: Iterable[Sample]) -> Iterator[Sample]:
+        return annotate(samples, engines, cfg.captions, prompts=prompts)
+
+    return caption_stage, engines
 
 
 def run_build(
@@ -194,25 +256,17 @@ def run_build(
     show_progress: bool = True,
     engines: list[Any] | None = None,
     overwrite: bool = False,
+    workers: WorkerSlice = WorkerSlice(),
 ) -> RunSummary:
-    """The whole job: fetch → caption → shards, JSONL, folders and card under ``out_dir``."""
-    from rsbuild.captions.annotate import annotate
-    from rsbuild.captions.engines import make_engines
-    from rsbuild.captions.prompts import PromptSet
-    from rsbuild.schemes import get_scheme
-    from rsbuild.layout import DatasetWriter
+    """The whole job: fetch → caption → shards, JSONL, folders and card under ``out_dir``.
 
+    Rerunning the same command resumes: finished units are skipped, unfinished ones redone.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
-    engines = engines if engines is not None else make_engines(cfg.captions, out_dir / "cache")
-    prompts = PromptSet.load(cfg.captions.prompts_dir) if any(e.needs_prompts for e in engines) else None
-
-    def caption_stage(samples: Iterable[Sample]) -> Iterator[Sample]:
-        return annotate(samples, engines, cfg.captions, prompts=prompts)
-
-    scheme = get_scheme(cfg.labels.scheme)
-    sink = DatasetWriter(out_dir, cfg.output, cfg.splits, cfg.captions, scheme, config=cfg.dump(), overwrite=overwrite)
+    caption_stage, engines = make_caption_stage(cfg, out_dir, engines)
     try:
-        return _run(cfg, out_dir, sink, console or Console(), caption_stage, show_progress)
+        return _run(cfg, out_dir, console or Console(), dataset=True, caption_stage=caption_stage,
+                    show_progress=show_progress, overwrite=overwrite, workers=workers)
     finally:
         for engine in engines:
             engine.close()

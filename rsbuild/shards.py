@@ -202,7 +202,17 @@ class _OpenShard:
 class ShardSink:
     """Rolling shard writer for one split, capped by sample count and bytes."""
 
-    def __init__(self, shards_dir: Path, split: str, max_samples: int, max_bytes: int, write_masks: bool = True) -> None:
+    def __init__(
+        self,
+        shards_dir: Path,
+        split: str,
+        max_samples: int,
+        max_bytes: int,
+        write_masks: bool = True,
+        *,
+        first_index: int = 0,
+        max_shards: int | None = None,
+    ) -> None:
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
         self.shards_dir = Path(shards_dir)
@@ -213,7 +223,9 @@ class ShardSink:
         self.write_masks = write_masks
         self.finished: list[ShardStats] = []
         self._open: _OpenShard | None = None
-        self._next_index = 0
+        self._first_index = first_index
+        self._next_index = first_index
+        self._max_shards = max_shards
 
     def write(self, sample: Sample) -> str:
         """Append a sample; returns the name (``{split}-NNNNNN``) of the shard it went to."""
@@ -230,6 +242,11 @@ class ShardSink:
             self.finished.append(shard.finish())
             shard = self._open = None
         if shard is None:
+            if self._max_shards is not None and self._next_index - self._first_index >= self._max_shards:
+                raise RuntimeError(
+                    f"more than {self._max_shards} {self.split} shards in one unit of work; "
+                    "lower output.unit_pois or raise output.shard_max_samples / shard_max_bytes"
+                )
             shard = self._open = _OpenShard(self.shards_dir, shard_name(self.split, self._next_index), self.split)
             self._next_index += 1
         shard.write(sample, members)
@@ -252,9 +269,10 @@ class ShardSink:
 class ShardSinks:
     """One `ShardSink` per split, opened on first use; routes samples by ``sample.split``."""
 
-    def __init__(self, shards_dir: Path, output_cfg: OutputConfig) -> None:
+    def __init__(self, shards_dir: Path, output_cfg: OutputConfig, *, first_index: int = 0, max_shards: int | None = None) -> None:
         self.shards_dir = Path(shards_dir)
         self.output_cfg = output_cfg
+        self.first_index, self.max_shards = first_index, max_shards
         self._sinks: dict[str, ShardSink] = {}
 
     def write(self, sample: Sample) -> str:
@@ -262,7 +280,10 @@ class ShardSinks:
         sink = self._sinks.get(sample.split)
         if sink is None:
             cfg = self.output_cfg
-            sink = ShardSink(self.shards_dir, sample.split, cfg.shard_max_samples, cfg.shard_max_bytes, cfg.write_masks)
+            sink = ShardSink(
+                self.shards_dir, sample.split, cfg.shard_max_samples, cfg.shard_max_bytes, cfg.write_masks,
+                first_index=self.first_index, max_shards=self.max_shards,
+            )
             self._sinks[sample.split] = sink
         return sink.write(sample)
 

@@ -5,7 +5,8 @@ collection under a bbox (the STAC label source). Both search through ``_Catalog`
 opens the catalog once and decides whether it is an API or a static catalog.
 
 ``SceneSearcher.find(poi, aoi_half_m)`` returns the least cloudy scene whose footprint holds
-the whole AOI square, or a ``Failure`` saying why there is none:
+the whole AOI square, or a ``Failure`` saying why there is none; ``rank`` returns the best few
+(for a choice by the AOI's own clouds), ``candidates`` the same without the failure:
 
 - ``no_scene``: nothing in the collection / interval / cloud limit touches the AOI;
 - ``missing_asset``: every candidate lacks a required band (detail names band and scene);
@@ -15,9 +16,14 @@ the whole AOI square, or a ``Failure`` saying why there is none:
 How the cloud limit reaches an API is decided once from its conformance classes: a CQL2
 ``filter`` (cql2-json), else the ``query`` extension, else filtering on the client. The
 limit is checked on the client in every mode as well, so a server that ignores a filter
-cannot let a cloudy scene through.
+cannot let a cloudy scene through. An API that conforms to the ``sort`` extension is asked
+for the least cloudy items first, so the ``max_items`` examined are the best ones even when
+more scenes match; the ranking itself always happens here.
 
-Thread safety: ``find``, ``candidates`` and ``asset_hrefs`` may run in many threads at once.
+Hrefs are signed (``scenes.sign_hrefs`` / ``labels.sign_hrefs = "planetary-computer"``) only
+in what is returned; signed hrefs carry a token, so nothing here logs or formats an href.
+
+Thread safety: ``find``, ``rank``, ``candidates`` and ``asset_hrefs`` may run in many threads at once.
 Shared between threads, and read-only after construction: the config, the opened
 ``pystac_client.Client`` (conformance, search URL), the static-catalog index and
 ``rsbuild.grid``'s transformer cache (pyproj >= 3.1 transformers are thread-safe). Each
@@ -92,7 +98,7 @@ class SceneSearcher:
     ) -> None:
         self.cfg = cfg
         self.required = required
-        self.signer = signer or _configured_signer(cfg)
+        self.signer = signer or href_signer(cfg.sign_hrefs, "scenes.sign_hrefs")
         interval = parse_interval(cfg.datetime)
         self._target = _parse_bound(cfg.target_date, end=False) if cfg.target_date else _midpoint(interval)
         self._catalog = _Catalog(cfg.catalog, "scenes.catalog")
@@ -102,14 +108,24 @@ class SceneSearcher:
 
     def find(self, poi: Poi, aoi_half_m: float) -> Scene | Failure:
         """The least cloudy scene holding the whole AOI (ties: nearest the target date)."""
+        ranked = self.rank(poi, aoi_half_m, 1)
+        return ranked if isinstance(ranked, Failure) else ranked[0]
+
+    def rank(self, poi: Poi, aoi_half_m: float, limit: int) -> list[Scene] | Failure:
+        """The best ``limit`` qualifying scenes (cloud limit, required bands, whole AOI), best
+        first as ``find`` orders them, from one search; or the ``Failure`` saying why none
+        qualifies. ``limit`` < 1 counts as 1."""
         ranking = self._rank(poi, aoi_half_m)
         if ranking.failure is not None:
             return ranking.failure
-        return self._signed(ranking.scenes[0])
+        return [self._signed(scene) for scene in ranking.scenes[: max(1, limit)]]
 
     def candidates(self, poi: Poi, aoi_half_m: float, limit: int) -> list[Scene]:
-        """Up to ``limit`` qualifying scenes, best first (empty when none qualifies; see ``find``)."""
-        return [self._signed(scene) for scene in self._rank(poi, aoi_half_m).scenes[:limit]]
+        """Up to ``limit`` qualifying scenes, best first (empty when none qualifies; see ``rank``)."""
+        if limit < 1:
+            return []
+        ranked = self.rank(poi, aoi_half_m, limit)
+        return [] if isinstance(ranked, Failure) else ranked
 
     # -- construction -----------------------------------------------------------------
 
@@ -199,13 +215,17 @@ class SceneSearcher:
                 yield candidate
 
     def _cloud_parameters(self) -> dict[str, Any]:
-        """The cloud limit in the form the server understands (nothing in client mode)."""
+        """The cloud limit in the form the server understands (nothing in client mode), and the
+        least cloudy items first when the server can sort."""
         limit, prop = self.cfg.max_cloud_cover, self.cfg.cloud_property
+        parameters: dict[str, Any] = {}
         if self.filter_mode == "filter":
-            return {"filter": {"op": "<=", "args": [{"property": prop}, limit]}, "filter_lang": "cql2-json"}
-        if self.filter_mode == "query":
-            return {"query": {prop: {"lte": limit}}}
-        return {}
+            parameters = {"filter": {"op": "<=", "args": [{"property": prop}, limit]}, "filter_lang": "cql2-json"}
+        elif self.filter_mode == "query":
+            parameters = {"query": {prop: {"lte": limit}}}
+        if self._catalog.conforms_to(ConformanceClasses.SORT):
+            parameters["sortby"] = [{"field": f"properties.{prop}", "direction": "asc"}]
+        return parameters
 
     def _candidate(self, item: dict[str, Any]) -> _Candidate | None:
         """Scene + footprint of one item; None for an item without usable geometry."""
@@ -238,11 +258,26 @@ class SearchError(Exception):
 
 
 class ItemFinder:
-    """Items of one collection under a bbox, e.g. the land-cover tiles of a label source."""
+    """Items of one collection under a bbox, e.g. the land-cover tiles of a label source.
 
-    def __init__(self, catalog: str, collection: str, *, max_items: int = 20, field: str = "labels.catalog") -> None:
+    ``datetime`` (an RFC 3339 date or interval) keeps only the items it touches, e.g. one year
+    of an annual land-cover product; ``signer`` rewrites the returned hrefs.
+    """
+
+    def __init__(
+        self,
+        catalog: str,
+        collection: str,
+        *,
+        max_items: int = 20,
+        field: str = "labels.catalog",
+        datetime: str | None = None,
+        signer: Callable[[str], str] | None = None,
+    ) -> None:
         self.collection = collection
         self.max_items = max_items
+        self.datetime = datetime
+        self.signer = signer
         self._catalog = _Catalog(catalog, field)
 
     def asset_hrefs(self, bbox: tuple[float, float, float, float], asset: str) -> list[str]:
@@ -251,11 +286,14 @@ class ItemFinder:
         Raises ``SearchError`` when the server fails.
         """
         try:
-            items = list(self._catalog.search(bbox=bbox, collection=self.collection, datetime=None, max_items=self.max_items))
+            items = list(
+                self._catalog.search(bbox=bbox, collection=self.collection, datetime=self.datetime, max_items=self.max_items)
+            )
         except _SEARCH_ERRORS as exc:
             raise SearchError(f"searching {self._catalog.href} for {self.collection!r}: {type(exc).__name__}: {exc}") from exc
         assets = (item.get("assets", {}).get(asset) or {} for item in items)
-        return [entry["href"] for entry in assets if entry.get("href")]
+        hrefs = [entry["href"] for entry in assets if entry.get("href")]
+        return [self.signer(href) for href in hrefs] if self.signer else hrefs
 
 
 @dataclass(frozen=True)
@@ -459,11 +497,18 @@ def _search_url(client: Client, root_href: str) -> str:
     return root_href.rstrip("/") + "/search"
 
 
-def _configured_signer(cfg: ScenesConfig) -> Callable[[str], str] | None:
-    if cfg.sign_hrefs == "planetary-computer":
-        planetary_computer = require("planetary_computer", "pc", "scenes.sign_hrefs = 'planetary-computer'")
+def href_signer(sign_hrefs: str, field: str) -> Callable[[str], str] | None:
+    """The href signer a ``sign_hrefs`` setting names (``none`` -> None).
+
+    ``planetary-computer`` signs with the ``planetary-computer`` package (extra ``pc``), which
+    appends a short-lived SAS token to Azure blob hrefs and caches tokens per container.
+    """
+    if sign_hrefs == "planetary-computer":
+        planetary_computer = require("planetary_computer", "pc", f"{field} = 'planetary-computer'")
         return planetary_computer.sign
+    if sign_hrefs != "none":
+        raise ConfigError(f"{field} = {sign_hrefs!r} is not a known signer; use 'none' or 'planetary-computer'")
     return None
 
 
-__all__ = ["ItemFinder", "SceneSearcher", "SearchError", "aoi_polygon", "parse_interval"]
+__all__ = ["ItemFinder", "SceneSearcher", "SearchError", "aoi_polygon", "href_signer", "parse_interval"]

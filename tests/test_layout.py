@@ -131,8 +131,8 @@ def test_rebuild_is_byte_identical(tmp_path: Path) -> None:
 
 def test_refuses_to_mix_with_an_earlier_dataset(tmp_path: Path) -> None:
     _build(tmp_path, _samples(3))
-    with pytest.raises(InputError, match="already holds a dataset"):
-        _build(tmp_path, _samples(3))
+    with pytest.raises(InputError, match="different configuration"):
+        _build(tmp_path, _samples(3), shard_max_samples=5)
     summary = DatasetWriter(tmp_path, OutputConfig(), SplitsConfig(), CaptionsConfig(), SCHEME, overwrite=True).close()
     assert summary["tiles"] == 0 and list_shards(tmp_path) == []
     assert not list((tmp_path / "images").rglob("*.png"))
@@ -159,7 +159,7 @@ def test_card_front_matter_and_sections(tmp_path: Path) -> None:
         assert needle in body
     assert "| train | 3 | 3 | 3 | 3 | 6 | 2 |" in body  # tiles, rows per task, shards
     assert "stac.example.com/v1" in body and "secret" not in body and "token" not in body
-    assert "seconds" not in text and str(summary["seconds"]) not in body
+    assert "seconds" not in text and str(summary["finalize_seconds"]) not in body
 
 
 def test_card_configs_load_with_huggingface_datasets(tmp_path: Path, monkeypatch) -> None:

@@ -1,0 +1,510 @@
+"""Units of work: deterministic ids, atomic outputs, markers written last, resume, finalize.
+
+A run is cut into units of ``output.unit_pois`` consecutive POI rows (unit ``u`` holds rows
+``u*unit_pois+1 … (u+1)*unit_pois``). Everything a unit writes has a name derived from its id:
+
+```
+shards/{split}-{u*100+part:06d}.tar (+ .stats.json)   at most 100 shards per split and unit
+data/parts/{split}-{u:06d}.jsonl                      its SFT rows
+units/{u:06d}.failures.jsonl                          its bad samples
+images|metadata|overlays/sNNNNN/…                     NNNNNN from the sample's ordinal (POI row, tile)
+units/{u:06d}.json                                    the marker, written last
+```
+
+A unit is done only when its marker exists. A rerun skips done units, cleans the leftovers of
+unfinished ones and redoes them; identical inputs give identical bytes, so a killed and resumed
+run ends byte-identical to an uninterrupted one. `finalize` concatenates the parts in unit order
+into ``data/{split}.jsonl`` and ``failures.jsonl`` and writes ``summary.json`` and the card from
+the markers, so it can run again at any time (and after job-array workers each did their units).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import rsbuild
+from rsbuild import card, sft
+from rsbuild.config import CaptionsConfig, OutputConfig, SplitsConfig
+from rsbuild.errors import InputError
+from rsbuild.layout import (
+    CARD_FILE,
+    DATA_DIR,
+    FOLDERS,
+    PLOTS_DIR,
+    SUMMARY_FILE,
+    FolderLayout,
+    metadata_sidecar,
+    pretty_json,
+)
+from rsbuild.overlays import palette_of, render_overlay
+from rsbuild.schemes import Scheme
+from rsbuild.shards import (
+    FAILURES_FILE,
+    SHARDS_DIR,
+    TMP_SUFFIX,
+    AtomicJsonl,
+    ShardSinks,
+    key_problem,
+    write_atomic,
+)
+from rsbuild.splits import OverlapReport
+from rsbuild.types import SPLITS, Failure, Sample
+
+UNITS_DIR = "units"
+PARTS_DIR = "parts"
+SHARDS_PER_UNIT = 100
+RUN_FILE = "run.json"
+
+
+@dataclass(frozen=True)
+class UnitPlan:
+    """How POI rows map to units and samples to folder slots (all derived from config)."""
+
+    unit_pois: int
+    tiles_per_poi: int
+    rows_per_tile: int  # an upper bound on SFT rows (overlay slots) per tile
+
+    def unit_of_row(self, row: int) -> int:
+        """The unit of a 1-based POI row."""
+        return (max(row, 1) - 1) // self.unit_pois
+
+    def unit_of(self, sample: Sample) -> int:
+        return self.unit_of_row(int(sample.metadata.get("poi_row", 1)))
+
+    def ordinal(self, sample: Sample) -> int:
+        """A slot unique to (POI row, tile): folder segments follow from it, whatever order units run in."""
+        row = int(sample.metadata.get("poi_row", 1))
+        return (row - 1) * self.tiles_per_poi + int(sample.metadata.get("tile", 0))
+
+    def rows_in_units(self, rows: int) -> int:
+        """How many units ``rows`` POI rows make."""
+        return -(-rows // self.unit_pois) if rows > 0 else 0
+
+
+class _Tally:
+    """Counts for the summary and card; bounded by the number of classes and tasks."""
+
+    FIELDS = ("annotations", "annotators", "class_pixels", "class_tiles", "dominant", "tiles_by_split",
+              "failures_by_reason", "failures_by_stage", "caption_failures_by_reason")
+
+    def __init__(self) -> None:
+        self.counters: dict[str, Counter] = {name: Counter() for name in self.FIELDS}
+        self.rows: dict[str, Counter] = {split: Counter() for split in SPLITS}
+        self.valid_pixels = 0
+        self.scene_years: set[str] = set()
+
+    def add_sample(self, sample: Sample) -> None:
+        c = self.counters
+        c["tiles_by_split"][sample.split] += 1
+        for ann in sample.annotations:
+            c["annotations"][str(ann.get("task"))] += 1
+            if ann.get("annotator"):
+                c["annotators"][str(ann["annotator"])] += 1
+        for failure in sample.failures:
+            c["caption_failures_by_reason"][str(failure.get("reason", "unknown"))] += 1
+        stats = sample.stats
+        self.valid_pixels += int(stats.get("valid_pixels", 0))
+        for cls in stats.get("classes", []):
+            c["class_pixels"][cls["name"]] += int(cls.get("pixels", 0))
+            c["class_tiles"][cls["name"]] += 1
+        if stats.get("dominant_class"):
+            c["dominant"][stats["dominant_class"]] += 1
+        when = str((sample.metadata.get("scene") or {}).get("datetime") or "")
+        if when[:4].isdigit():
+            self.scene_years.add(when[:4])
+
+    def add_failure(self, failure: Failure) -> None:
+        self.counters["failures_by_reason"][failure.reason] += 1
+        self.counters["failures_by_stage"][failure.stage] += 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **{name: dict(sorted(counter.items())) for name, counter in self.counters.items()},
+            "rows": {split: dict(sorted(self.rows[split].items())) for split in SPLITS},
+            "valid_pixels": self.valid_pixels,
+            "scene_years": sorted(self.scene_years),
+        }
+
+    def merge(self, doc: Mapping[str, Any]) -> None:
+        for name in self.FIELDS:
+            self.counters[name].update(doc.get(name, {}))
+        for split in SPLITS:
+            self.rows[split].update(doc.get("rows", {}).get(split, {}))
+        self.valid_pixels += int(doc.get("valid_pixels", 0))
+        self.scene_years.update(doc.get("scene_years", []))
+
+    def classes(self) -> list[dict[str, Any]]:
+        total = self.valid_pixels or 1
+        pixels, tiles, dominant = (self.counters[k] for k in ("class_pixels", "class_tiles", "dominant"))
+        ordered = sorted(pixels.items(), key=lambda item: (-item[1], item[0]))
+        return [
+            {"name": name, "pixels": count, "share": round(count / total, 6), "tiles": tiles[name], "dominant_tiles": dominant[name]}
+            for name, count in ordered
+        ]
+
+
+class UnitWriter:
+    """Everything one unit writes. ``dataset=False`` writes only shards (the fetch half's chips)."""
+
+    def __init__(
+        self,
+        out_dir: Path,
+        unit: int,
+        plan: UnitPlan,
+        output_cfg: OutputConfig,
+        captions_cfg: CaptionsConfig,
+        scheme: Scheme | None,
+        *,
+        dataset: bool = True,
+        modality: str = "sentinel-2",
+        slot_of: Callable[[Sample], int] | None = None,
+    ) -> None:
+        self.out_dir, self.unit, self.plan = Path(out_dir), unit, plan
+        self.slot_of = slot_of or plan.ordinal
+        self.output_cfg, self.captions_cfg, self.dataset, self.modality = output_cfg, captions_cfg, dataset, modality
+        clean_unit(self.out_dir, unit)
+        self._shards = ShardSinks(self.out_dir / SHARDS_DIR, output_cfg, first_index=unit * SHARDS_PER_UNIT,
+                                  max_shards=SHARDS_PER_UNIT)
+        (self.out_dir / UNITS_DIR).mkdir(parents=True, exist_ok=True)
+        self._failures = AtomicJsonl(failures_part(self.out_dir, unit))
+        self._jsonl: dict[str, AtomicJsonl] = {}
+        self._folders = FolderLayout(self.out_dir, output_cfg.folder_file_cap) if dataset else None
+        self._palette = palette_of(scheme)
+        self._tally = _Tally()
+        self._footprints: list[list[Any]] = []
+
+    def write(self, sample: Sample) -> None:
+        """Add one tile: shard members and, for a dataset, image, sidecar, JSONL rows, overlays."""
+        problem = key_problem(sample.key)
+        if problem:
+            self.record_failure(Failure("write", "invalid_key", sample.metadata.get("poi_id"), sample.key, problem))
+            return
+        shard = self._shards.write(sample)
+        self._tally.add_sample(sample)
+        bbox = sample.metadata.get("bbox_wgs84")
+        if bbox is not None:
+            self._footprints.append([sample.key, sample.split, list(bbox)])
+        if self._folders is None:
+            return
+        cfg, slot = self.output_cfg, self.slot_of(sample)
+        image = self._folders.write_at("images", f"{sample.key}.png", sample.image_png, slot) if cfg.write_images else None
+        mask_in_shard = cfg.write_masks and sample.mask_png is not None
+        sidecar = metadata_sidecar(sample, shard, image, mask_in_shard)
+        self._folders.write_at("metadata", f"{sample.key}.json", pretty_json(sidecar), slot)
+        if image is not None:
+            self._write_rows(sample, image, slot)
+
+    def _write_rows(self, sample: Sample, image: str, slot: int) -> None:
+        captions = self.captions_cfg
+        rows = sft.build_rows(sample, captions.class_min_share, captions.max_class_rows, self.modality)
+        if len(rows) > self.plan.rows_per_tile:
+            raise RuntimeError(f"{sample.key} has {len(rows)} rows, more than the {self.plan.rows_per_tile} overlay slots")
+        stream = self._jsonl.get(sample.split)
+        if stream is None:
+            stream = self._jsonl[sample.split] = AtomicJsonl(jsonl_part(self.out_dir, sample.split, self.unit))
+        for index, row in enumerate(rows):
+            overlay = None
+            if self.output_cfg.write_bbox_overlays:
+                png, _ = render_overlay(sample.image_png, row.boxes, self._palette, self.output_cfg.png_compress_level)
+                name = f"{sample.key}_{index:02d}_{row.task}.png"
+                overlay = self._folders.write_at("overlays", name, png, slot * self.plan.rows_per_tile + index)
+            stream.write(row.to_json(sample.key, image, overlay))
+            self._tally.rows[sample.split][row.task] += 1
+
+    def record_failure(self, failure: Failure) -> None:
+        """Count a bad sample and keep its record with the unit."""
+        self._failures.write(failure.to_json())
+        self._tally.add_failure(failure)
+
+    def finish(self) -> dict[str, Any]:
+        """Close everything, then write the marker (last): the unit is done."""
+        shards = self._shards.close()
+        for stream in self._jsonl.values():
+            stream.close()
+        self._failures.close()
+        marker = {
+            "unit": self.unit,
+            "rsbuild_version": rsbuild.__version__,
+            "shards": [{k: v for k, v in s.to_json().items() if k != "seconds"} for s in shards],
+            "tally": self._tally.to_json(),
+            "footprints": self._footprints,
+        }  # no timings: markers are byte-identical across identical runs
+        write_atomic(marker_path(self.out_dir, self.unit), pretty_json(marker))
+        return marker
+
+    def abort(self) -> None:
+        """Drop unfinished files; the unit stays not done and is redone by the next run."""
+        self._shards.abort()
+        for stream in self._jsonl.values():
+            stream.abort()
+        self._failures.abort()
+
+
+def marker_path(out_dir: Path, unit: int) -> Path:
+    return Path(out_dir) / UNITS_DIR / f"{unit:06d}.json"
+
+
+def failures_part(out_dir: Path, unit: int) -> Path:
+    return Path(out_dir) / UNITS_DIR / f"{unit:06d}.failures.jsonl"
+
+
+def jsonl_part(out_dir: Path, split: str, unit: int) -> Path:
+    folder = Path(out_dir) / DATA_DIR / PARTS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{split}-{unit:06d}.jsonl"
+
+
+def done_units(out_dir: Path) -> set[int]:
+    """Units whose marker exists."""
+    folder = Path(out_dir) / UNITS_DIR
+    return {int(p.name[:6]) for p in folder.glob("[0-9]" * 6 + ".json")} if folder.is_dir() else set()
+
+
+def clean_unit(out_dir: Path, unit: int) -> None:
+    """Remove whatever an unfinished attempt at ``unit`` left (shards, sidecars, parts, marker)."""
+    out_dir = Path(out_dir)
+    marker_path(out_dir, unit).unlink(missing_ok=True)
+    first = unit * SHARDS_PER_UNIT
+    shards_dir = out_dir / SHARDS_DIR
+    for split in SPLITS:
+        for index in range(first, first + SHARDS_PER_UNIT):
+            base = shards_dir / f"{split}-{index:06d}"
+            for suffix in (".tar", f".tar{TMP_SUFFIX}", ".stats.json", f".stats.json{TMP_SUFFIX}"):
+                base.with_name(base.name + suffix).unlink(missing_ok=True)
+        part = out_dir / DATA_DIR / PARTS_DIR / f"{split}-{unit:06d}.jsonl"
+        for path in (part, part.with_name(part.name + TMP_SUFFIX)):
+            path.unlink(missing_ok=True)
+    failures = failures_part(out_dir, unit)
+    for path in (failures, failures.with_name(failures.name + TMP_SUFFIX)):
+        path.unlink(missing_ok=True)
+
+
+def run_fingerprint(config: Mapping[str, Any]) -> str:
+    """sha256 of what decides a run's outputs (the resolved config minus pure speed knobs)."""
+    doc = json.loads(json.dumps(config, sort_keys=True, default=str))
+    for section, key in (("imagery", "read_workers"), ("imagery", "cpu_workers"), ("captions", "concurrency")):
+        doc.get(section, {}).pop(key, None)
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def prepare_run(out_dir: Path, config: Mapping[str, Any], *, overwrite: bool = False) -> set[int]:
+    """Make ``out_dir`` ready; returns the units already done (resume) — empty for a fresh run.
+
+    An output folder written with a different config is refused (or wiped with ``overwrite``).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run_file = out_dir / UNITS_DIR / RUN_FILE
+    fingerprint = run_fingerprint(config)
+    existing = [out_dir / name for name in (*FOLDERS, DATA_DIR, SHARDS_DIR, UNITS_DIR, PLOTS_DIR, SUMMARY_FILE, CARD_FILE, FAILURES_FILE)]
+    existing = [p for p in existing if p.exists() and (p.is_file() or any(p.iterdir()))]
+    if overwrite:
+        for path in existing:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    elif run_file.exists():
+        previous = json.loads(run_file.read_text(encoding="utf-8")).get("fingerprint")
+        if previous != fingerprint:
+            raise InputError(
+                f"{out_dir} holds a run made with a different configuration; rerun with the same config to resume, "
+                "or pass --overwrite (or another --out) to start afresh"
+            )
+        return done_units(out_dir)
+    elif existing:
+        names = ", ".join(sorted(p.name for p in existing))
+        raise InputError(f"{out_dir} already holds other files ({names}); choose another output folder or pass --overwrite")
+    (out_dir / UNITS_DIR).mkdir(parents=True, exist_ok=True)
+    write_atomic(run_file, pretty_json({"fingerprint": fingerprint, "rsbuild_version": rsbuild.__version__}))
+    return set()
+
+
+def _concat(parts: Iterable[Path], target: Path) -> None:
+    tmp = target.with_name(target.name + TMP_SUFFIX)
+    with open(tmp, "wb") as out:
+        for part in parts:
+            with open(part, "rb") as src:
+                shutil.copyfileobj(src, out)
+    tmp.replace(target)
+
+
+def finalize(
+    out_dir: Path,
+    output_cfg: OutputConfig,
+    splits_cfg: SplitsConfig,
+    scheme: Scheme | None,
+    config: Mapping[str, Any] | None = None,
+    *,
+    dataset: bool = True,
+) -> dict[str, Any]:
+    """Assemble the whole-run files from the done units: JSONL, failures, summary, card, plots."""
+    out_dir = Path(out_dir)
+    started = time.perf_counter()
+    units = sorted(done_units(out_dir))
+    tally, overlap, shards = _Tally(), OverlapReport(), []
+    for unit in units:
+        marker = json.loads(marker_path(out_dir, unit).read_text(encoding="utf-8"))
+        tally.merge(marker["tally"])
+        shards += [{"name": s["shard"], "split": s["split"], "samples": s["samples"], "bytes": s["bytes"]} for s in marker["shards"]]
+        for key, split, bbox in marker["footprints"]:
+            overlap.add(key, bbox, split)
+    _concat((failures_part(out_dir, u) for u in units if failures_part(out_dir, u).exists()), out_dir / FAILURES_FILE)
+    c = tally.counters
+    summary: dict[str, Any] = {
+        "rsbuild_version": rsbuild.__version__,
+        "scheme": scheme.name if scheme else None,
+        "units": len(units),
+        "tiles": sum(c["tiles_by_split"].values()),
+        "tiles_by_split": {s: c["tiles_by_split"][s] for s in SPLITS},
+        "shards": shards,
+        "failures": sum(c["failures_by_reason"].values()),
+        "failures_by_reason": dict(sorted(c["failures_by_reason"].items())),
+        "failures_by_stage": dict(sorted(c["failures_by_stage"].items())),
+        "caption_failures_by_reason": dict(sorted(c["caption_failures_by_reason"].items())),
+        "annotations_by_task": dict(sorted(c["annotations"].items())),
+        "annotators": dict(sorted(c["annotators"].items())),
+        "classes": tally.classes(),
+        "overlap": overlap.to_json(),
+        "splits": splits_cfg.model_dump(mode="json"),
+        "scene_years": sorted(tally.scene_years),
+    }
+    if dataset:
+        (out_dir / DATA_DIR).mkdir(exist_ok=True)
+        for split in SPLITS:
+            parts = (out_dir / DATA_DIR / PARTS_DIR / f"{split}-{u:06d}.jsonl" for u in units)
+            _concat((p for p in parts if p.exists()), out_dir / DATA_DIR / f"{split}.jsonl")
+        summary["rows"] = sum(sum(r.values()) for r in tally.rows.values())
+        summary["rows_by_split"] = {split: {t: tally.rows[split][t] for t in sft.ROW_TASKS} for split in SPLITS}
+        summary["files"] = {folder: sum(1 for p in (out_dir / folder).rglob("*") if p.is_file()) for folder in FOLDERS}
+        card_text = card.render_card(summary, output_cfg, scheme, config)
+        if output_cfg.write_plots and summary["tiles"]:
+            from rsbuild.plots import card_plot_section, write_plots
+
+            plot_files = write_plots(out_dir, out_dir / PLOTS_DIR)
+            card_text = card_text.rstrip("\n") + "\n\n" + card_plot_section(plot_files, out_dir) + "\n"
+        write_atomic(out_dir / CARD_FILE, card_text.encode("utf-8"))
+    summary["finalize_seconds"] = round(time.perf_counter() - started, 3)
+    write_atomic(out_dir / SUMMARY_FILE, pretty_json(summary))
+    return summary
+
+
+def rows_per_tile_bound(captions: CaptionsConfig) -> int:
+    """The most SFT rows one tile can get (global + grounding + class rows), for overlay slots."""
+    models = max(1, len(captions.models))
+    return 4 + (2 + captions.paraphrases + 2 * captions.max_class_rows) * models
+
+
+def plan_for(cfg: Any) -> UnitPlan:
+    """The unit plan of a run config (`rsbuild.config.Config`)."""
+    from rsbuild.grid import tile_windows
+
+    img = cfg.imagery
+    tiles = len(tile_windows(img.aoi_size, img.tile_size, img.tile_stride))
+    return UnitPlan(cfg.output.unit_pois, tiles, rows_per_tile_bound(cfg.captions))
+
+
+class UnitRouter:
+    """The pipeline's sink: sends each sample / failure to the writer of its unit.
+
+    Units are finished (marker written) as soon as the ordered stream has moved past them;
+    failures bypass the caption stage and so always arrive before later samples.
+    """
+
+    def __init__(self, open_unit: Callable[[int], UnitWriter], plan: UnitPlan, units: Iterable[int]) -> None:
+        self.open_unit, self.plan = open_unit, plan
+        self.pending = sorted(set(units))  # units this run must finish, in order
+        self._open: dict[int, UnitWriter] = {}
+        self.finished: list[int] = []
+
+    def _writer(self, unit: int) -> UnitWriter:
+        writer = self._open.get(unit)
+        if writer is None:
+            writer = self._open[unit] = self.open_unit(unit)
+        return writer
+
+    def _finish_before(self, unit: int) -> None:
+        while self.pending and self.pending[0] < unit:
+            done = self.pending.pop(0)
+            self._writer(done).finish()
+            self._open.pop(done)
+            self.finished.append(done)
+
+    def write(self, sample: Sample) -> None:
+        unit = self.plan.unit_of(sample)
+        self._finish_before(unit)
+        self._writer(unit).write(sample)
+
+    def record_failure(self, failure: Failure, unit: int) -> None:
+        self._writer(unit).record_failure(failure)
+
+    def close(self) -> list[int]:
+        """Finish every remaining unit (also those that got no record); the units finished."""
+        self._finish_before(1 << 62)
+        return self.finished
+
+    def abort(self) -> None:
+        for writer in self._open.values():
+            writer.abort()
+        self._open.clear()
+
+
+class DatasetWriter:
+    """A whole dataset from one stream of samples, as a single unit (tests, small jobs, tools).
+
+    Folder slots follow the stream order. ``close`` finalizes (JSONL, failures, summary, card).
+    """
+
+    def __init__(
+        self,
+        out_dir: Path,
+        output_cfg: OutputConfig,
+        splits_cfg: SplitsConfig,
+        captions_cfg: CaptionsConfig,
+        scheme: Scheme | None = None,
+        *,
+        config: Mapping[str, Any] | None = None,
+        modality: str = "sentinel-2",
+        overwrite: bool = False,
+    ) -> None:
+        self.out_dir = Path(out_dir)
+        self.output_cfg, self.splits_cfg, self.scheme, self.config = output_cfg, splits_cfg, scheme, config
+        prepare_run(self.out_dir, {"config": config or {}, "output": output_cfg.model_dump(mode="json")}, overwrite=overwrite)
+        self._count = 0
+        plan = UnitPlan(1 << 40, 1, rows_per_tile_bound(captions_cfg))
+        self._unit = UnitWriter(self.out_dir, 0, plan, output_cfg, captions_cfg, scheme, modality=modality, slot_of=self._next_slot)
+        self._summary: dict[str, Any] | None = None
+
+    def _next_slot(self, sample: Sample) -> int:
+        self._count += 1
+        return self._count - 1
+
+    def write(self, sample: Sample) -> None:
+        self._unit.write(sample)
+
+    def record_failure(self, failure: Failure) -> None:
+        self._unit.record_failure(failure)
+
+    def close(self) -> dict[str, Any]:
+        if self._summary is None:
+            self._unit.finish()
+            self._summary = finalize(self.out_dir, self.output_cfg, self.splits_cfg, self.scheme, self.config)
+        return self._summary
+
+    def abort(self) -> None:
+        self._unit.abort()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
