@@ -211,10 +211,8 @@ class OutputConfig(_Section):
     png_compress_level: int = Field(1, ge=0, le=9)
     folder_file_cap: int = Field(8000, ge=1, description="most files in one leaf folder (sNNNNN/ segments)")
     unit_pois: int = Field(500, ge=1, description="POI rows per unit of work (resume granularity)")
-    unit_pois: int = Field(500, ge=1, description="POI rows per unit of work (resume granularity)")
     write_bbox_overlays: bool = False
     write_images: bool = True
-    write_plots: bool = Field(True, description="draw distribution plots into OUT/plots and the card")
     write_plots: bool = Field(True, description="draw distribution plots into OUT/plots and the card")
     license: str = "cc-by-4.0"
     pretty_name: str = "rsbuild dataset"
@@ -383,7 +381,6 @@ shard_max_bytes = 1000000000
 write_masks = true
 png_compress_level = 1
 folder_file_cap = 8000
-unit_pois = 500              # POI rows per unit of work: a rerun resumes at the first unfinished unit
 unit_pois = 500              # POI rows per unit of work: a rerun resumes at the first unfinished unit
 write_bbox_overlays = false
 license = "cc-by-4.0"
