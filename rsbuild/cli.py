@@ -31,6 +31,8 @@ ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="TOML config 
 OutOption = Annotated[Path, typer.Option("--out", "-o", help="output folder")]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")]
 OverwriteOption = Annotated[bool, typer.Option("--overwrite", help="replace a dataset already in --out")]
+NumShardsOption = Annotated[int, typer.Option("--num-shards", help="job arrays: number of workers sharing the units")]
+ShardIndexOption = Annotated[int, typer.Option("--shard-index", help="job arrays: this worker's index in [0, --num-shards)")]
 
 
 def _friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -66,11 +68,22 @@ def init(path: Annotated[Path, typer.Argument(help="where to write the example c
 
 @app.command()
 @_friendly_errors
-def fetch(config: ConfigOption, out: OutOption, quiet: QuietOption = False, overwrite: OverwriteOption = False) -> None:
-    """Fetch half: POIs → scenes → aligned chips, masks and statistics in chip shards."""
-    from rsbuild.pipeline import run_fetch
+def fetch(
+    config: ConfigOption,
+    out: OutOption,
+    quiet: QuietOption = False,
+    overwrite: OverwriteOption = False,
+    num_shards: NumShardsOption = 1,
+    shard_index: ShardIndexOption = 0,
+) -> None:
+    """Fetch half: POIs → scenes → aligned chips, masks and statistics in chip shards.
 
-    summary = run_fetch(_load(config), out, console=console, show_progress=not quiet, overwrite=overwrite)
+    Rerunning the same command resumes where it stopped.
+    """
+    from rsbuild.pipeline import WorkerSlice, run_fetch
+
+    summary = run_fetch(_load(config), out, console=console, show_progress=not quiet, overwrite=overwrite,
+                        workers=WorkerSlice(num_shards, shard_index))
     console.print(summary.table())
 
 
@@ -85,10 +98,15 @@ def build(
     split_by: Annotated[Optional[str], typer.Option("--split-by", help="poi | cell")] = None,
     quiet: QuietOption = False,
     overwrite: OverwriteOption = False,
+    num_shards: NumShardsOption = 1,
+    shard_index: ShardIndexOption = 0,
 ) -> None:
-    """The whole job: fetch → caption → shards, SFT JSONL, folders and dataset card."""
+    """The whole job: fetch → caption → shards, SFT JSONL, folders and dataset card.
+
+    Rerunning the same command resumes where it stopped; no caption request is sent twice.
+    """
     from rsbuild.config import config_from_dict
-    from rsbuild.pipeline import run_build
+    from rsbuild.pipeline import WorkerSlice, run_build
 
     cfg = _load(config)
     data = cfg.dump()
@@ -101,7 +119,8 @@ def build(
     if split_by:
         data["splits"]["by"] = split_by
     cfg = config_from_dict(data, source=f"{config} with command-line options")
-    summary = run_build(cfg, out, console=console, show_progress=not quiet, overwrite=overwrite)
+    summary = run_build(cfg, out, console=console, show_progress=not quiet, overwrite=overwrite,
+                        workers=WorkerSlice(num_shards, shard_index))
     console.print(summary.table())
     console.print(f"dataset written to [bold]{out}[/]; check it with [bold]rsbuild inspect {out}[/]")
 
