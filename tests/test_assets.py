@@ -218,6 +218,18 @@ def test_cdse_reads_asset_level_raster_fields_and_ten_metre_keys() -> None:
     assert (assets["visual"].scale, assets["visual"].offset) == (1.0, 0.0)
 
 
+@pytest.mark.parametrize(("version", "offset"), [("05.11", -0.1), ("02.14", 0.0)])
+def test_cdse_item_without_raster_fields_derives_them_from_processing_version(version: str, offset: float) -> None:
+    item = cdse()  # CDSE may leave raster:scale / raster:offset to the collection's item_assets
+    for asset in item["assets"].values():
+        asset.pop("raster:scale", None)
+        asset.pop("raster:offset", None)
+    item["properties"]["processing:version"] = version
+    assets = resolve_assets(item)
+    assert (assets["red"].scale, assets["red"].offset) == (pytest.approx(0.0001), pytest.approx(offset))
+    assert (assets["scl"].scale, assets["scl"].offset) == (1.0, 0.0)
+
+
 def test_item_level_raster_fields_are_a_fallback() -> None:
     item = earth_search_v1()
     for asset in item["assets"].values():

@@ -33,12 +33,12 @@ from rsbuild.assets import LAYOUTS
 from rsbuild.config import EXAMPLE_CONFIG, LabelsConfig, ScenesConfig, config_from_dict, load_config
 from rsbuild.errors import ConfigError, MissingExtraError
 from rsbuild.fetch import Fetcher
+from rsbuild.grid import bbox_wgs84
 from rsbuild.labels import StacLabelSource, make_label_source
 from rsbuild.pipeline import make_searcher
 from rsbuild.presets import CUSTOM, EE_DATASET_SCHEMES, LABEL_PRESETS, SCENE_PRESETS
 from rsbuild.schemes import SCHEMES, get_scheme
 from rsbuild.servers import RangeHTTPServer, RustacServer
-from rsbuild.grid import bbox_wgs84
 from rsbuild.stac import SceneSearcher
 from rsbuild.synthetic import DN_OFFSET, DN_SCALE, PIXEL_M, SCENES, FixtureInfo, SceneSpec
 from rsbuild.types import Failure, Grid, Sample, Scene
@@ -177,9 +177,8 @@ def test_earth_engine_key_file_resolves_against_the_config_folder(tmp_path: Path
 # -- scene presets against items in each catalog's own layout ------------------------------
 
 
-def _stamp(spec: SceneSpec) -> str:
-    """``S2A_MSIL2A_YYYYMMDDTHHMMSS``-style prefix pieces: satellite and sensing time."""
-    return f"{spec.id[:3]}_MSIL2A_{datetime.fromisoformat(spec.datetime).strftime('%Y%m%dT%H%M%S')}"
+def _sensing(spec: SceneSpec) -> str:
+    return datetime.fromisoformat(spec.datetime).strftime("%Y%m%dT%H%M%S")
 
 
 def earth_search_v1_id(spec: SceneSpec) -> str:
@@ -187,15 +186,17 @@ def earth_search_v1_id(spec: SceneSpec) -> str:
 
 
 def earth_search_c1_id(spec: SceneSpec) -> str:
-    return f"{spec.id[:3]}_T33TXL_{datetime.fromisoformat(spec.datetime).strftime('%Y%m%dT%H%M%S')}_L2A"
-
-
-def planetary_computer_id(spec: SceneSpec) -> str:
-    return f"{_stamp(spec)}_R022_T33TXL_20240801T101512"
+    return f"{spec.id[:3]}_T33TXL_{_sensing(spec)}_L2A"
 
 
 def cdse_id(spec: SceneSpec) -> str:
-    return f"{_stamp(spec)}_N0510_R022_T33TXL_20240801T101512"
+    """ESA's product name (baseline N0510), which CDSE uses as item id."""
+    return f"{spec.id[:3]}_MSIL2A_{_sensing(spec)}_N0510_R022_T33TXL_20240801T101512"
+
+
+def planetary_computer_id(spec: SceneSpec) -> str:
+    """Planetary Computer drops the baseline from the product name."""
+    return cdse_id(spec).replace("_N0510", "")
 
 
 def _renamed(item: dict[str, Any], item_id: str, keys: dict[str, str], collection: str) -> dict[str, Any]:
@@ -274,18 +275,18 @@ CASES = [
 def write_api_files(folder: Path, items_by_collection: dict[str, list[dict[str, Any]]]) -> list[Path]:
     """Collection and item-collection files for ``rustac serve``, in load order."""
     folder.mkdir(parents=True, exist_ok=True)
-    paths: list[Path] = []
+    collections, item_files = [], []
     for collection_id, items in items_by_collection.items():
         collection = {
             "type": "Collection", "stac_version": "1.1.0", "id": collection_id, "description": collection_id,
             "license": "proprietary", "links": [],
             "extent": {"spatial": {"bbox": [[-180, -90, 180, 90]]}, "temporal": {"interval": [[None, None]]}},
         }  # fmt: skip
-        paths.insert(0, folder / f"collection-{collection_id}.json")
-        paths[0].write_text(json.dumps(collection))
-        paths.append(folder / f"items-{collection_id}.json")
-        paths[-1].write_text(json.dumps({"type": "FeatureCollection", "features": items}))
-    return paths
+        collections.append(folder / f"collection-{collection_id}.json")
+        collections[-1].write_text(json.dumps(collection))
+        item_files.append(folder / f"items-{collection_id}.json")
+        item_files[-1].write_text(json.dumps({"type": "FeatureCollection", "features": items}))
+    return collections + item_files
 
 
 @pytest.fixture(scope="module")
@@ -466,10 +467,10 @@ def test_io_lulc_on_planetary_computer_takes_one_year_of_data_assets(
     assert other_year.finder.asset_hrefs(bbox_wgs84(grid), "data") == [f"{cog_server.url}/io-lulc-2022.tif?{SAS_TOKEN}"]
 
 
-def test_signed_label_preset_without_the_extra_says_what_to_install(label_api: RustacServer, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_signed_label_preset_without_the_extra_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "planetary_computer", None)  # import fails as if not installed
-    with pytest.raises(MissingExtraError, match=r"rsbuild\[pc\]") as err:
-        make_label_source(LabelsConfig(preset="esa-worldcover-pc", catalog=label_api.url))
+    with pytest.raises(MissingExtraError, match=r"rsbuild\[pc\]") as err:  # before any search: nothing listens on :9
+        make_label_source(LabelsConfig(preset="esa-worldcover-pc", catalog="http://127.0.0.1:9"))
     assert "labels.sign_hrefs" in str(err.value)
 
 

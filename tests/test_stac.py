@@ -57,6 +57,7 @@ CONF_CORE = "https://api.stacspec.org/v1.0.0/core"
 CONF_SEARCH = "https://api.stacspec.org/v1.0.0/item-search"
 CONF_FILTER = "https://api.stacspec.org/v1.0.0-rc.2/item-search#filter"
 CONF_QUERY = "https://api.stacspec.org/v1.0.0/item-search#query"
+CONF_SORT = "https://api.stacspec.org/v1.0.0/item-search#sort"
 
 _to_wgs84 = Transformer.from_crs(CRS, "EPSG:4326", always_xy=True)
 
@@ -315,7 +316,8 @@ class ItemApi:
     """A minimal STAC API on 127.0.0.1 with chosen conformance classes.
 
     POST /search honours collections, bbox, datetime, limit and paging, plus the ``query``
-    (``lte``) and CQL2 ``filter`` (``<=``) forms of a cloud limit. Records every search body.
+    (``lte``) and CQL2 ``filter`` (``<=``) forms of a cloud limit and ``sortby`` on one item
+    property. Records every search body.
     """
 
     items: list[dict[str, Any]]
@@ -350,7 +352,7 @@ class ItemApi:
                 if api.fail_searches:
                     self._json(500, {"code": "InternalError", "description": "database unavailable"})
                     return
-                matches = [item for item in api.items if api.matches(item, body)]
+                matches = api.sorted([item for item in api.items if api.matches(item, body)], body.get("sortby"))
                 start = int(body.get("token", 0))
                 limit = min(int(body.get("limit", 10)), api.max_page_size)
                 page = matches[start : start + limit]
@@ -381,6 +383,13 @@ class ItemApi:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    @staticmethod
+    def sorted(items: list[dict[str, Any]], sortby: list[dict[str, str]] | None) -> list[dict[str, Any]]:
+        if not sortby:
+            return items
+        ((key, direction),) = [(s["field"].removeprefix("properties."), s["direction"]) for s in sortby]
+        return sorted(items, key=lambda item: item["properties"][key], reverse=direction == "desc")
 
     @staticmethod
     def matches(item: dict[str, Any], body: dict[str, Any]) -> bool:
@@ -468,6 +477,27 @@ def test_pages_are_followed_up_to_max_items(scene_api: ItemApi) -> None:
     best = searcher.candidates(EAST, HALF_M, limit=10)
     assert [s.id for s in best] == [f"S2A_P{i:02d}" for i in range(5)]
     assert [len(ids) for ids in scene_api.returned_ids] == [2, 2, 2]  # three pages, cut at 5 items
+
+
+def test_a_sorting_api_hands_over_the_least_cloudy_items_first(scene_api: ItemApi) -> None:
+    scene_api.items = [scene_item(f"S2A_P{i:02d}", 10.0 + i, "2024-07-10") for i in range(7)]
+    scene_api.items[6]["properties"]["eo:cloud_cover"] = 0.0  # the best scene comes last in server order
+    scene_api.max_page_size = 2
+    scene_api.conforms_to.append(CONF_SORT)
+    searcher = SceneSearcher(scenes_config(scene_api.url, max_items=5, max_cloud_cover=100.0))
+    best = searcher.rank(EAST, HALF_M, 3)
+    assert [s.id for s in best] == ["S2A_P06", "S2A_P00", "S2A_P01"]
+    assert scene_api.bodies[0]["sortby"] == [{"field": "properties.eo:cloud_cover", "direction": "asc"}]
+
+
+def test_rank_gives_the_best_few_or_the_reason_for_none(handwritten_catalog: Path) -> None:
+    searcher = SceneSearcher(scenes_config(str(handwritten_catalog)))
+    assert [s.id for s in searcher.rank(WEST, HALF_M, 2)] == [PARTIAL["id"], CLEAR["id"]]
+    assert [s.id for s in searcher.rank(WEST, HALF_M, 0)] == [PARTIAL["id"]]  # 0 = just the best (no AOI-cloud choice)
+    assert searcher.candidates(WEST, HALF_M, 0) == []
+    far = searcher.rank(FAR, HALF_M, 3)
+    assert isinstance(far, Failure) and far.reason == "no_scene"
+    assert searcher.candidates(FAR, HALF_M, 3) == []
 
 
 def test_server_error_on_one_search_is_a_failure_not_an_exception(scene_api: ItemApi) -> None:

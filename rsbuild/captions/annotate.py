@@ -59,6 +59,7 @@ class _Job:
     accepted: list[dict[str, Any]] = field(default_factory=list)
     attempts: int = 0
     last_failure: dict[str, Any] | None = None
+    reused: bool = False  # kept from an earlier run (recaption with an unchanged template)
 
     @property
     def missing(self) -> int:
@@ -96,14 +97,45 @@ def annotate(
 
 def _caption_batch(batch: list[Sample], engines: list[CaptionEngine], cfg: CaptionsConfig,
                    prompts: PromptRenderer | None) -> None:
+    previous = {id(sample): _take_previous(sample, cfg) for sample in batch}
     first = [job for sample in batch for job in _first_jobs(sample, engines, cfg, prompts)]
+    for job in first:
+        _reuse(job, previous[id(job.sample)])
     _run(first, cfg)
     second = [job for job in (_revise_job(sample, first, engines, cfg, prompts) for sample in batch) if job]
+    for job in second:
+        area_reused = any(j.reused for j in first if j.sample is job.sample and j.task == "area")
+        if area_reused:
+            _reuse(job, previous[id(job.sample)])
     _run(second, cfg)
     for job in first + second:
         job.sample.annotations.extend(job.accepted)
         if job.missing > 0 and job.last_failure is not None:
             job.sample.failures.append(job.last_failure)
+
+
+def _take_previous(sample: Sample, cfg: CaptionsConfig) -> list[dict[str, Any]]:
+    """Remove (and return) the sample's existing annotations of the configured tasks.
+
+    They come back only where the same engine and the same template would write them again
+    (`_reuse`); the rest are replaced. Earlier failures of those tasks are dropped too.
+    """
+    tasks = set(cfg.tasks)
+    previous = [a for a in sample.annotations if a.get("task") in tasks]
+    sample.annotations = [a for a in sample.annotations if a.get("task") not in tasks]
+    sample.failures = [f for f in sample.failures if f.get("task") not in tasks]
+    return previous
+
+
+def _reuse(job: _Job, previous: list[dict[str, Any]]) -> None:
+    """Keep earlier captions written by this job's engine with this job's template (recaption)."""
+    subject = job.subject if job.task == "class" else None
+    same = [a for a in previous
+            if a.get("task") == job.task and a.get("class") == subject and a.get("annotator") == job.engine.name
+            and a.get("prompt_sha256") == job.template_sha256 and a.get("verified") is not False]
+    if len(same) >= job.wanted:
+        job.accepted = same[: job.wanted]
+        job.reused = True
 
 
 def _pick_engine(engines: list[CaptionEngine], key: str, task: str, subject: str | None) -> CaptionEngine:
