@@ -36,7 +36,7 @@ from rsbuild.types import Failure, Grid, Poi, Sample, Scene, sample_key
 class SceneFinder(Protocol):
     """What the fetch stage needs from scene search (rsbuild.stac.SceneSearcher)."""
 
-    def find(self, poi: Poi, aoi_half_m: float) -> Scene | Failure: ...
+    def rank(self, poi: Poi, aoi_half_m: float, limit: int) -> list[Scene] | Failure: ...
 
 
 @dataclass
@@ -60,6 +60,7 @@ class AoiArrays:
     unknown: np.ndarray  # (H, W) bool: label code outside the scheme
     cloud: np.ndarray | None  # (H, W) bool, None without SCL
     stretch: list[list[float]]
+    aoi_cloud_share: float | None = None  # cloudy share of the AOI's image pixels (SCL)
 
 
 def encode_png(array: np.ndarray, compress_level: int) -> bytes:
@@ -135,26 +136,47 @@ class Fetcher:
         """Find the scene and read the AOI; a failure here stops only this POI."""
         half_m = self.cfg.imagery.aoi_size * NATIVE_RESOLUTION_M / 2
         try:
-            scene = self.searcher.find(poi, half_m)
+            ranked = self.searcher.rank(poi, half_m, self.cfg.scenes.aoi_cloud_candidates)
         except Exception as exc:  # a search error for one POI is a bad sample, not a bad run
             return PoiFailed(poi, [Failure("search", "search_error", poi.poi_id, detail=str(exc)[:300])])
-        if isinstance(scene, Failure):
-            return PoiFailed(poi, [scene])
+        if isinstance(ranked, Failure):
+            return PoiFailed(poi, [ranked])
         try:
-            return self.read_aoi(poi, scene)
+            return self.read_aoi(poi, self.clearest(poi, ranked))
         except raster_io.RasterReadError as exc:
             return PoiFailed(poi, [Failure("read", "read_error", poi.poi_id, detail=str(exc)[:300])])
 
-    def read_aoi(self, poi: Poi, scene: Scene) -> AoiRead:
-        """Read bands, SCL and labels onto the AOI grid concurrently."""
+    def clearest(self, poi: Poi, ranked: list[Scene]) -> Scene:
+        """Among the best scenes by scene-level cloud, the one whose SCL shows the fewest clouds
+        over this AOI (ties keep the search's order). One scene: no extra read."""
+        candidates = [scene for scene in ranked if "scl" in scene.assets]
+        if len(ranked) < 2 or len(candidates) < 2:
+            return ranked[0]
+        futures = [self.read_pool.submit(self._aoi_cloud_share, poi, scene) for scene in candidates]
+        shares = [future.result() for future in futures]
+        return candidates[min(range(len(candidates)), key=lambda i: (shares[i], i))]
+
+    def _aoi_cloud_share(self, poi: Poi, scene: Scene) -> float:
+        grid = self._grid(poi, scene)
+        scl = raster_io.read_on_grid(scene.assets["scl"].href, grid, fill=0)
+        observed = scl != 0
+        if not observed.any():
+            return 1.0
+        return float(cloud_mask(scl[observed], self.cfg.imagery.cloud_classes).mean())
+
+    def _grid(self, poi: Poi, scene: Scene) -> Grid:
         img = self.cfg.imagery
         crs, transform = scene.crs, scene.transform
         if crs is None or transform is None:
             reference = scene.assets["visual" if img.rgb_source == "visual" else "red"]
             info = raster_io.raster_info(reference.href)
             crs, transform = crs or info.grid.crs, transform or info.grid.transform
-        grid = aoi_grid(poi, crs, img.aoi_size, transform)
+        return aoi_grid(poi, crs, img.aoi_size, transform)
 
+    def read_aoi(self, poi: Poi, scene: Scene) -> AoiRead:
+        """Read bands, SCL and labels onto the AOI grid concurrently."""
+        img = self.cfg.imagery
+        grid = self._grid(poi, scene)
         futures: dict[str, Future[Any]] = {}
         if img.rgb_source == "visual":
             visual = scene.assets["visual"]
@@ -210,7 +232,8 @@ class Tiler:
             rgb, valid, stretch = rgb_from_bands(arrays["red"], arrays["green"], arrays["blue"], assets, img.stretch_percentiles)
         labels, unknown = self.scheme.classify(arrays["labels"], extra_nodata=[self.label_fill])
         cloud = cloud_mask(arrays["scl"], img.cloud_classes) if "scl" in arrays else None
-        return AoiArrays(read.grid, rgb, valid, labels, unknown, cloud, stretch)
+        aoi_cloud = round(float(cloud[valid].mean()), 4) if cloud is not None and valid.any() else None
+        return AoiArrays(read.grid, rgb, valid, labels, unknown, cloud, stretch, aoi_cloud)
 
     def make_tile(self, poi: Poi, scene: Scene, aoi: AoiArrays, window: TileWindow) -> Sample | Failure:
         """Downsample, measure and encode one tile, or say why it is skipped."""
@@ -287,6 +310,7 @@ class Tiler:
                 "collection": scene.collection,
                 "datetime": scene.datetime,
                 "cloud_cover": scene.cloud_cover,
+                "aoi_cloud_share": aoi.aoi_cloud_share,
             },
             "rgb": {"source": self.cfg.imagery.rgb_source, "stretch": aoi.stretch, "percentiles": list(self.cfg.imagery.stretch_percentiles)},
             "label": self.label_meta,

@@ -29,7 +29,7 @@ class BandAsset:
     """One raster asset of a scene, resolved to an href with its radiometric rules."""
 
     key: str  # asset key in the STAC item (e.g. "red", "B04", "B04_10m")
-    href: str
+    href: str = field(repr=False)  # may carry a signing token: never in reprs or logs
     scale: float = 1.0
     offset: float = 0.0
     nodata: float | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -173,3 +174,31 @@ def test_worker_processes_give_identical_samples(fixture_data, stac_api_rustac, 
             assert (a.key, a.image_png, a.mask_png, a.stats, a.metadata) == (b.key, b.image_png, b.mask_png, b.stats, b.metadata)
         else:
             assert a == b
+
+
+def test_scene_is_chosen_by_the_clouds_over_the_aoi(fixture_data, cog_server, label_urls, tmp_path):
+    """The north-east-cloud scene claims less scene-level cloud (2 %) than the clear one (4 %), but
+    its cloud sits on east1's AOI: reading the SCL of the best candidates picks the clear scene."""
+    from rsbuild.servers import RustacServer
+
+    keep = {"S2A_33TXL_20240710_0_L2A", "S2B_33TXL_20240712_0_L2A"}
+    items = [item for item in fixture_data.items(cog_server.url) if item["id"] in keep]
+    for item in items:
+        if item["id"] == "S2B_33TXL_20240712_0_L2A":
+            item["properties"]["eo:cloud_cover"] = 2.0
+    collection = next(c for c in fixture_data.collections() if c["id"] == "sentinel-2-l2a")
+    (tmp_path / "collection.json").write_text(json.dumps(collection))
+    (tmp_path / "items.json").write_text(json.dumps({"type": "FeatureCollection", "features": items}))
+    east1 = next(p for p in fixture_data.pois if p.poi_id == "east1")
+    with RustacServer([tmp_path / "collection.json", tmp_path / "items.json"]) as stac:
+        by_aoi = run_fetch_stage(fetch_config(fixture_data, stac.url, label_urls["EPSG:4326"]), [east1])
+        by_scene = run_fetch_stage(
+            fetch_config(fixture_data, stac.url, label_urls["EPSG:4326"], scenes__aoi_cloud_candidates=0), [east1]
+        )
+    chosen = {r.metadata["scene"]["id"] for r in by_aoi if isinstance(r, Sample)}
+    assert chosen == {"S2A_33TXL_20240710_0_L2A"} and len(by_aoi) == 9
+    assert all(r.metadata["scene"]["aoi_cloud_share"] == 0.0 for r in by_aoi)
+    kept = [r for r in by_scene if isinstance(r, Sample)]
+    assert all(r.metadata["scene"]["id"] == "S2B_33TXL_20240712_0_L2A" for r in kept)
+    assert all(r.metadata["scene"]["aoi_cloud_share"] > 0.5 for r in kept)
+    assert sum(isinstance(r, Failure) and r.reason == "cloudy" for r in by_scene) >= 4
