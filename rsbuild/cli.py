@@ -125,6 +125,72 @@ def build(
     console.print(f"dataset written to [bold]{out}[/]; check it with [bold]rsbuild inspect {out}[/]")
 
 
+def _caption_overrides(engine: str | None, prompts: Path | None, tasks: str | None, server_url: str | None,
+                      models: list[str] | None, paraphrases: int | None) -> dict[str, Any]:
+    return {
+        "engine": engine,
+        "prompts_dir": str(prompts.resolve()) if prompts else None,
+        "tasks": [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None,
+        "server_url": server_url,
+        "models": models or None,
+        "paraphrases": paraphrases,
+    }
+
+
+SourceArgument = Annotated[str, typer.Argument(help="dataset or chip folder (local path or fsspec URL)")]
+TargetOption = Annotated[str, typer.Option("--out", "-o", help="output folder (local path or fsspec URL)")]
+EngineOption = Annotated[Optional[str], typer.Option(help="caption engine: template | openai | local | vllm")]
+PromptsOption = Annotated[Optional[Path], typer.Option(help="folder of prompt templates")]
+TasksOption = Annotated[Optional[str], typer.Option(help="comma-separated tasks: area,linear,class,revise")]
+ServerOption = Annotated[Optional[str], typer.Option("--server-url", help="OpenAI-compatible base URL")]
+ModelOption = Annotated[Optional[list[str]], typer.Option("--model", help="annotator model (repeatable)")]
+ParaphrasesOption = Annotated[Optional[int], typer.Option(help="paraphrases per area caption (revise task)")]
+
+
+@app.command()
+@_friendly_errors
+def recaption(
+    source: SourceArgument,
+    out: TargetOption,
+    engine: EngineOption = None,
+    prompts: PromptsOption = None,
+    tasks: TasksOption = None,
+    server_url: ServerOption = None,
+    model: ModelOption = None,
+    paraphrases: ParaphrasesOption = None,
+    quiet: QuietOption = False,
+    overwrite: OverwriteOption = False,
+) -> None:
+    """Caption a built dataset again (new prompts, tasks or engine); images are copied, not re-encoded.
+
+    Annotations of the chosen tasks are replaced, others kept; captions whose template did not
+    change are kept without asking the engine. Rerunning the same command resumes.
+    """
+    from rsbuild.recaption import run_recaption
+
+    overrides = _caption_overrides(engine, prompts, tasks, server_url, model, paraphrases)
+    summary = run_recaption(source, out, overrides, console, show_progress=not quiet, overwrite=overwrite)
+    console.print(summary.table())
+
+
+@app.command()
+@_friendly_errors
+def caption(
+    source: SourceArgument,
+    out: TargetOption,
+    engine: EngineOption = None,
+    prompts: PromptsOption = None,
+    tasks: TasksOption = None,
+    server_url: ServerOption = None,
+    model: ModelOption = None,
+    paraphrases: ParaphrasesOption = None,
+    quiet: QuietOption = False,
+    overwrite: OverwriteOption = False,
+) -> None:
+    """Caption half: chip shards from `rsbuild fetch` → the finished dataset (GPU box, no network)."""
+    recaption(source, out, engine, prompts, tasks, server_url, model, paraphrases, quiet, overwrite)
+
+
 @app.command()
 @_friendly_errors
 def inspect(

@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, BinaryIO, Self
 
 import webdataset as wds
 
@@ -423,11 +423,17 @@ def read_shard(path: Path) -> Iterator[Sample]:
     Raises ``tarfile.TarError`` for a damaged archive and ``ValueError`` for a sample missing
     its ``.png`` or ``.json`` member or with unreadable JSON.
     """
-    path = Path(path)
+    with open(path, "rb") as handle:
+        yield from read_shard_stream(handle, Path(path).name)
+
+
+def read_shard_stream(handle: BinaryIO, name: str) -> Iterator[Sample]:
+    """Like `read_shard` for an open binary stream (a local file, an fsspec file, a socket)."""
+    path = Path(name)
     default_split = _split_of(path)
     key: str | None = None
     members: dict[str, bytes] = {}
-    with tarfile.open(path, mode="r|") as archive:
+    with tarfile.open(fileobj=handle, mode="r|") as archive:
         for info in archive:
             if not info.isfile():
                 continue

@@ -222,8 +222,12 @@ class UnitWriter:
 
     def record_failure(self, failure: Failure) -> None:
         """Count a bad sample and keep its record with the unit."""
-        self._failures.write(failure.to_json())
-        self._tally.add_failure(failure)
+        self.record_failure_json(failure.to_json())
+
+    def record_failure_json(self, record: Mapping[str, Any]) -> None:
+        """Keep a failure record as written earlier (``Failure.to_json`` shape), e.g. carried over by recaption."""
+        self._failures.write(dict(record))
+        self._tally.add_failure(Failure(record.get("stage", ""), record.get("reason", "unknown")))
 
     def finish(self) -> dict[str, Any]:
         """Close everything, then write the marker (last): the unit is done."""
@@ -360,7 +364,7 @@ def finalize(
     summary: dict[str, Any] = {
         "rsbuild_version": rsbuild.__version__,
         "scheme": scheme.name if scheme else None,
-        "units": len(units),
+        "units": units,
         "tiles": sum(c["tiles_by_split"].values()),
         "tiles_by_split": {s: c["tiles_by_split"][s] for s in SPLITS},
         "shards": shards,
