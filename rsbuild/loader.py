@@ -140,4 +140,33 @@ def load_hf(dataset_dir: str | Path, split: str = "train", streaming: bool = Fal
     import datasets
 
     files = shard_urls(dataset_dir, split)
-    return datasets.load_dataset("webdataset", data_files={split: files}, split=split, streaming=streaming)
+    # KEY.json fields vary between tiles (class captions, caption failures), and datasets infers a
+    # schema from the first few samples: declare json as free-form Json instead.
+    columns = {
+        "__key__": datasets.Value("string"),
+        "__url__": datasets.Value("string"),
+        "json": datasets.Json(),
+        "png": datasets.Image(),
+    }
+    if files and _has_masks(files[0] if isinstance(files, list) else files):
+        columns["mask.png"] = datasets.Image()
+    features = datasets.Features(columns)
+    return datasets.load_dataset("webdataset", data_files={split: files}, split=split, streaming=streaming, features=features)
+
+
+def _has_masks(url: str) -> bool:
+    """Whether a shard carries ``KEY.mask.png`` members (its first sample tells)."""
+    import tarfile
+
+    import fsspec
+
+    with fsspec.open(url, "rb") as handle, tarfile.open(fileobj=handle, mode="r|") as tar:
+        first = None
+        for member in tar:
+            key = member.name.split(".", 1)[0]
+            if first is not None and key != first:
+                return False
+            first = key
+            if member.name.endswith(".mask.png"):
+                return True
+    return False
