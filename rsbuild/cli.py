@@ -15,7 +15,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 
-from rsbuild.errors import RsbuildError
+from rsbuild.errors import ConfigError, RsbuildError
 
 app = typer.Typer(
     help="Build remote-sensing vision-language datasets: Sentinel-2 chips, aligned land-cover labels, captions, "
@@ -100,6 +100,8 @@ def build(
     overwrite: OverwriteOption = False,
     num_shards: NumShardsOption = 1,
     shard_index: ShardIndexOption = 0,
+    executor: Annotated[str, typer.Option(help="local | ray")] = "local",
+    ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: start or join a local one)")] = None,
 ) -> None:
     """The whole job: fetch → caption → shards, SFT JSONL, folders and dataset card.
 
@@ -119,8 +121,15 @@ def build(
     if split_by:
         data["splits"]["by"] = split_by
     cfg = config_from_dict(data, source=f"{config} with command-line options")
-    summary = run_build(cfg, out, console=console, show_progress=not quiet, overwrite=overwrite,
-                        workers=WorkerSlice(num_shards, shard_index))
+    if executor == "ray":
+        from rsbuild.ray_executor import run_build_ray
+
+        summary = run_build_ray(cfg, out, console, address=ray_address, overwrite=overwrite)
+    elif executor == "local":
+        summary = run_build(cfg, out, console=console, show_progress=not quiet, overwrite=overwrite,
+                            workers=WorkerSlice(num_shards, shard_index))
+    else:
+        raise ConfigError(f"--executor must be 'local' or 'ray', not {executor!r}")
     console.print(summary.table())
     console.print(f"dataset written to [bold]{out}[/]; check it with [bold]rsbuild inspect {out}[/]")
 

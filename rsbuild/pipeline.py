@@ -7,6 +7,7 @@ Progress is shown with rich; the run ends with a `RunSummary` (also written as J
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -23,10 +24,11 @@ from rsbuild.errors import ConfigError
 from rsbuild.fetch import Fetcher
 from rsbuild.labels import make_label_source
 from rsbuild.pois import PoiReader, write_rejects
+from rsbuild.stills import StillsStage, tiles_class_summary
 from rsbuild.types import Failure, Poi, Sample
 
 if TYPE_CHECKING:
-    from rsbuild.writer import UnitPlan, UnitRouter
+    from rsbuild.writer import UnitPlan, UnitRouter, UnitWriter
 
 
 @dataclass
@@ -48,6 +50,7 @@ class RunSummary:
     filter_mode: str = ""
     elapsed_s: float = 0.0
     writer: dict[str, Any] = field(default_factory=dict)
+    stills: dict[str, Any] = field(default_factory=dict)  # StillsStage.summary() when [stills] mapbox is on
 
     def to_json(self) -> dict[str, Any]:
         data = dict(self.__dict__)
@@ -69,6 +72,9 @@ class RunSummary:
         table.add_row("tiles skipped", str(sum(self.tiles_skipped.values())), _reasons(self.tiles_skipped))
         if self.captions_failed:
             table.add_row("captions failed check", str(self.captions_failed), "see caption_failures in KEY.json")
+        if self.stills:
+            failed = _reasons(Counter(self.stills.get("failures_by_reason", {})))
+            table.add_row("Mapbox stills", str(self.stills.get("written", 0)), self.stills.get("disabled_reason") or failed)
         if self.units_skipped:
             table.add_row("units already done", str(self.units_skipped), "resumed: skipped")
         if not self.finalized:
@@ -117,10 +123,13 @@ class WorkerSlice:
 
 
 class _Tracker:
-    """Counts records as they stream by and sends failures straight to their unit."""
+    """Counts records as they stream by, sends failures straight to their unit and submits the
+    still of each POI with a scene (when stills are on)."""
 
-    def __init__(self, summary: RunSummary, router: UnitRouter, plan: UnitPlan, progress: Progress, task: Any) -> None:
+    def __init__(self, summary: RunSummary, router: UnitRouter, plan: UnitPlan, progress: Progress, task: Any,
+                 stills: StillsStage | None = None) -> None:
         self.summary, self.router, self.plan, self.progress, self.task = summary, router, plan, progress, task
+        self.stills = stills
 
     def samples(self, grouped: Iterator[tuple[Poi, list[Sample | Failure]]]) -> Iterator[Sample]:
         for poi, records in grouped:
@@ -129,6 +138,9 @@ class _Tracker:
                 self.summary.scenes_missing[failures[0].reason] += 1
             else:
                 self.summary.scenes_found += 1
+            tiles = [r for r in records if isinstance(r, Sample)]
+            if self.stills is not None and tiles:
+                self.stills.submit(poi, self.plan.unit_of_row(poi.row), tiles[0].split, tiles_class_summary(tiles))
             for record in records:
                 if isinstance(record, Failure):
                     if record.stage == "tile":
@@ -137,6 +149,15 @@ class _Tracker:
                 else:
                     yield record
             self.progress.advance(self.task)
+
+
+def _deliver_stills(stills: StillsStage, writers: dict[int, UnitWriter], before_unit: float) -> None:
+    """Hand arrived stills to their open units; units below ``before_unit`` are about to finish,
+    so their stills are waited for (and those writers forgotten)."""
+    for job, outcome in stills.take(before_unit, writers.__contains__):
+        writers[job.unit].write_still(job.poi, job.split, outcome, job.context)
+    for unit in [u for u in writers if u < before_unit]:
+        del writers[unit]
 
 
 def _progress(console: Console, show: bool) -> Progress:
@@ -161,8 +182,12 @@ def _run(
     show_progress: bool = True,
     overwrite: bool = False,
     workers: WorkerSlice = WorkerSlice(),
+    units: list[int] | None = None,
+    finalize_run: bool = True,
 ) -> RunSummary:
-    """Fetch (and caption) every unfinished unit this worker owns, then finalize when all are done."""
+    """Fetch (and caption) every unfinished unit this worker owns, then finalize when all are done.
+
+    ``units`` restricts the run to those units (the Ray executor's fetch tasks)."""
     from rsbuild.schemes import get_scheme
     from rsbuild.writer import UnitRouter, UnitWriter, finalize, plan_for, prepare_run
 
@@ -173,12 +198,19 @@ def _run(
     plan = plan_for(cfg)
     done = prepare_run(out_dir, cfg.dump(), overwrite=overwrite)
     all_units = range(plan.rows_in_units(rows))
-    todo = [u for u in all_units if workers.owns(u) and u not in done]
+    wanted = set(all_units) if units is None else set(units)
+    todo = [u for u in all_units if u in wanted and workers.owns(u) and u not in done]
     summary.units_skipped = sum(1 for u in all_units if workers.owns(u) and u in done)
     scheme = get_scheme(cfg.labels.scheme)
 
+    stills: StillsStage | None = None
+    writers: dict[int, UnitWriter] = {}  # open units, where stills go
+
     def open_unit(unit: int) -> UnitWriter:
-        return UnitWriter(out_dir, unit, plan, cfg.output, cfg.captions, scheme, dataset=dataset)
+        writer = UnitWriter(out_dir, unit, plan, cfg.output, cfg.captions, scheme, dataset=dataset)
+        if stills is not None:
+            writers[unit] = writer
+        return writer
 
     todo_set = set(todo)
     pois = (poi for poi in reader if plan.unit_of_row(poi.row) in todo_set)
@@ -190,18 +222,28 @@ def _run(
             searcher = make_searcher(cfg)
             summary.filter_mode = getattr(searcher, "filter_mode", "")
             with Fetcher(cfg, searcher, make_label_source(cfg.labels)) as fetcher:
-                samples: Iterable[Sample] = _Tracker(summary, router, plan, progress, task).samples(fetcher.run(pois))
+                stills = StillsStage.from_config(cfg.stills) if dataset else None
+                tracker = _Tracker(summary, router, plan, progress, task, stills)
+                samples: Iterable[Sample] = tracker.samples(fetcher.run(pois))
                 if caption_stage is not None:
                     samples = caption_stage(samples)
                 try:
                     for sample in samples:
                         summary.captions_failed += len(sample.failures)
+                        if stills is not None:
+                            _deliver_stills(stills, writers, plan.unit_of(sample))
                         router.write(sample)
                         summary.tiles_written += 1
+                    if stills is not None:
+                        _deliver_stills(stills, writers, math.inf)
                     router.close()
                 except BaseException:
                     router.abort()
                     raise
+                finally:
+                    if stills is not None:
+                        stills.close()
+                        summary.stills = stills.summary()
         else:
             for _ in reader:  # still count rows and rejects
                 pass
@@ -213,7 +255,7 @@ def _run(
     (out_dir / "config.resolved.json").write_text(json.dumps(cfg.dump(), indent=2, sort_keys=True) + "\n")
     from rsbuild.writer import done_units
 
-    if set(all_units) <= done_units(out_dir):
+    if finalize_run and set(all_units) <= done_units(out_dir):
         summary.writer = finalize(out_dir, cfg.output, cfg.splits, scheme, cfg.dump(), dataset=dataset)
         summary.finalized = True
     summary.elapsed_s = round(time.perf_counter() - started, 3)
@@ -228,9 +270,19 @@ def run_fetch(
     show_progress: bool = True,
     overwrite: bool = False,
     workers: WorkerSlice = WorkerSlice(),
+    units: list[int] | None = None,
+    finalize_run: bool = True,
 ) -> RunSummary:
     """The fetch half: chip shards (image, mask, stats; no captions) under ``out_dir``."""
-    return _run(cfg, out_dir, console or Console(), dataset=False, show_progress=show_progress, overwrite=overwrite, workers=workers)
+    return _run(cfg, out_dir, console or Console(), dataset=False, show_progress=show_progress, overwrite=overwrite,
+                workers=workers, units=units, finalize_run=finalize_run)
+
+
+def count_units(cfg: Config) -> int:
+    """How many units of work the POI table makes."""
+    from rsbuild.writer import plan_for
+
+    return plan_for(cfg).rows_in_units(_count_rows(PoiReader(cfg.pois)) or 0)
 
 
 def make_caption_stage(cfg: Config, out_dir: Path, engines: list[Any] | None = None) -> tuple[Any, list[Any]]:
@@ -263,10 +315,11 @@ def run_build(
     Rerunning the same command resumes: finished units are skipped, unfinished ones redone.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
+    owned = engines is None
     caption_stage, engines = make_caption_stage(cfg, out_dir, engines)
     try:
         return _run(cfg, out_dir, console or Console(), dataset=True, caption_stage=caption_stage,
                     show_progress=show_progress, overwrite=overwrite, workers=workers)
     finally:
-        for engine in engines:
+        for engine in engines if owned else ():
             engine.close()

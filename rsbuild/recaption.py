@@ -68,9 +68,10 @@ def source_units(source: str) -> dict[int, list[str]]:
         with fsspec.open(_join(source, "summary.json"), "r", encoding="utf-8") as handle:
             summary = json.load(handle)
         names, units = [s["name"] for s in summary["shards"]], list(summary.get("units", []))
-    except (FileNotFoundError, KeyError):
-        fs, path = fsspec.core.url_to_fs(_join(source, SHARDS_DIR))
-        names, units = [Path(p).name for p in fs.glob(path + "/*.tar")], []
+    except (FileNotFoundError, KeyError):  # not finalized yet (e.g. chips being fetched): list
+        fs, path = fsspec.core.url_to_fs(source)
+        names = [Path(p).name for p in fs.glob(f"{path}/{SHARDS_DIR}/*.tar")]
+        units = [int(Path(p).name[:6]) for p in fs.glob(f"{path}/{UNITS_DIR}/" + "[0-9]" * 6 + ".json")]
     by_unit: dict[int, list[str]] = {unit: [] for unit in units}
     for name in sorted(names):
         by_unit.setdefault(shard_unit(name), []).append(name)
@@ -107,9 +108,14 @@ def run_recaption(
     overwrite: bool = False,
     engines: list[Any] | None = None,
     workers: WorkerSlice = WorkerSlice(),
+    units: list[int] | None = None,
+    finalize_run: bool = True,
 ) -> RunSummary:
     """Caption (or re-caption) every unit of ``source`` into ``out`` with the source's config
-    updated by ``overrides`` (``captions`` settings: engine, tasks, prompts_dir, …)."""
+    updated by ``overrides`` (``captions`` settings: engine, tasks, prompts_dir, …).
+
+    ``units`` restricts the run to those units (the Ray executor's caption actors); engines
+    passed in stay open (their owner closes them)."""
     console = console or Console()
     started = time.perf_counter()
     base = source_config(source)
@@ -121,7 +127,8 @@ def run_recaption(
     plan = plan_for(cfg)
     done = prepare_run(staging, cfg.dump(), overwrite=overwrite)
     by_unit = source_units(source)
-    todo = [u for u in sorted(by_unit) if workers.owns(u) and u not in done]
+    wanted = set(by_unit) if units is None else set(units)
+    todo = [u for u in sorted(by_unit) if u in wanted and workers.owns(u) and u not in done]
     summary.units_skipped = len([u for u in by_unit if workers.owns(u) and u in done])
     scheme = get_scheme(cfg.labels.scheme)
 
@@ -131,6 +138,7 @@ def run_recaption(
             writer.record_failure_json(record)
         return writer
 
+    owned = engines is None
     caption_stage, engines = make_caption_stage(cfg, staging, engines)
     router = UnitRouter(open_unit, plan, todo)
     try:
@@ -148,12 +156,13 @@ def run_recaption(
                 router.abort()
                 raise
     finally:
-        for engine in engines:
+        for engine in engines if owned else ():
             engine.close()
     summary.units_done = len(router.finished)
     (staging / CONFIG_FILE).write_text(json.dumps(cfg.dump(), indent=2, sort_keys=True) + "\n")
-    summary.writer = finalize(staging, cfg.output, cfg.splits, scheme, cfg.dump())
-    summary.finalized = True
+    if finalize_run:
+        summary.writer = finalize(staging, cfg.output, cfg.splits, scheme, cfg.dump())
+        summary.finalized = True
     summary.elapsed_s = round(time.perf_counter() - started, 3)
     (staging / "run_summary.json").write_text(json.dumps(summary.to_json(), indent=2, sort_keys=True) + "\n")
     if is_remote(out):
