@@ -220,6 +220,25 @@ def inspect(
 
 @app.command()
 @_friendly_errors
+def verify(
+    directory: Annotated[Path, typer.Argument(help="a dataset folder written by `rsbuild build`")],
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+    min_pass_rate: Annotated[Optional[float], typer.Option(help="exit 1 when the pass rate is lower")] = None,
+) -> None:
+    """Check every caption against its tile's statistics: pass rate per task and the reasons."""
+    from rsbuild.verify import render_verify, verify_dataset
+
+    report = verify_dataset(directory)
+    if as_json:
+        print(json.dumps(report, indent=2, sort_keys=True))
+    else:
+        render_verify(report, console)
+    if min_pass_rate is not None and (report["pass_rate"] or 0.0) < min_pass_rate:
+        raise typer.Exit(1)
+
+
+@app.command()
+@_friendly_errors
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder")] = Path("rsbuild-demo"),
     engine: Annotated[Optional[str], typer.Option(help="caption engine (default: local if installed, else template)")] = None,
