@@ -14,7 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from rsbuild.config import OutputConfig
 from rsbuild.schemes import Scheme
-from rsbuild.sft import ROW_TASKS
+from rsbuild.sft import STILL_TASK, reported_tasks
 from rsbuild.types import SPLITS
 
 _SIZE_BOUNDS = (
@@ -38,6 +38,7 @@ LABEL_ATTRIBUTION = {
 }
 
 SENTINEL_TERMS_URL = "https://sentinels.copernicus.eu/documents/247904/690755/Sentinel_Data_Legal_Notice"
+MAPBOX_TERMS_URL = "https://www.mapbox.com/legal/tos"
 
 
 def size_category(count: int) -> str:
@@ -96,12 +97,17 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     return out
 
 
+def _still_rows(summary: Mapping[str, Any]) -> int:
+    return sum(tasks.get(STILL_TASK, 0) for tasks in summary.get("rows_by_split", {}).values())
+
+
 def _counts_section(summary: Mapping[str, Any]) -> list[str]:
     rows_by_split = summary.get("rows_by_split", {})
-    header = ["split", "tiles", *(f"{task} rows" for task in ROW_TASKS), "shards"]
+    tasks = reported_tasks(rows_by_split.values())
+    header = ["split", "tiles", *(f"{task} rows" for task in tasks), "shards"]
     shards_by_split = {s: sum(1 for shard in summary.get("shards", []) if shard["split"] == s) for s in SPLITS}
     body = [
-        [split, summary.get("tiles_by_split", {}).get(split, 0), *(rows_by_split.get(split, {}).get(t, 0) for t in ROW_TASKS), shards_by_split[split]]
+        [split, summary.get("tiles_by_split", {}).get(split, 0), *(rows_by_split.get(split, {}).get(t, 0) for t in tasks), shards_by_split[split]]
         for split in SPLITS
     ]
     lines = ["## Counts", "", *_table(header, body), ""]
@@ -144,15 +150,17 @@ def _provenance_section(summary: Mapping[str, Any], config: Mapping[str, Any] | 
                 f"({imagery.get('rgb_source')} RGB)."
             ),
         ]
-        label_where = labels.get("url") if labels.get("source") == "cog" else f"{labels.get('catalog')} / {labels.get('collection')}"
         lines.append(
-            f"- Labels: `{labels.get('scheme')}` {labels.get('version') or ''} from `{public_url(str(label_where))}`, "
+            f"- Labels: `{labels.get('scheme')}` {labels.get('version') or ''} from {_label_origin(labels)}, "
             f"{labels.get('downsample')} downsampling.".replace("  ", " ")
         )
         models = ", ".join(captions.get("models") or []) or "engine default"
         lines.append(f"- Captions: engine `{captions.get('engine')}` ({models}), tasks {', '.join(captions.get('tasks', []))}.")
         if splits:
             lines.append(_split_line(splits))
+        stills = config.get("stills", {})
+        if stills.get("mapbox"):
+            lines.append(_stills_line(stills, _still_rows(summary)))
     elif summary.get("splits"):
         lines.append(_split_line(summary["splits"]))
     annotators = summary.get("annotators", {})
@@ -168,6 +176,35 @@ def _provenance_section(summary: Mapping[str, Any], config: Mapping[str, Any] | 
     if failures:
         lines.append("- Skipped (see `failures.jsonl`): " + ", ".join(f"{reason} {n}" for reason, n in sorted(failures.items())) + ".")
     return [*lines, ""]
+
+
+def _label_origin(labels: Mapping[str, Any]) -> str:
+    """Where the labels came from: the COG, the STAC catalog / collection, or the Earth Engine dataset."""
+    source = labels.get("source")
+    if source == "earthengine":
+        from rsbuild.earthengine import EE_DATASETS
+
+        dataset = EE_DATASETS.get(str(labels.get("ee_dataset")))
+        if dataset is None:
+            return f"the Earth Engine dataset `{labels.get('ee_dataset')}`"
+        if dataset.dated:
+            how = f"mode of band `{dataset.band}` over the scene date +- {labels.get('ee_window_days')} days"
+        else:
+            how = f"band `{dataset.band}`"
+        return f"Earth Engine `{dataset.collection}` ({how}, computed on the chip grid)"
+    where = labels.get("url") if source == "cog" else f"{labels.get('catalog')} / {labels.get('collection')}"
+    return f"`{public_url(str(where))}`"
+
+
+def _stills_line(stills: Mapping[str, Any], written: int) -> str:
+    """The stills' source as configured (never the token: it lives in the environment only)."""
+    size = stills.get("size")
+    retina = " @2x" if stills.get("retina") else ""
+    return (
+        f"- Context stills: Mapbox Static Images API `{public_url(str(stills.get('base_url')))}`, style "
+        f"`{stills.get('style')}`, zoom {float(stills.get('zoom', 0)):g}, {size}x{size} px{retina}, one per POI "
+        f"with a scene ({written} written) in `mapbox_stills/`, each with a `{STILL_TASK}` row."
+    )
 
 
 def _split_line(splits: Mapping[str, Any]) -> str:
@@ -194,6 +231,11 @@ def _licences_section(summary: Mapping[str, Any], scheme: Scheme | None) -> list
         licence = scheme.license if scheme else "see the producer's terms"
         attribution = LABEL_ATTRIBUTION.get(scheme_name, "")
         lines.append(f"- Land-cover labels: {title}, {licence}. {attribution}".rstrip())
+    if _still_rows(summary):
+        lines.append(
+            "- Context stills: © Mapbox, © OpenStreetMap contributors and, for satellite styles, the imagery "
+            f"providers Mapbox names; their use and redistribution follow the Mapbox terms of service: {MAPBOX_TERMS_URL}."
+        )
     lines += ["- Captions: written from the label statistics by the annotators listed above.", ""]
     return lines
 

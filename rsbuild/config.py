@@ -240,6 +240,28 @@ class CaptionsConfig(_Section):
     seed: int = 0
 
 
+class StillsConfig(_Section):
+    """Optional overhead context stills: one Mapbox Static Images still per POI with a scene.
+
+    The access token is read from the environment variable ``token_env`` only, never from here.
+    """
+
+    mapbox: bool = Field(False, description="fetch one Mapbox still per POI into mapbox_stills/")
+    base_url: str = Field("https://api.mapbox.com", description="Static Images API root")
+    style: str = Field("mapbox/satellite-v9", description="'user/style_id'")
+    zoom: float = Field(16.0, ge=0, le=22)
+    size: int = Field(512, ge=1, le=1280, description="width and height in pixels (the API's largest: 1280)")
+    retina: bool = Field(False, description="@2x: twice the pixels for the same extent")
+    token_env: str = Field("MAPBOX_ACCESS_TOKEN", description="environment variable holding the access token")
+
+    @field_validator("style")
+    @classmethod
+    def _user_and_style(cls, value: str) -> str:
+        if value.count("/") != 1 or not all(value.split("/")):
+            raise ValueError("stills.style must be 'user/style_id', e.g. 'mapbox/satellite-v9'")
+        return value
+
+
 class Config(_Section):
     """A whole run."""
 
@@ -251,6 +273,7 @@ class Config(_Section):
     splits: SplitsConfig = Field(default_factory=SplitsConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
     captions: CaptionsConfig = Field(default_factory=CaptionsConfig)
+    stills: StillsConfig = Field(default_factory=StillsConfig)
 
     def dump(self) -> dict[str, Any]:
         """JSON-able resolved config (paths as strings)."""
@@ -393,6 +416,15 @@ tasks = ["area", "class"]     # area | linear | class | revise
 paraphrases = 0
 class_min_share = 0.05
 max_class_rows = 3
+
+[stills]
+mapbox = false               # true: one overhead still per POI with a scene into mapbox_stills/, plus its JSONL row
+base_url = "https://api.mapbox.com"
+style = "mapbox/satellite-v9"  # 'user/style_id'; raster styles answer JPEG, vector styles PNG
+zoom = 16.0
+size = 512                   # pixels per side (at most 1280)
+retina = false               # @2x: twice the pixels for the same extent
+token_env = "MAPBOX_ACCESS_TOKEN"  # the token itself is read from this environment variable only
 """
 
 

@@ -3,7 +3,8 @@
 Reads every shard and JSONL row once (streaming) and reports counts per split / task / class,
 shards, failures by reason, and every problem found: unreadable or unfinished shards, bad or
 duplicate keys, undecodable PNGs, JSONL rows that do not parse or break the row schema, rows
-pointing at missing images, leftover temporary files of an interrupted build.
+pointing at missing images, leftover temporary files of an interrupted build. Still rows
+(``still_overview``) point at a PNG or JPEG of a POI that has tiles in the shards.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rsbuild.layout import CARD_FILE, DATA_DIR, SUMMARY_FILE
-from rsbuild.sft import ROW_TASKS, row_problems
+from rsbuild.sft import STILL_TASK, reported_tasks, row_problems
 from rsbuild.shards import FAILURES_FILE, SHARDS_DIR, TMP_SUFFIX, list_shards, read_shard, read_shard_stats
 from rsbuild.types import KEY_PATTERN, SPLITS
 
@@ -56,13 +57,14 @@ class Report:
             self.problems.append(message)
 
     def to_json(self) -> dict[str, Any]:
+        tasks = reported_tasks(self.rows_by_split.values())
         return {
             "out_dir": self.out_dir,
             "ok": self.ok,
             "tiles": sum(self.tiles_by_split.values()),
             "tiles_by_split": {s: self.tiles_by_split[s] for s in SPLITS},
             "rows": sum(sum(c.values()) for c in self.rows_by_split.values()),
-            "rows_by_split": {s: {t: self.rows_by_split[s][t] for t in ROW_TASKS} for s in SPLITS},
+            "rows_by_split": {s: {t: self.rows_by_split[s][t] for t in tasks} for s in SPLITS},
             "annotations_by_task": dict(sorted(self.annotations_by_task.items())),
             "classes": [
                 {"name": name, "tiles": self.class_tiles[name], "dominant_tiles": self.dominant_tiles[name], "rows": self.class_rows[name]}
@@ -76,22 +78,26 @@ class Report:
         }
 
 
-def _png_problem(data: bytes | None) -> str | None:
+IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG"}  # file extension -> the format its bytes must have
+
+
+def _image_problem(data: bytes | None, expected: str = "PNG") -> str | None:
     if data is None:
         return None
     try:
         with Image.open(io.BytesIO(data)) as image:
-            if image.format != "PNG":
-                return f"is {image.format}, not PNG"
+            if image.format != expected:
+                return f"is {image.format}, not {expected}"
             image.verify()
     except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:  # what PIL raises on damage
         return f"does not decode ({exc})"
     return None
 
 
-def _check_shards(out: Path, report: Report) -> set[str]:
-    """Read every shard fully; returns all sample keys."""
+def _check_shards(out: Path, report: Report) -> tuple[set[str], set[str]]:
+    """Read every shard fully; returns all sample keys and the POI ids they belong to."""
     keys: set[str] = set()
+    poi_ids: set[str] = set()
     for shard in list_shards(out):
         expected_split = shard.name.split("-", 1)[0]
         samples = 0
@@ -104,10 +110,11 @@ def _check_shards(out: Path, report: Report) -> set[str]:
                 if sample.key in keys:
                     report.problem(f"{where}: key also appears earlier (keys must be unique across shards)")
                 keys.add(sample.key)
+                poi_ids.add(str(sample.metadata.get("poi_id")))
                 if sample.split != expected_split:
                     report.problem(f"{where}: split {sample.split!r} in metadata but shard is {expected_split!r}")
                 for member, data in ((".png", sample.image_png), (".mask.png", sample.mask_png)):
-                    issue = _png_problem(data)
+                    issue = _image_problem(data)
                     if issue:
                         report.problem(f"{where}{member} {issue}")
                 report.tiles_by_split[sample.split] += 1
@@ -123,7 +130,7 @@ def _check_shards(out: Path, report: Report) -> set[str]:
         report.shards.append({"name": shard.name, "split": expected_split, "samples": samples, "bytes": shard.stat().st_size})
     if not report.shards:
         report.problem(f"no shards in {out / SHARDS_DIR}")
-    return keys
+    return keys, poi_ids
 
 
 def _check_sidecar(shard: Path, samples: int, report: Report) -> None:
@@ -140,7 +147,7 @@ def _check_sidecar(shard: Path, samples: int, report: Report) -> None:
         report.problem(f"{shard.name}: is {shard.stat().st_size} bytes but its stats sidecar says {stats.get('bytes')}")
 
 
-def _check_jsonl(out: Path, keys: set[str], report: Report) -> None:
+def _check_jsonl(out: Path, keys: set[str], poi_ids: set[str], report: Report) -> None:
     checked: set[str] = set()  # image paths already checked (rows share images)
     for split in SPLITS:
         path = out / DATA_DIR / f"{split}.jsonl"
@@ -163,7 +170,9 @@ def _check_jsonl(out: Path, keys: set[str], report: Report) -> None:
                 report.rows_by_split[split][meta["task"]] += 1
                 if meta["class"]:
                     report.class_rows[meta["class"]] += 1
-                if meta["key"] not in keys:
+                if meta["task"] == STILL_TASK and meta["key"] not in poi_ids:
+                    report.problem(f"{where}: still of POI {meta['key']!r}, which has no tile in the shards")
+                elif meta["task"] != STILL_TASK and meta["key"] not in keys:
                     report.problem(f"{where}: key {meta['key']!r} is in no shard")
                 for rel in (row["messages"][0]["content"][0]["image"], meta["overlay"]):
                     if rel is None or rel in checked:
@@ -172,7 +181,7 @@ def _check_jsonl(out: Path, keys: set[str], report: Report) -> None:
                     if not (out / rel).is_file():
                         report.problem(f"{where}: {rel} does not exist")
                         continue
-                    issue = _png_problem((out / rel).read_bytes())
+                    issue = _image_problem((out / rel).read_bytes(), IMAGE_FORMATS[Path(rel).suffix])
                     if issue:
                         report.problem(f"{where}: {rel} {issue}")
 
@@ -203,8 +212,8 @@ def inspect_dataset(out_dir: Path) -> Report:
     for name in (SUMMARY_FILE, CARD_FILE):
         if not (out / name).is_file():
             report.problem(f"{name} is missing (the build did not finish)")
-    keys = _check_shards(out, report)
-    _check_jsonl(out, keys, report)
+    keys, poi_ids = _check_shards(out, report)
+    _check_jsonl(out, keys, poi_ids, report)
     _check_failures(out, report)
     return report
 
@@ -213,12 +222,13 @@ def render_report(report: Report, console: Console) -> None:
     """Print the report as rich tables, then the problems (or that the dataset is valid)."""
     data = report.to_json()
     splits = Table(title=f"dataset {report.out_dir}", header_style="bold")
-    for column in ("split", "tiles", "shards", *ROW_TASKS):
+    tasks = reported_tasks(report.rows_by_split.values())
+    for column in ("split", "tiles", "shards", *tasks):
         splits.add_column(column, justify="left" if column == "split" else "right")
     for split in SPLITS:
         shard_count = sum(1 for s in report.shards if s["split"] == split)
         rows = data["rows_by_split"][split]
-        splits.add_row(split, str(data["tiles_by_split"][split]), str(shard_count), *(str(rows[t]) for t in ROW_TASKS))
+        splits.add_row(split, str(data["tiles_by_split"][split]), str(shard_count), *(str(rows[t]) for t in tasks))
     console.print(splits)
     if data["classes"]:
         classes = Table(title="classes", header_style="bold")

@@ -1,5 +1,8 @@
 """SFT JSONL rows: global captions, grounding, class captions and class grounding per tile.
 
+A POI can also get one ``still_overview`` row for its overhead context still (`rsbuild.mapbox`);
+its image is a PNG or a JPEG under ``mapbox_stills/`` and its ``meta.key`` is the POI id.
+
 A row is ``{"messages": [user(image, text), assistant(text)], "meta": {...}}``; ``meta`` names
 the sample key, the row task, the class (class rows), the annotator (caption rows) and the
 overlay PNG (when written), so rows can be traced back to shards without parsing prompts.
@@ -10,13 +13,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from rsbuild.types import KEY_PATTERN, Sample
 
-ROW_TASKS = ("global", "grounding", "class", "class_grounding")
+ROW_TASKS = ("global", "grounding", "class", "class_grounding")  # the rows of a tile
+STILL_TASK = "still_overview"  # the row of a POI's overhead still (rsbuild.mapbox.still_overview_row)
+ALL_ROW_TASKS = (*ROW_TASKS, STILL_TASK)
+_IMAGE_SUFFIXES = {STILL_TASK: (".png", ".jpg")}  # other tasks: ".png" only
 
 MODALITIES = {
     "sentinel-2": "this Sentinel-2 satellite image",
@@ -180,6 +186,12 @@ def _check_text_part(part: Any, where: str, problems: list[str]) -> None:
         problems.append(f"{where}.text must be a non-empty string")
 
 
+def reported_tasks(counts_by_split: Iterable[Mapping[str, int]]) -> tuple[str, ...]:
+    """The row tasks a count table lists: every tile task, and still rows when there are any."""
+    has_stills = any(counts.get(STILL_TASK, 0) for counts in counts_by_split)
+    return ALL_ROW_TASKS if has_stills else ROW_TASKS
+
+
 def row_problems(row: Any) -> list[str]:
     """Everything wrong with one parsed JSONL row against the strict row schema ([] = valid)."""
     problems: list[str] = []
@@ -188,6 +200,8 @@ def row_problems(row: Any) -> list[str]:
     messages = row["messages"]
     if not isinstance(messages, list) or len(messages) != 2:
         return ["messages must be a list of two messages (user, assistant)"]
+    task = row["meta"].get("task") if isinstance(row["meta"], dict) else None
+    suffixes = _IMAGE_SUFFIXES.get(task, (".png",)) if isinstance(task, str) else (".png",)
     user, assistant = messages
     if not isinstance(user, dict) or set(user) != {"role", "content"} or user.get("role") != "user":
         problems.append("messages[0] must be {'role': 'user', 'content': [...]}")
@@ -197,8 +211,8 @@ def row_problems(row: Any) -> list[str]:
         image_part, text_part = user["content"]
         if not isinstance(image_part, dict) or set(image_part) != {"type", "image"} or image_part.get("type") != "image":
             problems.append("messages[0].content[0] must be exactly {'type': 'image', 'image': PATH}")
-        elif not _is_relative_png(image_part["image"]):
-            problems.append("messages[0].content[0].image must be a relative path to a .png")
+        elif not _is_relative_image(image_part["image"], suffixes):
+            problems.append(f"messages[0].content[0].image must be a relative path to a {' or '.join(suffixes)}")
         _check_text_part(text_part, "messages[0].content[1]", problems)
     if not isinstance(assistant, dict) or set(assistant) != {"role", "content"} or assistant.get("role") != "assistant":
         problems.append("messages[1] must be {'role': 'assistant', 'content': [...]}")
@@ -212,8 +226,8 @@ def row_problems(row: Any) -> list[str]:
     return problems
 
 
-def _is_relative_png(path: Any) -> bool:
-    return isinstance(path, str) and path.endswith(".png") and not path.startswith("/") and ".." not in path.split("/")
+def _is_relative_image(path: Any, suffixes: tuple[str, ...] = (".png",)) -> bool:
+    return isinstance(path, str) and path.endswith(suffixes) and not path.startswith("/") and ".." not in path.split("/")
 
 
 def _meta_problems(meta: Any) -> list[str]:
@@ -222,14 +236,16 @@ def _meta_problems(meta: Any) -> list[str]:
     problems = []
     if not isinstance(meta["key"], str) or not KEY_PATTERN.match(meta["key"]):
         problems.append("meta.key must match [A-Za-z0-9_-]+")
-    if meta["task"] not in ROW_TASKS:
-        problems.append(f"meta.task must be one of {', '.join(ROW_TASKS)}")
+    if meta["task"] not in ALL_ROW_TASKS:
+        problems.append(f"meta.task must be one of {', '.join(ALL_ROW_TASKS)}")
     elif (meta["task"] in ("class", "class_grounding")) != isinstance(meta["class"], str):
         problems.append("meta.class must be a class name on class rows and null otherwise")
     if meta["annotator"] is not None and not isinstance(meta["annotator"], str):
         problems.append("meta.annotator must be a string or null")
-    if meta["overlay"] is not None and not _is_relative_png(meta["overlay"]):
+    if meta["overlay"] is not None and not _is_relative_image(meta["overlay"]):
         problems.append("meta.overlay must be null or a relative path to a .png")
+    elif meta["task"] == STILL_TASK and meta["overlay"] is not None:
+        problems.append("meta.overlay must be null on still_overview rows")
     return problems
 
 

@@ -8,6 +8,7 @@ shards/{split}-{u*100+part:06d}.tar (+ .stats.json)   at most 100 shards per spl
 data/parts/{split}-{u:06d}.jsonl                      its SFT rows
 units/{u:06d}.failures.jsonl                          its bad samples
 images|metadata|overlays/sNNNNN/…                     NNNNNN from the sample's ordinal (POI row, tile)
+mapbox_stills/sNNNNN/{poi_id}.png|jpg                 NNNNNN from the POI row (optional stills)
 units/{u:06d}.json                                    the marker, written last
 ```
 
@@ -45,6 +46,7 @@ from rsbuild.layout import (
     metadata_sidecar,
     pretty_json,
 )
+from rsbuild.mapbox import image_extension, still_overview_row
 from rsbuild.overlays import palette_of, render_overlay
 from rsbuild.schemes import Scheme
 from rsbuild.shards import (
@@ -57,12 +59,13 @@ from rsbuild.shards import (
     write_atomic,
 )
 from rsbuild.splits import OverlapReport
-from rsbuild.types import SPLITS, Failure, Sample
+from rsbuild.types import SPLITS, Failure, Poi, Sample
 
 UNITS_DIR = "units"
 PARTS_DIR = "parts"
 SHARDS_PER_UNIT = 100
 RUN_FILE = "run.json"
+STILLS_FOLDER = "mapbox_stills"  # one of rsbuild.layout.FOLDERS
 
 
 @dataclass(frozen=True)
@@ -181,6 +184,7 @@ class UnitWriter:
         self._palette = palette_of(scheme)
         self._tally = _Tally()
         self._footprints: list[list[Any]] = []
+        self._stills: list[tuple[int, str, dict[str, Any] | Failure]] = []  # (POI row, split, row or failure)
 
     def write(self, sample: Sample) -> None:
         """Add one tile: shard members and, for a dataset, image, sidecar, JSONL rows, overlays."""
@@ -208,9 +212,7 @@ class UnitWriter:
         rows = sft.build_rows(sample, captions.class_min_share, captions.max_class_rows, self.modality)
         if len(rows) > self.plan.rows_per_tile:
             raise RuntimeError(f"{sample.key} has {len(rows)} rows, more than the {self.plan.rows_per_tile} overlay slots")
-        stream = self._jsonl.get(sample.split)
-        if stream is None:
-            stream = self._jsonl[sample.split] = AtomicJsonl(jsonl_part(self.out_dir, sample.split, self.unit))
+        stream = self._stream(sample.split)
         for index, row in enumerate(rows):
             overlay = None
             if self.output_cfg.write_bbox_overlays:
@@ -219,6 +221,37 @@ class UnitWriter:
                 overlay = self._folders.write_at("overlays", name, png, slot * self.plan.rows_per_tile + index)
             stream.write(row.to_json(sample.key, image, overlay))
             self._tally.rows[sample.split][row.task] += 1
+
+    def _stream(self, split: str) -> AtomicJsonl:
+        stream = self._jsonl.get(split)
+        if stream is None:
+            stream = self._jsonl[split] = AtomicJsonl(jsonl_part(self.out_dir, split, self.unit))
+        return stream
+
+    def write_still(self, poi: Poi, split: str, still: bytes | Failure, context: str = "") -> None:
+        """Add a POI's overhead still (PNG / JPEG bytes) or the failure that stopped it.
+
+        The image goes to ``mapbox_stills/`` now, in the segment of the POI row; its JSONL row (with
+        ``context`` in the answer) or failure is written at `finish`, in POI-row order, so the
+        unit's files do not depend on the order in which stills arrive.
+        """
+        if isinstance(still, Failure):
+            self._stills.append((poi.row, split, still))
+            return
+        if self._folders is None:
+            raise RuntimeError("stills belong to a dataset; this unit writes only shards")
+        name = f"{poi.poi_id}{image_extension(still)}"
+        rel = self._folders.write_at(STILLS_FOLDER, name, still, max(poi.row, 1) - 1)
+        self._stills.append((poi.row, split, still_overview_row(rel, poi, context)))
+
+    def _write_stills(self) -> None:
+        for _, split, outcome in sorted(self._stills, key=lambda item: item[0]):
+            if isinstance(outcome, Failure):
+                self.record_failure(outcome)
+            else:
+                self._stream(split).write(outcome)
+                self._tally.rows[split][sft.STILL_TASK] += 1
+        self._stills.clear()
 
     def record_failure(self, failure: Failure) -> None:
         """Count a bad sample and keep its record with the unit."""
@@ -231,6 +264,7 @@ class UnitWriter:
 
     def finish(self) -> dict[str, Any]:
         """Close everything, then write the marker (last): the unit is done."""
+        self._write_stills()
         shards = self._shards.close()
         for stream in self._jsonl.values():
             stream.close()
@@ -385,7 +419,8 @@ def finalize(
             parts = (out_dir / DATA_DIR / PARTS_DIR / f"{split}-{u:06d}.jsonl" for u in units)
             _concat((p for p in parts if p.exists()), out_dir / DATA_DIR / f"{split}.jsonl")
         summary["rows"] = sum(sum(r.values()) for r in tally.rows.values())
-        summary["rows_by_split"] = {split: {t: tally.rows[split][t] for t in sft.ROW_TASKS} for split in SPLITS}
+        tasks = sft.reported_tasks(tally.rows.values())
+        summary["rows_by_split"] = {split: {t: tally.rows[split][t] for t in tasks} for split in SPLITS}
         summary["files"] = {folder: sum(1 for p in (out_dir / folder).rglob("*") if p.is_file()) for folder in FOLDERS}
         card_text = card.render_card(summary, output_cfg, scheme, config)
         if output_cfg.write_plots and summary["tiles"]:
