@@ -18,7 +18,13 @@ pixels:
 Prints JSON: detection rate per error kind, overall detection, and the false rejection rate
 on the correct captions. ``--show N`` prints N misses and false rejections for inspection.
 
-    python scripts/check_agreement.py [--scenes 400] [--seed 0] [--show 10]
+It then does the same for REAL captions: ``tests/data/model_captions.jsonl`` holds SmolLM2-135M
+captions written by the local engine with the project's prompts (demo tiles and fixture scenes),
+each labelled by hand as correct or wrong (with its error kind: class / share / position /
+direction / garbage) and a one-line justification. Both figures go into one JSON report under
+``synthetic`` and ``model_captions``.
+
+    python scripts/check_agreement.py [--scenes 400] [--seed 0] [--show 10] [--model-captions PATH]
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import random
 import sys
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,6 +47,8 @@ from rsbuild.stats import compute_stats
 
 SIZE = 96
 ERROR_KINDS = ("class", "share", "position", "direction", "left_is_east")
+MODEL_CAPTIONS = Path(__file__).resolve().parents[1] / "tests" / "data" / "model_captions.jsonl"
+MODEL_ERROR_KINDS = ("class", "share", "position", "direction", "garbage")
 
 # ------------------------------------------------------------------------------------------
 # Words a person might use for each class (independent of the checker's lexicon).
@@ -569,11 +578,47 @@ def inject(rng: random.Random, scene: Scene, c: Caption, kind: str) -> Caption |
     raise ValueError(kind)
 
 
+def model_caption_agreement(path: Path = MODEL_CAPTIONS, show: int = 0) -> dict[str, Any]:
+    """Detection rate (by error kind) and false rejection rate of the check on hand-labelled model captions."""
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    caught: Counter = Counter()
+    totals: Counter = Counter()
+    correct = rejected = 0
+    shown: list[str] = []
+    for row in rows:
+        verdict = check_caption(row["text"], row["stats"], subject=row.get("subject"))
+        if row["label"] == "correct":
+            correct += 1
+            rejected += not verdict.ok
+            if not verdict.ok:
+                shown.append(f"* FALSE REJECTION #{row['id']}: {row['text']}\n  {verdict.reasons}\n  ({row['why']})")
+        else:
+            totals[row["error"]] += 1
+            caught[row["error"]] += not verdict.ok
+            if verdict.ok:
+                shown.append(f"* MISSED {row['error']} #{row['id']}: {row['text']}\n  ({row['why']})")
+    wrong = sum(totals.values())
+    for line in shown[:show]:
+        print(line, file=sys.stderr)
+    return {
+        "captions": len(rows),
+        "correct_captions": correct,
+        "wrong_captions": wrong,
+        "wrong_by_kind": {k: totals[k] for k in MODEL_ERROR_KINDS},
+        "detection_rate": {k: round(caught[k] / totals[k], 4) if totals[k] else None for k in MODEL_ERROR_KINDS},
+        "overall_detection_rate": round(sum(caught.values()) / max(1, wrong), 4),
+        "false_rejection_rate": round(rejected / max(1, correct), 4),
+        "false_rejections": rejected,
+    }
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenes", type=int, default=400, help="number of scenes (one correct caption each)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--show", type=int, default=0, help="print this many misses and false rejections")
+    parser.add_argument("--model-captions", type=Path, default=MODEL_CAPTIONS,
+                        help="hand-labelled real model captions (JSONL)")
     args = parser.parse_args(argv)
 
     correct: list[tuple[str, Scene]] = []
@@ -618,6 +663,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "overall_detection_rate": round(sum(caught.values()) / max(1, len(wrong)), 4),
         "false_rejection_rate": round(len(false_rejections) / max(1, len(correct)), 4),
     }
+    report = {"synthetic": report, "model_captions": model_caption_agreement(args.model_captions, args.show)}
     print(json.dumps(report, indent=2))
     if args.show:
         print("\n--- false rejections", file=sys.stderr)
