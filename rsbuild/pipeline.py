@@ -75,6 +75,11 @@ class RunSummary:
         if self.stills:
             failed = _reasons(Counter(self.stills.get("failures_by_reason", {})))
             table.add_row("Mapbox stills", str(self.stills.get("written", 0)), self.stills.get("disabled_reason") or failed)
+        overlap = self.writer.get("overlap") if self.writer else None
+        if overlap is not None:
+            pairs = overlap.get("overlapping_pairs", 0)
+            table.add_row("split overlap", str(pairs), "tile pairs of different splits whose footprints overlap"
+                          + ("; use --split-by cell" if pairs else ""))
         if self.units_skipped:
             table.add_row("units already done", str(self.units_skipped), "resumed: skipped")
         if not self.finalized:

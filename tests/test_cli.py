@@ -71,6 +71,8 @@ def test_build_is_valid_readable_and_byte_identical(tmp_path, fixture_data, stac
     for split in ("train", "validation", "test"):
         assert (outs[0] / "data" / f"{split}.jsonl").read_bytes() == (outs[1] / "data" / f"{split}.jsonl").read_bytes()
 
+    summary = json.loads((outs[0] / "summary.json").read_text())
+    assert summary["overlap"]["tiles"] == 4 * (len(fixture_data.pois) - 1)
     result = runner.invoke(app, ["inspect", str(outs[0]), "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)

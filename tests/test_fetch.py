@@ -202,3 +202,21 @@ def test_scene_is_chosen_by_the_clouds_over_the_aoi(fixture_data, cog_server, la
     assert all(r.metadata["scene"]["id"] == "S2B_33TXL_20240712_0_L2A" for r in kept)
     assert all(r.metadata["scene"]["aoi_cloud_share"] > 0.5 for r in kept)
     assert sum(isinstance(r, Failure) and r.reason == "cloudy" for r in by_scene) >= 4
+
+
+def test_unknown_label_codes_become_nodata_and_are_counted(fixture_data, fixture_data_unknown_codes, stac_api_rustac):
+    # the same truth (same seed) with a few squares of code 254 in the label raster (a local path here)
+    cfg = fetch_config(fixture_data, stac_api_rustac.url, str(fixture_data_unknown_codes.label_4326_path))
+    clean = fetch_config(fixture_data, stac_api_rustac.url, str(fixture_data.label_4326_path))
+    pois = [p for p in fixture_data.pois if p.poi_id != "outside"]
+    dirty = {r.key: r for r in run_fetch_stage(cfg, pois) if isinstance(r, Sample)}
+    reference = {r.key: r for r in run_fetch_stage(clean, pois) if isinstance(r, Sample)}
+    touched = [k for k, s in dirty.items() if s.stats["unknown_code_pixels"] > 0]
+    assert touched, "the sprinkled unknown codes fall inside some AOI"
+    for key in touched:
+        mask, ref = decode(dirty[key].mask_png), decode(reference[key].mask_png)
+        changed = mask != ref
+        assert changed.any() and (mask[changed] == NODATA_INDEX).all()  # unknown → nodata, never a class
+        assert dirty[key].stats["valid_pixels"] == reference[key].stats["valid_pixels"] - int(changed.sum())
+    for key in set(dirty) - set(touched):
+        assert dirty[key].mask_png == reference[key].mask_png
