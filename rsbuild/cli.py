@@ -182,22 +182,11 @@ def recaption(
     console.print(summary.table())
 
 
-@app.command()
-@_friendly_errors
-def caption(
-    source: SourceArgument,
-    out: TargetOption,
-    engine: EngineOption = None,
-    prompts: PromptsOption = None,
-    tasks: TasksOption = None,
-    server_url: ServerOption = None,
-    model: ModelOption = None,
-    paraphrases: ParaphrasesOption = None,
-    quiet: QuietOption = False,
-    overwrite: OverwriteOption = False,
-) -> None:
-    """Caption half: chip shards from `rsbuild fetch` → the finished dataset (GPU box, no network)."""
-    recaption(source, out, engine, prompts, tasks, server_url, model, paraphrases, quiet, overwrite)
+app.command(
+    "caption",
+    help="Caption half: chip shards from `rsbuild fetch` → the finished dataset (GPU box, no network). "
+    "Same options as recaption; rerunning resumes.",
+)(recaption)
 
 
 @app.command()
