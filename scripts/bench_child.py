@@ -1,0 +1,282 @@
+#!/usr/bin/env python
+"""Measurements that need a fresh interpreter (cold GDAL caches, own peak RSS), for scripts/bench.py.
+
+    python scripts/bench_child.py KIND ARGS_JSON
+
+prints one JSON object on its last stdout line. Kinds:
+
+* ``fetch``: the fetch stage (`rsbuild.fetch.Fetcher.run`) over the config's POIs: chips/s,
+  tiles/s and CPU seconds per chip (this process and its worker processes). With
+  ``"reads_only": true`` only its network half runs (`Fetcher.read_poi`, same pools and bounds).
+* ``sequential``: a plain rasterio loop over the same AOIs (three bands + label, windowed reads,
+  one file open per read, GDAL defaults): the reference a naive reader gets.
+* ``build``: `rsbuild.pipeline.run_build` (template engine); peak RSS of this process and of its
+  worker processes.
+
+The servers (COG, STAC) run in the parent, which counts requests; nothing here leaves 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Self
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+# --------------------------------------------------------------------------- process tree
+
+
+@dataclass(frozen=True)
+class ProcessUse:
+    """What /proc says about one live process: peak RSS and CPU time so far."""
+
+    peak_rss_kib: int
+    cpu_s: float
+
+
+def _children_by_parent() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(parent, []).append(int(entry))
+    return children
+
+
+def descendants(root: int) -> list[int]:
+    """Pids of every live descendant of ``root``."""
+    children, found, stack = _children_by_parent(), [], [root]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
+def process_use(pid: int) -> ProcessUse | None:
+    """Peak RSS (VmHWM) and user + system CPU of a live process; None once it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    peak = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), 0)
+    return ProcessUse(peak, (int(fields[11]) + int(fields[12])) / CLOCK_TICKS)  # utime, stime
+
+
+class ProcessTree:
+    """Samples this process's descendants (worker processes, which this process does not reap,
+    so getrusage(RUSAGE_CHILDREN) cannot see them) every ``interval_s``: last CPU time and
+    peak RSS per pid. ``mark()`` starts a CPU interval; ``cpu_since_mark()`` ends it."""
+
+    def __init__(self, interval_s: float = 0.2) -> None:
+        self.interval_s = interval_s
+        self.latest: dict[int, ProcessUse] = {}
+        self.own_rss_kib: list[tuple[float, int]] = []  # (seconds since start, VmRSS of this process)
+        self._started = time.perf_counter()
+        self._at_mark: dict[int, float] = {}
+        self._own_at_mark = 0.0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="process-tree-sampler", daemon=True)
+
+    def sample(self) -> None:
+        """Read /proc for this process's resident set and every live descendant now."""
+        self.own_rss_kib.append((time.perf_counter() - self._started, _own_rss_kib()))
+        for pid in descendants(os.getpid()):
+            use = process_use(pid)
+            if use is not None:
+                with self._lock:
+                    previous = self.latest.get(pid)
+                    peak = max(use.peak_rss_kib, previous.peak_rss_kib if previous else 0)
+                    self.latest[pid] = ProcessUse(peak, use.cpu_s)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.sample()
+
+    def mark(self) -> None:
+        self.sample()
+        with self._lock:
+            self._at_mark = {pid: use.cpu_s for pid, use in self.latest.items()}
+        self._own_at_mark = _own_cpu_s()
+
+    def cpu_since_mark(self) -> float:
+        """CPU seconds of this process and its descendants since ``mark()`` (a worker that
+        exited since the last sample loses at most ``interval_s`` of CPU)."""
+        self.sample()
+        with self._lock:
+            workers = sum(use.cpu_s - self._at_mark.get(pid, 0.0) for pid, use in self.latest.items())
+        return _own_cpu_s() - self._own_at_mark + workers
+
+    def rss_timeline_mb(self, points: int = 10) -> list[list[float]]:
+        """About ``points`` evenly spaced [seconds, MiB] samples of this process's resident set."""
+        samples = self.own_rss_kib
+        step = max(1, len(samples) // points)
+        chosen = samples[::step] + ([samples[-1]] if samples and (len(samples) - 1) % step else [])
+        return [[round(t, 1), round(kib / 1024, 1)] for t, kib in chosen]
+
+    def largest_peak_mb(self) -> float:
+        with self._lock:
+            return round(max((use.peak_rss_kib for use in self.latest.values()), default=0) / 1024, 1)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _own_rss_kib() -> int:
+    status = Path("/proc/self/status").read_text()
+    return next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
+
+
+def _own_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident set size (VmHWM) in MiB. Not getrusage's ru_maxrss: Linux
+    carries that over from the forking parent across exec, so a child starts at its parent's peak."""
+    use = process_use(os.getpid())
+    assert use is not None
+    return round(use.peak_rss_kib / 1024, 1)
+
+
+# --------------------------------------------------------------------------- measurements
+
+
+def measure_fetch(args: dict[str, Any]) -> dict[str, Any]:
+    """Run the fetch stage (or only its reads) over every POI of the config."""
+    import numpy as np
+
+    from rsbuild.concurrency import ordered_map
+    from rsbuild.config import config_from_dict
+    from rsbuild.fetch import AoiRead, Fetcher, encode_png
+    from rsbuild.labels import make_label_source
+    from rsbuild.pipeline import make_searcher
+    from rsbuild.pois import PoiReader
+    from rsbuild.types import Failure, Sample
+
+    cfg = config_from_dict(args["config"])
+    reads_only = bool(args.get("reads_only"))
+    pois = list(PoiReader(cfg.pois))
+    searcher = make_searcher(cfg)  # opens the STAC API (not the COG server)
+    chips = tiles = 0
+    failures: dict[str, int] = {}
+    with ProcessTree() as tree, Fetcher(cfg, searcher, make_label_source(cfg.labels)) as fetcher:
+        if fetcher.cpu_pool is not None and not reads_only:  # start the workers before the clock runs
+            blank = np.zeros((8, 8), dtype=np.uint8)
+            for future in [fetcher.cpu_pool.submit(encode_png, blank, 1) for _ in range(cfg.imagery.cpu_workers)]:
+                future.result()
+        tree.mark()
+        started = time.perf_counter()
+        if reads_only:
+            for read in ordered_map(fetcher.read_poi, pois, fetcher.poi_pool, fetcher.pois_in_flight):
+                chips += isinstance(read, AoiRead)
+        else:
+            for _poi, records in fetcher.run(pois):
+                samples = [r for r in records if isinstance(r, Sample)]
+                chips += bool(samples)
+                tiles += len(samples)
+                for record in records:
+                    if isinstance(record, Failure):
+                        failures[record.reason] = failures.get(record.reason, 0) + 1
+        seconds = time.perf_counter() - started
+        cpu_s = tree.cpu_since_mark()
+    return {
+        "mode": "reads" if reads_only else "stage",
+        "pois": len(pois),
+        "chips": chips,
+        "tiles": tiles,
+        "tile_failures": failures,
+        "seconds": round(seconds, 3),
+        "chips_per_s": round(chips / seconds, 3),
+        "tiles_per_s": round(tiles / seconds, 3),
+        "cpu_s_per_chip": round(cpu_s / max(1, chips), 3),
+        "cpu_cores_busy": round(cpu_s / seconds, 2),
+    }
+
+
+def measure_sequential(args: dict[str, Any]) -> dict[str, Any]:
+    """Plain rasterio, one AOI after the other: open each of the three bands and the label
+    raster, read the AOI's window, close. GDAL defaults (rsbuild's raster_io is not imported)."""
+    import rasterio
+    from rasterio.warp import transform_bounds
+    from rasterio.windows import from_bounds
+
+    from rsbuild.grid import aoi_grid, grid_bounds
+    from rsbuild.types import Poi
+
+    started = time.perf_counter()
+    pixels = 0
+    for raw in args["pois"]:
+        poi = Poi(raw["poi_id"], raw["lat"], raw["lon"])
+        grid = aoi_grid(poi, args["crs"], args["aoi_size"], tuple(args["transform"]))
+        bounds = grid_bounds(grid)
+        for href in args["band_hrefs"]:
+            with rasterio.open(href) as src:
+                pixels += src.read(1, window=from_bounds(*bounds, transform=src.transform)).size
+        with rasterio.open(args["label_href"]) as src:
+            label_bounds = transform_bounds(grid.crs, src.crs, *bounds, densify_pts=8)
+            pixels += src.read(1, window=from_bounds(*label_bounds, transform=src.transform)).size
+    seconds = time.perf_counter() - started
+    chips = len(args["pois"])
+    return {"chips": chips, "pixels_read": pixels, "seconds": round(seconds, 3), "chips_per_s": round(chips / seconds, 3),
+            "cpu_s_per_chip": round(_own_cpu_s() / chips, 3)}
+
+
+def measure_build(args: dict[str, Any]) -> dict[str, Any]:
+    """`run_build` with the template engine; peak RSS of the main process and of its workers."""
+    from rich.console import Console
+
+    from rsbuild.config import config_from_dict
+    from rsbuild.pipeline import run_build
+
+    cfg = config_from_dict(args["config"])
+    after_imports = _peak_rss_mb()
+    started = time.perf_counter()
+    with ProcessTree(interval_s=0.25) as tree:
+        summary = run_build(cfg, Path(args["out"]), Console(quiet=True), show_progress=False)
+    seconds = time.perf_counter() - started
+    return {
+        "pois": summary.pois_read,
+        "samples": summary.tiles_written,
+        "tiles_skipped": dict(summary.tiles_skipped),
+        "seconds": round(seconds, 3),
+        "peak_rss_mb_after_imports": after_imports,
+        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb_largest_worker": tree.largest_peak_mb(),
+        "processes_seen": len(tree.latest),
+        "finalize_seconds": summary.writer.get("finalize_seconds"),
+        "rss_timeline_mb": tree.rss_timeline_mb(),
+    }
+
+
+MEASUREMENTS = {"fetch": measure_fetch, "sequential": measure_sequential, "build": measure_build}
+
+
+def main(argv: list[str]) -> None:
+    kind, args = argv[0], json.loads(argv[1])
+    print(json.dumps(MEASUREMENTS[kind](args), sort_keys=True))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
