@@ -89,6 +89,11 @@ def metadata_sidecar(sample: Sample, shard: str, image: str | None, mask_in_shar
     }
 
 
+def compact_json(doc: Any) -> bytes:
+    """Key-sorted UTF-8 JSON without indentation (Python's C encoder: ~5x faster than indented)."""
+    return (json.dumps(doc, sort_keys=True, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+
+
 def pretty_json(doc: Any) -> bytes:
     """Indented, key-sorted UTF-8 JSON with a final newline."""
     return (json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")

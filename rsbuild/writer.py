@@ -44,6 +44,7 @@ from rsbuild.layout import (
     SUMMARY_FILE,
     FolderLayout,
     metadata_sidecar,
+    compact_json,
     pretty_json,
 )
 from rsbuild.mapbox import image_extension, still_overview_row
@@ -203,7 +204,7 @@ class UnitWriter:
         image = self._folders.write_at("images", f"{sample.key}.png", sample.image_png, slot) if cfg.write_images else None
         mask_in_shard = cfg.write_masks and sample.mask_png is not None
         sidecar = metadata_sidecar(sample, shard, image, mask_in_shard)
-        self._folders.write_at("metadata", f"{sample.key}.json", pretty_json(sidecar), slot)
+        self._folders.write_at("metadata", f"{sample.key}.json", compact_json(sidecar), slot)
         if image is not None:
             self._write_rows(sample, image, slot)
 
