@@ -94,8 +94,9 @@ class Fetcher:
         self.labels = label_source
         workers = cfg.imagery.read_workers
         self.read_pool = ThreadPoolExecutor(workers, thread_name_prefix="rsbuild-read")
-        self.poi_pool = ThreadPoolExecutor(max(2, workers // 2), thread_name_prefix="rsbuild-poi")
-        self.pois_in_flight = max(2, workers // 2)
+        # enough POIs in flight that the tiling processes never wait on the network (latency hiding)
+        self.pois_in_flight = max(2, workers)
+        self.poi_pool = ThreadPoolExecutor(self.pois_in_flight, thread_name_prefix="rsbuild-poi")
         self.tiler = Tiler(cfg, label_source.describe(), label_source.fill_code)
         self.cpu_pool: Executor | None = None
         if cfg.imagery.cpu_workers > 0:
