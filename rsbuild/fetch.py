@@ -139,10 +139,6 @@ class Fetcher:
     def _finish(self, read: "AoiRead | PoiFailed") -> list[Sample | Failure]:
         return self.tiler(read) if isinstance(read, AoiRead) else read.failures
 
-    def process_poi(self, poi: Poi) -> list[Sample | Failure]:
-        """All tiles of one POI (or the one failure that stopped it), in this thread."""
-        return self._finish(self.read_poi(poi))
-
     # -- I/O stage -------------------------------------------------------------------------
     def read_poi(self, poi: Poi) -> "AoiRead | PoiFailed":
         """Find the scene and read the AOI; a failure here stops only this POI."""

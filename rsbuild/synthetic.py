@@ -925,6 +925,26 @@ def generate(
     return info
 
 
+def seeded_tile_stats(seed: int) -> dict[str, Any]:
+    """Real stats of a seeded 64 px tile: two classes split by a line, plus a thin strip of a third
+    (for prompt tests and LLM benchmarks)."""
+    from rsbuild.schemes import get_scheme
+    from rsbuild.stats import compute_stats
+
+    scheme = get_scheme("esa_worldcover")
+    rng = np.random.default_rng(seed)
+    first, second, strip = rng.choice(len(scheme.classes), size=3, replace=False)
+    index = np.full((64, 64), first, dtype=np.uint8)
+    cut = int(rng.integers(16, 48))
+    if rng.random() < 0.5:
+        index[:cut, :] = second
+    else:
+        index[:, :cut] = second
+    column = int(rng.integers(4, 60))
+    index[:, column : column + 3] = strip
+    return compute_stats(index, scheme)
+
+
 def _downsampled(grid: Grid, factor: int) -> Grid:
     a, b, c, d, e, f = grid.transform
     return Grid(grid.crs, (a * factor, b, c, d, e * factor, f), grid.width // factor, grid.height // factor)

@@ -19,31 +19,15 @@ import json
 import time
 from typing import Any
 
-import numpy as np
 import openai
 
 from rsbuild.captions.base import CaptionRequest, request_seed
 from rsbuild.captions.openai_engine import OpenAIEngine
 from rsbuild.captions.prompts import PromptSet, common_prefix_share
 from rsbuild.llama_server import LlamaServer
-from rsbuild.schemes import get_scheme
-from rsbuild.stats import compute_stats
+from rsbuild.synthetic import seeded_tile_stats
 
 
-def tile_stats(seed: int) -> dict[str, Any]:
-    """Stats of a seeded 64 px tile: two classes split by a line and a thin strip of a third."""
-    scheme = get_scheme("esa_worldcover")
-    rng = np.random.default_rng(seed)
-    first, second, strip = rng.choice(len(scheme.classes), size=3, replace=False)
-    index = np.full((64, 64), first, dtype=np.uint8)
-    cut = int(rng.integers(16, 48))
-    if rng.random() < 0.5:
-        index[:cut, :] = second
-    else:
-        index[:, :cut] = second
-    column = int(rng.integers(4, 60))
-    index[:, column : column + 3] = strip
-    return compute_stats(index, scheme)
 
 
 def build_requests(count: int, tasks: list[str], sampling: dict[str, Any]) -> list[CaptionRequest]:
@@ -52,7 +36,7 @@ def build_requests(count: int, tasks: list[str], sampling: dict[str, Any]) -> li
     requests = []
     for task in tasks:
         for i in range(count):
-            stats = tile_stats(i)
+            stats = seeded_tile_stats(i)
             subjects = {"class": stats["classes"][-1]["name"], "revise": f"{stats['dominant_class']} covers most of the image."}
             subject = subjects.get(task)
             messages, template, sha = prompts.render(task, stats, subject)

