@@ -1,15 +1,12 @@
-"""rsbuild: remote-sensing vision-language dataset builder."""
+"""rsbuild: remote-sensing vision-language dataset builder.
+
+The package's map is ARCHITECTURE.md: `sources` → `chips` (the fetch half), `captions` (the
+caption half), `dataset` (the format between and after them), `report`, `run`, `cli`.
+"""
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from rsbuild.captions.check import check_caption
+from rsbuild.version import __version__
 
 __all__ = ["__version__", "check_caption"]
-
-
-def __getattr__(name: str):
-    if name == "check_caption":
-        from rsbuild.captions.check import check_caption
-
-        return check_caption
-    raise AttributeError(name)

@@ -10,7 +10,7 @@ import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -80,7 +80,7 @@ def fetch(
 
     Rerunning the same command resumes where it stopped.
     """
-    from rsbuild.pipeline import WorkerSlice, run_fetch
+    from rsbuild.run.pipeline import WorkerSlice, run_fetch
 
     summary = run_fetch(_load(config), out, console=console, show_progress=not quiet, overwrite=overwrite,
                         workers=WorkerSlice(num_shards, shard_index))
@@ -92,23 +92,23 @@ def fetch(
 def build(
     config: ConfigOption,
     out: OutOption,
-    engine: Annotated[Optional[str], typer.Option(help="caption engine: template | openai | local | vllm")] = None,
-    prompts: Annotated[Optional[Path], typer.Option(help="folder of prompt templates")] = None,
+    engine: Annotated[str | None, typer.Option(help="caption engine: template | openai | local | vllm")] = None,
+    prompts: Annotated[Path | None, typer.Option(help="folder of prompt templates")] = None,
     write_bbox_overlays: Annotated[bool, typer.Option("--write-bbox-overlays", help="draw each JSONL row's boxes")] = False,
-    split_by: Annotated[Optional[str], typer.Option("--split-by", help="poi | cell")] = None,
+    split_by: Annotated[str | None, typer.Option("--split-by", help="poi | cell")] = None,
     quiet: QuietOption = False,
     overwrite: OverwriteOption = False,
     num_shards: NumShardsOption = 1,
     shard_index: ShardIndexOption = 0,
     executor: Annotated[str, typer.Option(help="local | ray")] = "local",
-    ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: start or join a local one)")] = None,
+    ray_address: Annotated[str | None, typer.Option(help="Ray cluster address (default: start or join a local one)")] = None,
 ) -> None:
     """The whole job: fetch → caption → shards, SFT JSONL, folders and dataset card.
 
     Rerunning the same command resumes where it stopped; no caption request is sent twice.
     """
     from rsbuild.config import config_from_dict
-    from rsbuild.pipeline import WorkerSlice, run_build
+    from rsbuild.run.pipeline import WorkerSlice, run_build
 
     cfg = _load(config)
     data = cfg.dump()
@@ -122,7 +122,7 @@ def build(
         data["splits"]["by"] = split_by
     cfg = config_from_dict(data, source=f"{config} with command-line options")
     if executor == "ray":
-        from rsbuild.ray_executor import run_build_ray
+        from rsbuild.run.ray_executor import run_build_ray
 
         summary = run_build_ray(cfg, out, console, address=ray_address, overwrite=overwrite)
     elif executor == "local":
@@ -148,12 +148,12 @@ def _caption_overrides(engine: str | None, prompts: Path | None, tasks: str | No
 
 SourceArgument = Annotated[str, typer.Argument(help="dataset or chip folder (local path or fsspec URL)")]
 TargetOption = Annotated[str, typer.Option("--out", "-o", help="output folder (local path or fsspec URL)")]
-EngineOption = Annotated[Optional[str], typer.Option(help="caption engine: template | openai | local | vllm")]
-PromptsOption = Annotated[Optional[Path], typer.Option(help="folder of prompt templates")]
-TasksOption = Annotated[Optional[str], typer.Option(help="comma-separated tasks: area,linear,class,revise")]
-ServerOption = Annotated[Optional[str], typer.Option("--server-url", help="OpenAI-compatible base URL")]
-ModelOption = Annotated[Optional[list[str]], typer.Option("--model", help="annotator model (repeatable)")]
-ParaphrasesOption = Annotated[Optional[int], typer.Option(help="paraphrases per area caption (revise task)")]
+EngineOption = Annotated[str | None, typer.Option(help="caption engine: template | openai | local | vllm")]
+PromptsOption = Annotated[Path | None, typer.Option(help="folder of prompt templates")]
+TasksOption = Annotated[str | None, typer.Option(help="comma-separated tasks: area,linear,class,revise")]
+ServerOption = Annotated[str | None, typer.Option("--server-url", help="OpenAI-compatible base URL")]
+ModelOption = Annotated[list[str] | None, typer.Option("--model", help="annotator model (repeatable)")]
+ParaphrasesOption = Annotated[int | None, typer.Option(help="paraphrases per area caption (revise task)")]
 
 
 @app.command()
@@ -175,7 +175,7 @@ def recaption(
     Annotations of the chosen tasks are replaced, others kept; captions whose template did not
     change are kept without asking the engine. Rerunning the same command resumes.
     """
-    from rsbuild.recaption import run_recaption
+    from rsbuild.run.recaption import run_recaption
 
     overrides = _caption_overrides(engine, prompts, tasks, server_url, model, paraphrases)
     summary = run_recaption(source, out, overrides, console, show_progress=not quiet, overwrite=overwrite)
@@ -196,7 +196,7 @@ def inspect(
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
 ) -> None:
     """Counts and validation of a built dataset; exits 1 when it is broken."""
-    from rsbuild.inspect import inspect_dataset, render_report
+    from rsbuild.report.inspection import inspect_dataset, render_report
 
     report = inspect_dataset(directory)
     if as_json:
@@ -212,10 +212,10 @@ def inspect(
 def verify(
     directory: Annotated[Path, typer.Argument(help="a dataset folder written by `rsbuild build`")],
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
-    min_pass_rate: Annotated[Optional[float], typer.Option(help="exit 1 when the pass rate is lower")] = None,
+    min_pass_rate: Annotated[float | None, typer.Option(help="exit 1 when the pass rate is lower")] = None,
 ) -> None:
     """Check every caption against its tile's statistics: pass rate per task and the reasons."""
-    from rsbuild.verify import render_verify, verify_dataset
+    from rsbuild.report.verify import render_verify, verify_dataset
 
     report = verify_dataset(directory)
     if as_json:
@@ -230,7 +230,7 @@ def verify(
 @_friendly_errors
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder")] = Path("rsbuild-demo"),
-    engine: Annotated[Optional[str], typer.Option(help="caption engine (default: local if installed, else template)")] = None,
+    engine: Annotated[str | None, typer.Option(help="caption engine (default: local if installed, else template)")] = None,
     quiet: QuietOption = False,
 ) -> None:
     """Generate a synthetic catalog, serve it on loopback, build a dataset from it."""
@@ -243,14 +243,14 @@ def demo(
 @_friendly_errors
 def preview(
     directory: Annotated[Path, typer.Argument(help="a dataset folder written by `rsbuild build`")],
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="HTML file (default DIR/preview.html)")] = None,
-    split: Annotated[Optional[str], typer.Option(help="only this split")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="at most this many samples")] = None,
-    filter: Annotated[Optional[list[str]], typer.Option("--filter", help="KEY=VALUE[,VALUE]; KEY: split|task|class|verdict; repeatable")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="HTML file (default DIR/preview.html)")] = None,
+    split: Annotated[str | None, typer.Option(help="only this split")] = None,
+    limit: Annotated[int | None, typer.Option(help="at most this many samples")] = None,
+    filter: Annotated[list[str] | None, typer.Option("--filter", help="KEY=VALUE[,VALUE]; KEY: split|task|class|verdict; repeatable")] = None,
     inline: Annotated[bool, typer.Option("--inline", help="embed images: one portable file")] = False,
 ) -> None:
     """Write a static HTML gallery: chips, label overlays, boxes, captions and check verdicts."""
-    from rsbuild.preview import write_preview
+    from rsbuild.report.preview import write_preview
 
     summary = write_preview(directory, out, split=split, limit=limit, filters=filter or [], inline_images=inline)
     console.print(f"wrote [bold]{summary.out_file}[/] with {summary.samples} samples (of {summary.scanned} read); open it in a browser")

@@ -1,11 +1,14 @@
-"""Bounded, order-preserving concurrency helpers."""
+"""Bounded, order-preserving concurrency helpers, and an event loop in a thread for streaming engines."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from concurrent.futures import Executor, Future
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -28,3 +31,36 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], executor: Executor, ma
     finally:
         for future in pending:
             future.cancel()
+
+
+class LoopThread:
+    """An asyncio event loop running in a daemon thread, for engines that stream requests.
+
+    ``submit(coro)`` schedules a coroutine on the loop from any thread and returns a
+    ``concurrent.futures.Future``; ``close()`` runs ``shutdown`` (if given) on the loop, then stops it.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def submit(self, coro: Coroutine[Any, Any, R]) -> Future[R]:
+        """Run ``coro`` on the loop; its result (or exception) arrives in the returned future."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def close(self, shutdown: Coroutine[Any, Any, Any] | None = None, timeout: float = 30.0) -> None:
+        """Await ``shutdown`` on the loop (bounded by ``timeout``), stop the loop, join the thread."""
+        if self.loop.is_closed():
+            return
+        if shutdown is not None and self._thread.is_alive():
+            with contextlib.suppress(Exception):
+                self.submit(shutdown).result(timeout)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout)
+        if not self._thread.is_alive():
+            self.loop.close()

@@ -95,7 +95,7 @@ class ImageryConfig(_Section):
     cpu_workers: int = Field(2, ge=0, le=256, description="processes for tiling and PNG encoding (0 = in the reader threads)")
 
     @model_validator(mode="after")
-    def _tiles_fit(self) -> "ImageryConfig":
+    def _tiles_fit(self) -> ImageryConfig:
         if self.tile_size > self.aoi_size:
             raise ValueError(f"imagery.tile_size ({self.tile_size}) must not exceed imagery.aoi_size ({self.aoi_size})")
         lo, hi = self.stretch_percentiles
@@ -143,7 +143,7 @@ class LabelsConfig(_Section):
         return merged
 
     @model_validator(mode="after")
-    def _source_fields(self) -> "LabelsConfig":
+    def _source_fields(self) -> LabelsConfig:
         if self.source == "cog" and not self.url:
             raise ValueError(
                 "labels.url is required when labels.source = 'cog' (path or URL of a land-cover COG); "
@@ -218,6 +218,41 @@ class OutputConfig(_Section):
     pretty_name: str = "rsbuild dataset"
 
 
+VLLM_RESERVED_ARGS = frozenset({"model", "seed", "enable_prefix_caching", "tokenizer"})
+
+
+class VllmConfig(_Section):
+    """Engine settings of the in-process vLLM (``captions.engine = "vllm"``).
+
+    Unset (None) fields take vLLM's own default on a GPU; without a GPU rsbuild picks the CPU
+    build's safe values (float32, eager mode, no chunked prefill: seeded prompts split across
+    steps crash the CPU worker).
+    """
+
+    dtype: str | None = Field(None, description="auto, float16, bfloat16 or float32")
+    max_model_len: int | None = Field(None, ge=64, description="context length (prompt + caption)")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs one model is split over")
+    gpu_memory_utilization: float | None = Field(None, gt=0, le=1, description="share of each GPU's memory vLLM may take")
+    enforce_eager: bool | None = None
+    quantization: str | None = Field(None, description="e.g. awq, gptq, fp8")
+    enable_chunked_prefill: bool | None = None
+    max_num_seqs: int | None = Field(None, ge=1, description="sequences in one batch (vLLM's default: 256-1024 by GPU)")
+    kv_cache_memory_bytes: int | None = Field(None, ge=1 << 20, description="KV cache size; CPU default 1 GiB")
+    enable_prefix_caching: bool = Field(True, description="compute the shared prompt head once")
+    extra: dict[str, Any] = Field(default_factory=dict, description="other vllm engine arguments, passed as they are")
+
+    @field_validator("extra")
+    @classmethod
+    def _no_reserved(cls, value: dict[str, Any]) -> dict[str, Any]:
+        clash = sorted(VLLM_RESERVED_ARGS & set(value))
+        if clash:
+            raise ValueError(
+                f"captions.vllm.extra may not set {', '.join(clash)}: rsbuild sets them "
+                "(model: captions.models, seed: captions.seed, enable_prefix_caching: captions.vllm.enable_prefix_caching)"
+            )
+        return value
+
+
 class CaptionsConfig(_Section):
     """Caption engines and tasks."""
 
@@ -231,13 +266,29 @@ class CaptionsConfig(_Section):
     temperature: float = Field(0.7, ge=0)
     top_p: float = Field(0.95, gt=0, le=1)
     max_tokens: int = Field(160, ge=8)
-    concurrency: int = Field(8, ge=1)
+    concurrency: int = Field(256, ge=1, description="requests open at once per server (a vLLM server batches hundreds)")
+    max_samples_in_flight: int | None = Field(None, ge=1, description="samples held by the caption stage; default 4 x concurrency")
+    model_urls: dict[str, str] = Field(default_factory=dict, description="engine 'openai': base URL per model (one server per model)")
+    vllm: VllmConfig = Field(default_factory=VllmConfig)
     timeout_s: float = Field(120.0, gt=0)
     retries: int = Field(3, ge=0)
     max_check_attempts: int = Field(3, ge=1, description="generations per caption before giving up on the check")
     class_min_share: float = Field(0.05, ge=0, le=1)
     max_class_rows: int = Field(3, ge=0)
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _one_vllm_model(self) -> CaptionsConfig:
+        if self.engine == "vllm" and len(self.models) > 1:
+            raise ValueError(
+                f"captions.models lists {len(self.models)} models, but captions.engine = 'vllm' runs one model per "
+                "process (each vLLM engine reserves most of a GPU). Serve each model with `vllm serve` on its own GPU "
+                "and use captions.engine = 'openai' with captions.model_urls = {model = 'http://HOST:PORT/v1', ...}"
+            )
+        unknown = sorted(set(self.model_urls) - set(self.models))
+        if unknown:
+            raise ValueError(f"captions.model_urls names {', '.join(unknown)}, which captions.models does not list; add them there")
+        return self
 
 
 class StillsConfig(_Section):
@@ -416,6 +467,23 @@ tasks = ["area", "class"]     # area | linear | class | revise
 paraphrases = 0
 class_min_share = 0.05
 max_class_rows = 3
+concurrency = 256            # requests open at once per server: a vLLM server batches hundreds (llama.cpp: its --n_parallel)
+# max_samples_in_flight = 1024   # samples the caption stage holds (default 4 x concurrency); bounds memory
+# models = ["Qwen/Qwen2.5-7B-Instruct"]   # annotator models; empty = the engine's default
+# model_urls = { "Qwen/Qwen2.5-7B-Instruct" = "http://127.0.0.1:8000/v1" }   # engine "openai": one server per model
+
+[captions.vllm]              # engine = "vllm" (in-process); unset = vLLM's default, or CPU-safe values without a GPU
+# dtype = "bfloat16"         # CPU default: float32 (2-4x faster than bf16 on CPUs without AMX)
+# max_model_len = 4096
+# tensor_parallel_size = 1
+# gpu_memory_utilization = 0.9
+# max_num_seqs = 512
+# enforce_eager = false      # CPU default: true
+# enable_chunked_prefill = true   # CPU default: false (seeded prompts split across steps crash the CPU worker)
+# quantization = "awq"
+# kv_cache_memory_bytes = 4294967296   # CPU default: 1 GiB
+enable_prefix_caching = true
+# extra = { swap_space = 8 }  # any other vLLM engine argument
 
 [stills]
 mapbox = false               # true: one overhead still per POI with a scene into mapbox_stills/, plus its JSONL row

@@ -14,8 +14,8 @@ from rich.console import Console
 from rich.panel import Panel
 
 from rsbuild.config import Config, config_from_dict
-from rsbuild.servers import RangeHTTPServer, RustacServer
-from rsbuild.synthetic import S2_COLLECTION, FixtureInfo, generate
+from rsbuild.testing.servers import RangeHTTPServer, RustacServer
+from rsbuild.testing.synthetic import S2_COLLECTION, FixtureInfo, generate
 
 DEMO_SEED = 0
 DEMO_SCENE_SIZE = 2048
@@ -55,8 +55,8 @@ def demo_config(info: FixtureInfo, stac_url: str, cog_url: str, engine: str) -> 
 
 def run_demo(out: Path, console: Console, engine: str | None = None, show_progress: bool = True) -> Any:
     """Generate, serve, build; returns the run summary."""
-    from rsbuild.inspect import inspect_dataset, render_report
-    from rsbuild.pipeline import run_build
+    from rsbuild.report.inspection import inspect_dataset, render_report
+    from rsbuild.run.pipeline import run_build
 
     if engine is None:
         engine = "local" if local_engine_available() else "template"

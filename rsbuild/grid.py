@@ -8,7 +8,7 @@ from functools import lru_cache
 
 from pyproj import Transformer
 
-from rsbuild.types import Grid, Poi
+from rsbuild.records import Grid, Poi
 
 NATIVE_RESOLUTION_M = 10.0
 

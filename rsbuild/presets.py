@@ -1,7 +1,7 @@
 """Named presets for the public catalogs users point rsbuild at (data, not code).
 
 A scene preset (``scenes.preset``) names one public Sentinel-2 L2A catalog: its STAC API root,
-collection, asset layout (a row of ``rsbuild.assets.LAYOUTS``, which holds the asset keys and the
+collection, asset layout (a row of ``rsbuild.sources.assets.LAYOUTS``, which holds the asset keys and the
 scale / offset rules), cloud-cover property and how its hrefs are signed. A label preset
 (``labels.preset``) names where a land-cover map comes from: a STAC collection (asset key, scheme,
 signing, which year) or an Earth Engine dataset.
@@ -26,7 +26,7 @@ PLANETARY_COMPUTER_URL = "https://planetarycomputer.microsoft.com/api/stac/v1"
 CDSE_URL = "https://stac.dataspace.copernicus.eu/v1"
 
 # Earth Engine datasets ``labels.ee_dataset`` may name, and the class scheme of each
-# (rsbuild.earthengine.EE_DATASETS holds the rest: asset id, band, composite).
+# (rsbuild.sources.labels.earthengine.EE_DATASETS holds the rest: asset id, band, composite).
 EE_DATASET_SCHEMES: dict[str, str] = {"dynamic_world": "dynamic_world", "esa_worldcover": "esa_worldcover"}
 
 
@@ -37,7 +37,7 @@ class ScenePreset:
     description: str
     catalog: str | None = None
     collection: str | None = None
-    layout: str | None = None  # key of rsbuild.assets.LAYOUTS
+    layout: str | None = None  # key of rsbuild.sources.assets.LAYOUTS
     cloud_property: str | None = None
     sign_hrefs: str | None = None
 

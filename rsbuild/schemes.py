@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -284,3 +285,16 @@ def get_scheme(name: str) -> Scheme:
         raise ConfigError(
             f"unknown land-cover scheme {name!r}; set labels.scheme to one of {', '.join(sorted(SCHEMES))}"
         ) from None
+
+
+def class_colors(scheme: Scheme | None) -> dict[str, tuple[int, int, int]]:
+    """Class name → RGB colour of a scheme (empty for an unknown scheme)."""
+    return {c.name: c.color for c in scheme.classes} if scheme else {}
+
+
+def scheme_or_none(name: Any) -> Scheme | None:
+    """The scheme called ``name``, or None for a name rsbuild does not know."""
+    try:
+        return get_scheme(str(name))
+    except ConfigError:
+        return None

@@ -16,7 +16,7 @@ counts requests and injects latency) and `rustac serve` as the STAC API.
 2. write: samples/s written with their PNGs encoded in worker processes (as fetch.Tiler does)
    and written by the unit writer, vs one process's PNG-encode rate x worker processes; also
    the real fetch CPU half (Tiler in its pool) into the writer, and the writer alone.
-3. loader: `rsbuild.loader.caption_dataset` samples/s vs a bare tarfile + PIL loop, same tars.
+3. loader: `rsbuild.dataset.loader.caption_dataset` samples/s vs a bare tarfile + PIL loop, same tars.
 4. recaption: `run_recaption` (template engine) wall time vs `shutil.copy` of the shards.
 5. memory: peak RSS of `build` at ~1k and ~10k samples, each in a fresh process.
 
@@ -51,16 +51,19 @@ from rich.console import Console
 from threadpoolctl import threadpool_limits
 
 import rsbuild
+from rsbuild.chips.fetch import AoiRead, Fetcher, Tiler, encode_png
 from rsbuild.config import Config, config_from_dict
-from rsbuild.fetch import AoiRead, Fetcher, Tiler, encode_png
+from rsbuild.dataset.finalize import finalize
+from rsbuild.dataset.loader import caption_dataset, shard_urls
+from rsbuild.dataset.units import UnitWriter, plan_for, prepare_run
 from rsbuild.grid import project
-from rsbuild.labels import make_label_source
-from rsbuild.loader import caption_dataset, shard_urls
-from rsbuild.pipeline import make_searcher
-from rsbuild.recaption import run_recaption
+from rsbuild.records import Poi, Sample
+from rsbuild.run.pipeline import make_searcher
+from rsbuild.run.recaption import run_recaption
 from rsbuild.schemes import get_scheme
-from rsbuild.servers import RangeHTTPServer, RustacServer
-from rsbuild.synthetic import (
+from rsbuild.sources.labels.factory import make_label_source
+from rsbuild.testing.servers import RangeHTTPServer, RustacServer
+from rsbuild.testing.synthetic import (
     ORIGIN_X,
     ORIGIN_Y,
     PIXEL_M,
@@ -70,8 +73,6 @@ from rsbuild.synthetic import (
     generate,
     scene_grid,
 )
-from rsbuild.types import Poi, Sample
-from rsbuild.writer import UnitWriter, finalize, plan_for, prepare_run
 
 CHILD = Path(__file__).with_name("bench_child.py")
 SEED = 0

@@ -5,12 +5,12 @@
 
 prints one JSON object on its last stdout line. Kinds:
 
-* ``fetch``: the fetch stage (`rsbuild.fetch.Fetcher.run`) over the config's POIs: chips/s,
+* ``fetch``: the fetch stage (`rsbuild.chips.fetch.Fetcher.run`) over the config's POIs: chips/s,
   tiles/s and CPU seconds per chip (this process and its worker processes). With
   ``"reads_only": true`` only its network half runs (`Fetcher.read_poi`, same pools and bounds).
 * ``sequential``: a plain rasterio loop over the same AOIs (three bands + label, windowed reads,
   one file open per read, GDAL defaults): the reference a naive reader gets.
-* ``build``: `rsbuild.pipeline.run_build` (template engine); peak RSS of this process and of its
+* ``build``: `rsbuild.run.pipeline.run_build` (template engine); peak RSS of this process and of its
   worker processes.
 
 The servers (COG, STAC) run in the parent, which counts requests; nothing here leaves 127.0.0.1.
@@ -167,13 +167,13 @@ def measure_fetch(args: dict[str, Any]) -> dict[str, Any]:
     """Run the fetch stage (or only its reads) over every POI of the config."""
     import numpy as np
 
+    from rsbuild.chips.fetch import AoiRead, Fetcher, encode_png
     from rsbuild.concurrency import ordered_map
     from rsbuild.config import config_from_dict
-    from rsbuild.fetch import AoiRead, Fetcher, encode_png
-    from rsbuild.labels import make_label_source
-    from rsbuild.pipeline import make_searcher
-    from rsbuild.pois import PoiReader
-    from rsbuild.types import Failure, Sample
+    from rsbuild.records import Failure, Sample
+    from rsbuild.run.pipeline import make_searcher
+    from rsbuild.sources.labels.factory import make_label_source
+    from rsbuild.sources.pois import PoiReader
 
     cfg = config_from_dict(args["config"])
     reads_only = bool(args.get("reads_only"))
@@ -223,7 +223,7 @@ def measure_sequential(args: dict[str, Any]) -> dict[str, Any]:
     from rasterio.windows import from_bounds
 
     from rsbuild.grid import aoi_grid, grid_bounds
-    from rsbuild.types import Poi
+    from rsbuild.records import Poi
 
     started = time.perf_counter()
     pixels = 0
@@ -248,7 +248,7 @@ def measure_build(args: dict[str, Any]) -> dict[str, Any]:
     from rich.console import Console
 
     from rsbuild.config import config_from_dict
-    from rsbuild.pipeline import run_build
+    from rsbuild.run.pipeline import run_build
 
     cfg = config_from_dict(args["config"])
     after_imports = _peak_rss_mb()

@@ -22,12 +22,10 @@ from typing import Any
 import openai
 
 from rsbuild.captions.base import CaptionRequest, request_seed
-from rsbuild.captions.openai_engine import OpenAIEngine
+from rsbuild.captions.engines.openai import OpenAIEngine
 from rsbuild.captions.prompts import PromptSet, common_prefix_share
-from rsbuild.llama_server import LlamaServer
-from rsbuild.synthetic import seeded_tile_stats
-
-
+from rsbuild.testing.llama_server import LlamaServer
+from rsbuild.testing.synthetic import seeded_tile_stats
 
 
 def build_requests(count: int, tasks: list[str], sampling: dict[str, Any]) -> list[CaptionRequest]:
@@ -91,7 +89,7 @@ def rates(run: dict[str, Any], captions: int) -> dict[str, Any]:
 
 def prefix_report(requests: list[CaptionRequest]) -> dict[str, Any]:
     """Prompt tokens per caption and common-prefix share per task, in the model's own tokens."""
-    from rsbuild.captions.local_engine import chat_prompt_tokens
+    from rsbuild.captions.engines.local import chat_prompt_tokens
 
     report = {}
     for task in sorted({r.task for r in requests}):

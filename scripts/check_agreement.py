@@ -2,7 +2,7 @@
 """Measure how well `check_caption` agrees with ground truth on a labelled set of captions.
 
 Scenes are synthetic label maps (seeded; bands, quadrants, blobs, rivers and roads) whose
-statistics come from `rsbuild.stats.compute_stats`. For each scene a caption is written from
+statistics come from `rsbuild.chips.stats.compute_stats`. For each scene a caption is written from
 the *pixels* (not the stats) in phrasings unlike the template engine's: many hand-written
 sentence patterns, synonyms, numbers as words, fractions, ranges, hedges, negations. Half of
 the set is correct; the other half carries exactly one injected error, judged wrong from the
@@ -42,8 +42,8 @@ from typing import Any
 import numpy as np
 
 from rsbuild.captions.check import check_caption
+from rsbuild.chips.stats import compute_stats
 from rsbuild.schemes import get_scheme
-from rsbuild.stats import compute_stats
 
 SIZE = 96
 ERROR_KINDS = ("class", "share", "position", "direction", "left_is_east")
@@ -206,7 +206,7 @@ def region_fractions(scene: Scene, cls: str, line: bool = False) -> dict[str, fl
         pixels = pixels & next(ln.mask for ln in scene.lines if ln.cls == cls)
     ys, xs = np.nonzero(pixels)
     if len(xs) == 0:
-        return {r: 0.0 for r in REGIONS}
+        return dict.fromkeys(REGIONS, 0.0)
     x, y = (xs + 0.5) / SIZE, (ys + 0.5) / SIZE
     return {r: float(np.mean(f(x, y))) for r, (f, _) in REGIONS.items()}
 

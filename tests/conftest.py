@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from rsbuild.servers import RangeHTTPServer, RustacServer, StacFastapiStaticServer
-from rsbuild.synthetic import FixtureInfo, generate
+from rsbuild.testing.servers import RangeHTTPServer, RustacServer, StacFastapiStaticServer
+from rsbuild.testing.synthetic import FixtureInfo, generate
 
 TEST_SCENE_SIZE = 512
 TEST_AOI_SIZE = 256

@@ -12,8 +12,8 @@ import webdataset as wds
 from typer.testing import CliRunner
 
 from rsbuild.cli import app
-from rsbuild.shards import list_shards
-from rsbuild.synthetic import FixtureInfo
+from rsbuild.dataset.shards import list_shards
+from rsbuild.testing.synthetic import FixtureInfo
 
 runner = CliRunner()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rsbuild.grid import aoi_grid, bbox_wgs84, center_wgs84, project, sub_grid, tile_windows, utm_crs_for
-from rsbuild.types import Poi
+from rsbuild.records import Poi
 
 
 def test_tiles_default_layout_and_flush_edge():

@@ -29,24 +29,25 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from rsbuild.assets import LAYOUTS
+from rsbuild.chips.fetch import Fetcher
 from rsbuild.config import EXAMPLE_CONFIG, LabelsConfig, ScenesConfig, config_from_dict, load_config
 from rsbuild.errors import ConfigError, MissingExtraError
-from rsbuild.fetch import Fetcher
 from rsbuild.grid import bbox_wgs84
-from rsbuild.labels import StacLabelSource, make_label_source
-from rsbuild.pipeline import make_searcher
 from rsbuild.presets import CUSTOM, EE_DATASET_SCHEMES, LABEL_PRESETS, SCENE_PRESETS
+from rsbuild.records import Failure, Grid, Sample, Scene
+from rsbuild.run.pipeline import make_searcher
 from rsbuild.schemes import SCHEMES, get_scheme
-from rsbuild.servers import RangeHTTPServer, RustacServer
-from rsbuild.stac import SceneSearcher
-from rsbuild.synthetic import DN_OFFSET, DN_SCALE, PIXEL_M, SCENES, FixtureInfo, SceneSpec
-from rsbuild.types import Failure, Grid, Sample, Scene
+from rsbuild.sources.assets import LAYOUTS
+from rsbuild.sources.labels.factory import make_label_source
+from rsbuild.sources.labels.stac import StacLabelSource
+from rsbuild.sources.stac import SceneSearcher
+from rsbuild.testing.servers import RangeHTTPServer, RustacServer
+from rsbuild.testing.synthetic import DN_OFFSET, DN_SCALE, PIXEL_M, SCENES, FixtureInfo, SceneSpec
 
 try:  # the loopback Earth Engine endpoint needs earthengine-api (extra "ee")
-    from test_earthengine import (  # noqa: F401  (fake_ee and offline are fixtures used here)
-        GRID as EE_GRID,
-        SCENE as EE_SCENE,
+    from tests.sources.labels.test_earthengine import GRID as EE_GRID
+    from tests.sources.labels.test_earthengine import SCENE as EE_SCENE
+    from tests.sources.labels.test_earthengine import (  # noqa: F401  (fake_ee and offline are fixtures used here)
         FakeEarthEngine,
         _service_account_key,
         calls,
@@ -144,10 +145,10 @@ def test_label_presets(name: str, expected: dict[str, Any]) -> None:
 
 
 def test_every_label_scheme_exists_and_earth_engine_datasets_agree_with_the_source() -> None:
-    from rsbuild.earthengine import EE_DATASETS
+    from rsbuild.sources.labels.earthengine import EE_DATASETS
 
     assert all(p.scheme in SCHEMES for p in LABEL_PRESETS.values() if p.scheme)
-    assert EE_DATASET_SCHEMES == {name: dataset.scheme for name, dataset in EE_DATASETS.items()}
+    assert {name: dataset.scheme for name, dataset in EE_DATASETS.items()} == EE_DATASET_SCHEMES
 
 
 def test_earth_engine_scheme_follows_the_dataset() -> None:
@@ -488,7 +489,7 @@ def _ee_config(tmp_path: Path, fake: Any, labels: str) -> Path:
 
 @needs_ee
 def test_dynamic_world_from_a_config_file(fake_ee: Any, tmp_path: Path) -> None:
-    from rsbuild.earthengine import EarthEngineLabelSource
+    from rsbuild.sources.labels.earthengine import EarthEngineLabelSource
 
     _service_account_key(tmp_path, f"{fake_ee.url}/token")  # tmp_path / "key.json", named relative in the config
     cfg = load_config(_ee_config(tmp_path, fake_ee, 'preset = "dynamic-world-ee"\nee_window_days = 10\nee_max_in_flight = 2'))

@@ -1,16 +1,19 @@
-"""The one batch interface every caption engine implements.
+"""The one interface every caption engine implements: requests in, results out.
 
-A caption stage builds `CaptionRequest`s, hands a whole batch to `CaptionEngine.generate`, and
-gets one `CaptionResult` per request back, in the same order. Engines never see samples or
-config files; LLM engines read ``messages`` (rendered by the prompt set), the template engine
-reads ``stats`` and ``subject``.
+The caption stage (`rsbuild.captions.scheduler`) streams `CaptionRequest`s into an engine with
+`CaptionEngine.submit` as soon as they are known and keeps up to `CaptionEngine.max_in_flight`
+of them open; each future resolves to one `CaptionResult`. `generate` answers a whole batch
+(in order) for callers that have one. An engine implements at least one of the two; the other
+follows. Engines never see samples or config files; LLM engines read ``messages`` (rendered by
+the prompt set), the template engine reads ``stats`` and ``subject``.
 """
 
 from __future__ import annotations
 
 import hashlib
-from abc import ABC, abstractmethod
+from abc import ABC
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,17 +44,50 @@ class CaptionResult:
     texts: list[str]
     annotator: str  # model id that wrote the texts
     error: str | None = None  # set when the request failed (after retries)
+    finish_reasons: list[str] = field(default_factory=list)  # one per text where the engine says ("stop", "length")
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int | None = None  # prompt tokens served from the engine's prefix cache, when reported
+    cached: bool = False  # answered from rsbuild's own caption cache, not by the engine
+
+
+class EngineFailure(Exception):
+    """The engine cannot answer any more requests (a dead vLLM engine, a refused server): stop the run."""
 
 
 class CaptionEngine(ABC):
-    """A caption writer: many requests in, one result per request out, same order."""
+    """A caption writer: requests in, one result per request out.
+
+    A failed request gives a result with ``error`` set, not an exception; an exception (e.g.
+    `EngineFailure`, `rsbuild.errors.ConfigError`) means the engine cannot go on.
+    """
 
     name: str  # annotator id recorded in annotations
     needs_prompts: bool  # False for the template engine (it reads stats directly)
+    max_in_flight: int = 1  # requests worth keeping open at once (a server's slots, vLLM's batch)
 
-    @abstractmethod
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.submit is CaptionEngine.submit and cls.generate is CaptionEngine.generate:
+            raise TypeError(f"{cls.__name__} must implement submit() or generate()")
+
+    def submit(self, request: CaptionRequest) -> Future[CaptionResult]:
+        """Start answering one request; the future resolves to its result (default: answer it now)."""
+        future: Future[CaptionResult] = Future()
+        try:
+            future.set_result(self.generate([request])[0])
+        except BaseException as exc:
+            future.set_exception(exc)
+        return future
+
     def generate(self, requests: Sequence[CaptionRequest]) -> list[CaptionResult]:
-        """Answer every request; a failed request gives a result with ``error`` set, not an exception."""
+        """Answer a batch; results in request order (default: submit each, wait for all)."""
+        futures = [self.submit(request) for request in requests]
+        return [future.result() for future in futures]
+
+    def telemetry(self) -> dict[str, Any]:
+        """Engine-side counters for the run summary (requests, tokens, retries, ...)."""
+        return dict(getattr(self, "counters", {}))
 
     def close(self) -> None:
         """Release clients, servers or models. The default does nothing."""
@@ -79,4 +115,14 @@ def request_seed(key: str, task: str, subject: str | None, attempt: int, base_se
     """
     text = "\x1f".join((str(base_seed), key, task, subject or "", str(attempt)))
     digest = hashlib.sha256(text.encode("utf-8")).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def follow_up_seed(seed: int, index: int) -> int:
+    """Seed of a request's ``index``-th extra text (``index`` >= 1) when texts are asked one by one.
+
+    The first text uses the request's own seed; engines that cannot ask for ``n`` choices at
+    once (llama.cpp) derive the others with sha256 so reruns ask for the same texts.
+    """
+    digest = hashlib.sha256(f"{seed}\x1f{index}".encode("ascii")).digest()
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF

@@ -3,7 +3,7 @@
 A result is keyed by (model, template sha256, stats sha256, task, subject, seed, n, sampling,
 messages sha256): everything that decides the texts, so identical inputs share one entry and
 reruns and resumed runs send only the requests that are missing. Only complete, successful
-results are stored, one transaction per batch.
+results are stored (one transaction per batch, or per streamed result).
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ import json
 import sqlite3
 import threading
 from collections.abc import Sequence
+from concurrent.futures import Future
 from pathlib import Path
 
 from rsbuild.captions.base import CaptionEngine, CaptionRequest, CaptionResult
-from rsbuild.stats import stats_sha256
+from rsbuild.chips.stats import stats_sha256
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS captions (
@@ -66,21 +67,27 @@ class CaptionCache:
         self._db.execute(_SCHEMA)
         self._db.commit()
 
-    def get(self, key: CacheKey) -> list[str] | None:
-        """The stored texts for ``key``, or None."""
+    def get(self, key: CacheKey) -> tuple[list[str], list[str]] | None:
+        """The stored (texts, finish reasons) for ``key``, or None."""
         with self._lock:
             row = self._db.execute(
                 "SELECT texts FROM captions WHERE model=? AND template_sha256=? AND stats_sha256=? "
                 "AND task=? AND subject=? AND seed=? AND n=? AND sampling=? AND messages_sha256=?",
                 key,
             ).fetchone()
-        return None if row is None else list(json.loads(row[0]))
+        if row is None:
+            return None
+        stored = json.loads(row[0])
+        if isinstance(stored, list):  # written before finish reasons were kept
+            return [str(t) for t in stored], []
+        return list(stored["texts"]), list(stored["finish_reasons"])
 
-    def put_many(self, items: Sequence[tuple[CacheKey, Sequence[str]]]) -> None:
-        """Store several results in one transaction (one commit per batch)."""
+    def put_many(self, items: Sequence[tuple[CacheKey, Sequence[str], Sequence[str]]]) -> None:
+        """Store several (key, texts, finish reasons) in one transaction."""
         if not items:
             return
-        rows = [(*key, json.dumps(list(texts), ensure_ascii=False)) for key, texts in items]
+        rows = [(*key, json.dumps({"texts": list(texts), "finish_reasons": list(reasons)}, ensure_ascii=False))
+                for key, texts, reasons in items]
         with self._lock, self._db:
             self._db.executemany("INSERT OR REPLACE INTO captions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
@@ -102,41 +109,46 @@ class CachedEngine(CaptionEngine):
         self.cache = cache
         self.name = engine.name
         self.needs_prompts = engine.needs_prompts
+        self.max_in_flight = engine.max_in_flight
         self.hits = 0
         self.misses = 0
 
-    def generate(self, requests: Sequence[CaptionRequest]) -> list[CaptionResult]:
-        """Cached results where present; the rest from the inner engine, in request order."""
-        keys = [cache_key(self.name, request) for request in requests]
-        results: list[CaptionResult | None] = []
-        missing: list[int] = []
-        for index, (request, key) in enumerate(zip(requests, keys)):
-            texts = self.cache.get(key)
-            if texts is None:
-                missing.append(index)
-                results.append(None)
-            else:
-                results.append(CaptionResult(request=request, texts=texts, annotator=self.name))
-        self.hits += len(requests) - len(missing)
-        self.misses += len(missing)
-        if missing:
-            fresh = self.engine.generate([requests[i] for i in missing])
-            if len(fresh) != len(missing):
-                raise RuntimeError(f"engine {self.name!r} answered {len(fresh)} of {len(missing)} requests")
-            for index, result in zip(missing, fresh):
-                results[index] = result
-            self.cache.put_many(
-                [
-                    (keys[i], result.texts)
-                    for i, result in zip(missing, fresh)
-                    if result.error is None and len(result.texts) >= requests[i].n
-                ]
-            )
-        return [result for result in results if result is not None]  # every slot is filled here
+    def submit(self, request: CaptionRequest) -> Future[CaptionResult]:
+        """A done future for a cached request; otherwise the inner engine's, stored when it succeeds."""
+        key = cache_key(self.name, request)
+        stored = self.cache.get(key)
+        if stored is not None:
+            self.hits += 1
+            future: Future[CaptionResult] = Future()
+            texts, reasons = stored
+            future.set_result(CaptionResult(request=request, texts=texts, annotator=self.name, finish_reasons=reasons,
+                                            cached=True))
+            return future
+        self.misses += 1
+        outer: Future[CaptionResult] = Future()
+        self.engine.submit(request).add_done_callback(lambda inner: self._store(key, inner, outer))
+        return outer
+
+    def _store(self, key: CacheKey, inner: Future[CaptionResult], outer: Future[CaptionResult]) -> None:
+        """Store a complete result, then hand it on (so whoever waits sees it cached)."""
+        exc = inner.exception()
+        if exc is not None:
+            outer.set_exception(exc)
+            return
+        result = inner.result()
+        try:
+            if result.error is None and len(result.texts) >= result.request.n:
+                self.cache.put_many([(key, result.texts, result.finish_reasons)])
+        finally:
+            outer.set_result(result)
 
     def builtin_prompt(self, task: str) -> tuple[str, str]:
         """The inner engine's (template name, sha256) for prompt-less engines."""
         return self.engine.builtin_prompt(task)
+
+    def telemetry(self) -> dict[str, object]:
+        """The inner engine's counters plus cache hits and misses."""
+        return {**self.engine.telemetry(), "cache_hits": self.hits, "cache_misses": self.misses}
 
     def close(self) -> None:
         """Close the inner engine and the cache file."""

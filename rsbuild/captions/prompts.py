@@ -119,18 +119,15 @@ def common_prefix_share(sequences: Sequence[Sequence[Any]]) -> float:
     return prefix * len(sequences) / total if total else 0.0
 
 
-def default_prompts_dir() -> Path | Traversable:
-    """The shipped prompts: a copy inside the package if present, else the repo's ``prompts/``."""
-    packaged = importlib.resources.files("rsbuild") / "prompts"
-    if packaged.is_dir() and (packaged / SYSTEM_TEMPLATE).is_file():
-        return packaged
-    repo = Path(__file__).resolve().parents[2]
-    if (repo / "pyproject.toml").is_file() and (repo / "prompts" / SYSTEM_TEMPLATE).is_file():
-        return repo / "prompts"
-    raise ConfigError(
-        "the default prompt templates were not found (neither rsbuild/prompts/ in the package nor "
-        "prompts/ in the source tree); reinstall rsbuild or pass a folder with --prompts"
-    )
+def default_prompts_dir() -> Traversable:
+    """The shipped prompt templates (package data ``rsbuild/captions/templates/``)."""
+    packaged = importlib.resources.files("rsbuild.captions") / "templates"
+    if not (packaged / SYSTEM_TEMPLATE).is_file():
+        raise ConfigError(
+            "the default prompt templates are missing from the installed package "
+            "(rsbuild/captions/templates/); reinstall rsbuild or pass a folder with --prompts"
+        )
+    return packaged
 
 
 def split_turns(system: str, task_text: str, filename: str) -> tuple[dict[str, str], ...]:

@@ -1,0 +1,194 @@
+"""The `openai` engine: any OpenAI-compatible server (vLLM, llama.cpp, SGLang) through AsyncOpenAI.
+
+The only module that imports ``openai``. One long-lived client on one event loop (in its own
+thread) streams requests: `submit` hands a request to the loop and at most ``concurrency``
+chat completions are open at once (default 256, enough to fill a vLLM server's batch).
+Connection errors, timeouts, 429 and 5xx are retried with exponential backoff and jitter.
+Paraphrases are asked as ``n``; servers that ignore ``n`` (llama.cpp) are asked again for the
+missing choices. The API key is read from an environment variable and never shown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections.abc import Mapping
+from concurrent.futures import Future
+from typing import Any
+
+import openai
+
+from rsbuild.captions.base import CaptionEngine, CaptionRequest, CaptionResult, follow_up_seed
+from rsbuild.concurrency import LoopThread
+from rsbuild.errors import ConfigError, InputError
+
+NO_KEY = "sk-no-key"  # placeholder for local servers that want no key
+OPENAI_SAMPLING_KEYS = frozenset({"temperature", "top_p", "max_tokens", "presence_penalty", "frequency_penalty", "stop"})
+RETRYABLE = (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError)  # APITimeoutError is a connection error
+DEFAULT_CONCURRENCY = 256
+REFUSED = (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError)
+
+
+
+def _jitter(seed: int, attempt: int) -> float:
+    """A deterministic factor in [0.5, 1.5) for backoff (no shared random state)."""
+    digest = hashlib.sha256(f"{seed}\x1f{attempt}".encode("ascii")).digest()
+    return 0.5 + int.from_bytes(digest[:2], "big") / 65536
+
+
+class OpenAIEngine(CaptionEngine):
+    """Captions from an OpenAI-compatible chat completions server."""
+
+    needs_prompts = True
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
+        concurrency: int = DEFAULT_CONCURRENCY,
+        timeout_s: float = 120.0,
+        retries: int = 3,
+        sampling: Mapping[str, Any] | None = None,
+        backoff_s: float = 0.5,
+        max_backoff_s: float = 8.0,
+    ) -> None:
+        if concurrency < 1:
+            raise ConfigError("captions.concurrency must be at least 1")
+        self.base_url = base_url
+        self.api_key_env = api_key_env
+        self._api_key = os.environ.get(api_key_env) or NO_KEY
+        self.concurrency = concurrency
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.sampling = dict(sampling or {})
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.max_in_flight = concurrency
+        self.counters = {"requests": 0, "retries": 0, "prompt_tokens": 0, "completion_tokens": 0}
+        self.name = model or self._server_model()
+        self._loop: LoopThread | None = None
+        self._client: openai.AsyncOpenAI | None = None
+        self._slots: asyncio.Semaphore | None = None
+
+    def submit(self, request: CaptionRequest) -> Future[CaptionResult]:
+        """Start one request on the engine's loop; at most ``concurrency`` are open at once."""
+        if self._loop is None:
+            self._loop = LoopThread(f"rsbuild-openai-{self.name}")
+            self._loop.submit(self._open()).result()
+        return self._loop.submit(self._answer(request))
+
+    def close(self) -> None:
+        """Close the client and stop its loop."""
+        loop, self._loop = self._loop, None
+        if loop is not None:
+            loop.close(self._shutdown())
+
+    async def _open(self) -> None:
+        self._client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self._api_key, timeout=self.timeout_s, max_retries=0)
+        self._slots = asyncio.Semaphore(self.concurrency)
+
+    async def _shutdown(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._api_key, "***") if self._api_key != NO_KEY else text
+
+    def _refused(self, exc: openai.APIStatusError) -> ConfigError:
+        if isinstance(exc, openai.NotFoundError):
+            hint = f"check captions.models ({self.name!r}) and captions.server_url (it usually ends in /v1)"
+        else:
+            hint = f"set the environment variable {self.api_key_env} to a key this server accepts"
+        return ConfigError(f"the server at {self.base_url} refused the request (HTTP {exc.status_code}); {hint}")
+
+    def _server_model(self) -> str:
+        """The first model the server lists at /v1/models (used when no model is configured)."""
+        client = openai.OpenAI(base_url=self.base_url, api_key=self._api_key, timeout=self.timeout_s, max_retries=self.retries)
+        try:
+            models = [m.id for m in client.models.list().data]
+        except openai.APIConnectionError:
+            raise InputError(
+                f"cannot reach the OpenAI-compatible server at {self.base_url}; start it or fix captions.server_url"
+            ) from None
+        except REFUSED as exc:
+            raise self._refused(exc) from None
+        finally:
+            client.close()
+        if not models:
+            raise ConfigError(f"the server at {self.base_url} lists no models; name one in captions.models")
+        return models[0]
+
+    async def _answer(self, request: CaptionRequest) -> CaptionResult:
+        """One request: ask ``n`` choices, then ask again (n=1 each) for any the server left out."""
+        result = CaptionResult(request=request, texts=[], annotator=self.name)
+        try:
+            await self._choices(request, request.n, request.seed, result)
+        except openai.OpenAIError as exc:
+            result.error = self._describe(exc)
+            return result
+        missing = request.n - len(result.texts)
+        if missing > 0:
+            extra = await asyncio.gather(
+                *(self._choices(request, 1, follow_up_seed(request.seed, i), result) for i in range(1, missing + 1)),
+                return_exceptions=True,
+            )
+            for item in extra:
+                if isinstance(item, openai.OpenAIError):
+                    result.error = self._describe(item)
+                elif isinstance(item, BaseException):
+                    raise item
+        if not result.texts:
+            result.error = result.error or "the server returned no text"
+            return result
+        result.error = None
+        result.texts, result.finish_reasons = result.texts[: request.n], result.finish_reasons[: request.n]
+        return result
+
+    def _describe(self, exc: openai.OpenAIError) -> str:
+        return self._redact(f"{exc.__class__.__name__}: {exc}")
+
+    async def _choices(self, request: CaptionRequest, n: int, seed: int, result: CaptionResult) -> None:
+        """One chat completion (retried on connection errors, timeouts, 429 and 5xx); adds its texts to ``result``."""
+        assert self._client is not None and self._slots is not None
+        sampling = {**self.sampling, **request.sampling}
+        known = {k: v for k, v in sampling.items() if k in OPENAI_SAMPLING_KEYS}
+        extra = {k: v for k, v in sampling.items() if k not in OPENAI_SAMPLING_KEYS}
+        for attempt in range(self.retries + 1):
+            try:
+                async with self._slots:
+                    self.counters["requests"] += 1
+                    response = await self._client.chat.completions.create(
+                        model=self.name,
+                        messages=list(request.messages),
+                        n=n,
+                        seed=seed,
+                        extra_body=extra or None,
+                        **known,
+                    )
+                break
+            except RETRYABLE:
+                if attempt == self.retries:
+                    raise
+                self.counters["retries"] += 1
+                await asyncio.sleep(min(self.backoff_s * 2**attempt, self.max_backoff_s) * _jitter(seed, attempt))
+            except REFUSED as exc:
+                raise self._refused(exc) from None
+        usage = response.usage
+        if usage is not None:
+            self.counters["prompt_tokens"] += usage.prompt_tokens
+            self.counters["completion_tokens"] += usage.completion_tokens
+            result.prompt_tokens += usage.prompt_tokens
+            result.completion_tokens += usage.completion_tokens
+            details = getattr(usage, "prompt_tokens_details", None)
+            cached = getattr(details, "cached_tokens", None) if details is not None else None
+            if cached is not None:
+                result.cached_tokens = (result.cached_tokens or 0) + int(cached)
+        for choice in response.choices:
+            text = (choice.message.content or "").strip()
+            if text:
+                result.texts.append(text)
+                result.finish_reasons.append(str(choice.finish_reason or ""))

