@@ -230,13 +230,14 @@ def verify(
 @_friendly_errors
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder")] = Path("rsbuild-demo"),
-    engine: Annotated[str | None, typer.Option(help="caption engine (default: local if installed, else template)")] = None,
+    engine: Annotated[str | None, typer.Option(help="caption engine: template, local, vllm (default: local if installed, else template)")] = None,
+    model: Annotated[str | None, typer.Option(help="model for the engine (vllm default: the SmolLM2 folder scripts/setup_vllm_cpu.sh converts)")] = None,
     quiet: QuietOption = False,
 ) -> None:
     """Generate a synthetic catalog, serve it on loopback, build a dataset from it."""
     from rsbuild.demo import run_demo
 
-    run_demo(out, console=console, engine=engine, show_progress=not quiet)
+    run_demo(out, console=console, engine=engine, show_progress=not quiet, model=model)
 
 
 @app.command()

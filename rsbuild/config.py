@@ -261,7 +261,7 @@ class CaptionsConfig(_Section):
     server_url: str | None = Field(None, description="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")
     api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key")
     prompts_dir: Path | None = None
-    tasks: list[Literal["area", "linear", "class", "revise"]] = Field(default_factory=lambda: ["area", "class"])
+    tasks: list[Literal["area", "linear", "class", "revise"]] = Field(default_factory=lambda: ["area", "class"])  # type: ignore[arg-type]
     paraphrases: int = Field(0, ge=0, le=4)
     temperature: float = Field(0.7, ge=0)
     top_p: float = Field(0.95, gt=0, le=1)

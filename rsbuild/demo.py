@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.panel import Panel
 
 from rsbuild.config import Config, config_from_dict
+from rsbuild.errors import InputError
 from rsbuild.testing.servers import RangeHTTPServer, RustacServer
 from rsbuild.testing.synthetic import S2_COLLECTION, FixtureInfo, generate
 
@@ -37,7 +38,22 @@ def demo_fixture(folder: Path) -> FixtureInfo:
     return generate(folder, seed=DEMO_SEED, size=DEMO_SCENE_SIZE, aoi_size=DEMO_AOI_SIZE)
 
 
-def demo_config(info: FixtureInfo, stac_url: str, cog_url: str, engine: str) -> Config:
+def demo_model(engine: str, model: str | None) -> list[str]:
+    """``captions.models`` for the demo: the given model, or for vLLM the SmolLM2 folder the setup script converts."""
+    if model:
+        return [model]
+    if engine != "vllm":
+        return []
+    from rsbuild.testing.vllm_server import vllm_model_dir
+
+    folder = vllm_model_dir()
+    if not (folder / "config.json").is_file():
+        raise InputError(f"no vLLM model at {folder}; run scripts/setup_vllm_cpu.sh (it converts SmolLM2-135M-Instruct "
+                         "there) or pass --model with a Hugging Face model folder")
+    return [str(folder)]
+
+
+def demo_config(info: FixtureInfo, stac_url: str, cog_url: str, engine: str, model: str | None = None) -> Config:
     """A build config over the served demo catalog; LLM engines get fewer tiles (CPU decoding)."""
     llm = engine != "template"
     data: dict[str, Any] = {
@@ -47,13 +63,15 @@ def demo_config(info: FixtureInfo, stac_url: str, cog_url: str, engine: str) -> 
         "labels": {"source": "cog", "url": f"{cog_url}/{info.label_4326_path.relative_to(info.cog_dir).as_posix()}",
                    "scheme": "esa_worldcover", "version": "synthetic-v200"},
         "output": {"write_bbox_overlays": True, "pretty_name": "rsbuild demo (synthetic Sentinel-2)"},
-        "captions": {"engine": engine, "tasks": ["area"] if llm else ["area", "linear", "class", "revise"],
+        "captions": {"engine": engine, "models": demo_model(engine, model),
+                     "tasks": ["area"] if llm else ["area", "linear", "class", "revise"],
                      "paraphrases": 0 if llm else 2, "max_tokens": 96, "max_check_attempts": 2},
     }
     return config_from_dict(data, source="demo config")
 
 
-def run_demo(out: Path, console: Console, engine: str | None = None, show_progress: bool = True) -> Any:
+def run_demo(out: Path, console: Console, engine: str | None = None, show_progress: bool = True,
+             model: str | None = None) -> Any:
     """Generate, serve, build; returns the run summary."""
     from rsbuild.report.inspection import inspect_dataset, render_report
     from rsbuild.run.pipeline import run_build
@@ -73,7 +91,7 @@ def run_demo(out: Path, console: Console, engine: str | None = None, show_progre
         api_files = info.write_stac_api_files(cogs.url, out / "catalog" / "stac-api")
         with RustacServer(api_files) as stac:
             console.print(f"serving COGs at {cogs.url} and a STAC API at {stac.url}; caption engine: {engine}")
-            cfg = demo_config(info, stac.url, cogs.url, engine)
+            cfg = demo_config(info, stac.url, cogs.url, engine, model)
             summary = run_build(cfg, dataset, console=console, show_progress=show_progress, overwrite=True)
     console.print(summary.table())
     report = inspect_dataset(dataset)

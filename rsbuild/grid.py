@@ -70,7 +70,7 @@ def tile_windows(aoi_size: int, tile_size: int, stride: int) -> list[TileWindow]
     starts = list(range(0, aoi_size - tile_size + 1, stride))
     if starts[-1] != aoi_size - tile_size:
         starts.append(aoi_size - tile_size)
-    windows = []
+    windows: list[TileWindow] = []
     for row_off in starts:
         for col_off in starts:
             windows.append(TileWindow(len(windows), col_off, row_off, tile_size))
@@ -100,7 +100,8 @@ def bbox_wgs84(grid: Grid, densify: int = 8) -> tuple[float, float, float, float
     """The grid's footprint as a WGS84 (west, south, east, north) box, edges densified."""
     left, bottom, right, top = grid_bounds(grid)
     transformer = _transformer(grid.crs, "EPSG:4326")
-    return tuple(round(v, 7) for v in transformer.transform_bounds(left, bottom, right, top, densify_pts=densify))
+    west, south, east, north = transformer.transform_bounds(left, bottom, right, top, densify_pts=densify)
+    return round(west, 7), round(south, 7), round(east, 7), round(north, 7)
 
 
 def center_wgs84(grid: Grid) -> tuple[float, float]:

@@ -177,6 +177,7 @@ class _SourceLoader(jinja2.BaseLoader):
 
 def _template_error(exc: Exception, filename: str) -> ConfigError:
     """A ConfigError naming the template file and line of a syntax or rendering error."""
+    line: int | None
     if isinstance(exc, jinja2.TemplateSyntaxError):
         line = exc.lineno
         what = exc.message

@@ -33,7 +33,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -314,8 +314,14 @@ class _Driver:
                 self.open_by_engine[key] += 1
                 self.telemetry.requests += 1
                 self.telemetry._in_flight_change(+1)
-                future = engine.submit(request)
-                future.add_done_callback(lambda f, e=entry, j=job: self.events.put(("result", (e, j, f))))
+                engine.submit(request).add_done_callback(self._on_done(entry, job))
+
+    def _on_done(self, entry: _Pending, job: _Job) -> Callable[[Future[CaptionResult]], None]:
+        """The callback that hands a finished request back to the driver thread."""
+        def done(future: Future[CaptionResult]) -> None:
+            self.events.put(("result", (entry, job, future)))
+
+        return done
 
     def _on_result(self, entry: _Pending, job: _Job, future: Future[CaptionResult]) -> None:
         self.open_by_engine[id(job.engine)] -= 1
@@ -462,7 +468,7 @@ def _take(job: _Job, result: CaptionResult, telemetry: CaptionTelemetry) -> None
     request = result.request
     base: CaptionFailure = {"stage": "caption", "key": job.sample.key, "task": job.task, "annotator": result.annotator,
                             "seed": request.seed, "attempts": job.attempts + 1}
-    if job.task == "class":
+    if job.task == "class" and job.subject is not None:
         base["class"] = job.subject
     if result.error:
         job.last_failure = {**base, "reason": "engine_error", "detail": result.error, "text": None, "check_reasons": []}
@@ -509,7 +515,7 @@ def _annotation(job: _Job, result: CaptionResult, text: str) -> Annotation:
         "verified": True,
         "check_reasons": [],
     }
-    if job.task == "class":
+    if job.task == "class" and job.subject is not None:
         ann["class"] = job.subject
     if job.task == "revise":
         ann["source_task"] = "area"

@@ -219,6 +219,9 @@ def compute_stats(
 
 
 def stats_sha256(stats: dict[str, Any]) -> str:
-    """sha256 hex digest of the canonical JSON of a stats document (sorted keys, no spaces)."""
+    """sha256 hex digest of the canonical JSON of a stats document (sorted keys, no spaces).
+
+    The text is `rsbuild.dataset.layout.canonical_json` with ``allow_nan=False``, spelled out here
+    because the chips layer sits below the dataset layer and does not import it."""
     canonical = json.dumps(stats, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()

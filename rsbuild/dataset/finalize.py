@@ -1,7 +1,8 @@
 """Finalize a run: the whole-run files assembled from the done units' markers.
 
 JSONL per split, ``failures.jsonl``, ``summary.json``, plots and the dataset card, each written
-atomically; the units are never re-read sample by sample.
+atomically; the units are never re-read sample by sample (the plots too are drawn from the counts
+in the markers; only markers written before units counted them make the plots re-read the shards).
 """
 
 from __future__ import annotations
@@ -95,7 +96,8 @@ def finalize(
         summary["files"] = {folder: sum(1 for p in (out_dir / folder).rglob("*") if p.is_file()) for folder in FOLDERS}
         card_text = card.render_card(summary, output_cfg, scheme, config)
         if output_cfg.write_plots and summary["tiles"]:
-            plot_files = write_plots(out_dir, out_dir / PLOTS_DIR)
+            # the units counted what the plots show; markers written without those counts: read the shards
+            plot_files = write_plots(tally.plots.counts() if tally.plots_complete else out_dir, out_dir / PLOTS_DIR)
             card_text = card_text.rstrip("\n") + "\n\n" + card_plot_section(plot_files, out_dir) + "\n"
         write_atomic(out_dir / CARD_FILE, card_text.encode("utf-8"))
     summary["finalize_seconds"] = round(time.perf_counter() - started, 3)

@@ -98,9 +98,17 @@ def metadata_sidecar(sample: Sample, shard: str, image: str | None, mask_in_shar
     }
 
 
+def canonical_json(doc: Any, *, allow_nan: bool = True) -> str:
+    """The package's one canonical JSON text: sorted keys, no spaces, non-ASCII characters kept
+    (not ``\\u``-escaped). Shard members and metadata sidecars are written with it (and
+    `rsbuild.chips.stats.stats_sha256` hashes the same text). ``allow_nan=False`` refuses NaN and
+    infinities instead of writing them."""
+    return json.dumps(doc, sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=allow_nan)
+
+
 def compact_json(doc: Any) -> bytes:
-    """Key-sorted UTF-8 JSON without indentation (Python's C encoder: ~5x faster than indented)."""
-    return (json.dumps(doc, sort_keys=True, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+    """`canonical_json` as UTF-8 bytes with a final newline (Python's C encoder: ~5x faster than indented)."""
+    return (canonical_json(doc) + "\n").encode("utf-8")
 
 
 def pretty_json(doc: Any) -> bytes:

@@ -97,7 +97,7 @@ def place_label(
     label_w = tx2 - min(tx1, 0) + 2 * LABEL_PADDING
     label_h = ty2 - min(ty1, 0) + 2 * LABEL_PADDING
     left, top, right, bottom = box
-    candidates = []
+    candidates: list[tuple[int, int, int, int]] = []
     for y in (top - label_h, top, bottom + 1, bottom - label_h + 1):
         for x in (left, right - label_w + 1):
             x = min(max(x, 0), width - label_w)
@@ -124,7 +124,7 @@ def render_overlay(
     pixel_boxes = [(_pixel_box(b.bbox, *size), palette.get(b.label) or fallback_color(b.label), b.label) for b in boxes]
     for rect, color, _label in pixel_boxes:
         draw.rectangle(rect, outline=color, width=line)
-    placements = []
+    placements: list[LabelPlacement] = []
     for rect, color, label in pixel_boxes:  # labels last so no outline crosses a label
         placement = place_label(draw, label, rect, size, font, [p.rect for p in placements])
         draw.rectangle(placement.rect, fill=LABEL_BACKGROUND, outline=color, width=1)

@@ -1,10 +1,13 @@
-"""Plots for the dataset card: class shares, captions per task, caption lengths, check pass
-rates and a map of POIs, computed in one streaming pass over the shards.
+"""Plots for the dataset card: class shares, captions per task, caption lengths (kept and
+rejected captions apart), check pass rates and a map of POIs.
 
-``dataset_counts`` returns the numbers the plots show (so they can be checked against the
-shards); ``write_plots`` draws them as PNGs with matplotlib's object API on the Agg canvas
-(no pyplot, no global backend); ``card_plot_section`` gives the card's markdown embedding them.
-matplotlib is imported only in this module, and only when drawing.
+`PlotCounts` counts what the plots show one sample at a time: each unit writer keeps one (its
+marker's ``tally["plots"]``) and finalize adds the units up, so drawing never re-reads a shard.
+``dataset_counts`` counts the same numbers in one streaming pass over a dataset's shards (for
+checks, and for datasets whose markers predate the plot counts); ``write_plots`` draws them as
+PNGs with matplotlib's object API on the Agg canvas (no pyplot, no global backend);
+``card_plot_section`` gives the card's markdown embedding them. matplotlib is imported only in
+this module, and only when drawing.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from rsbuild.captions.base import TASKS
 from rsbuild.dataset.annotations import ERROR, FAIL, PASS, UNCHECKED, caption_entries
 from rsbuild.dataset.shards import list_shards, read_shard
 from rsbuild.errors import InputError
-from rsbuild.records import SPLITS
+from rsbuild.records import SPLITS, Sample
 from rsbuild.schemes import class_colors, scheme_or_none
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -40,7 +43,7 @@ PLOT_FILES = {
 PLOT_TITLES = {
     "class_share": "Class share of valid pixels per split",
     "captions_per_task": "Captions per task, by check verdict",
-    "caption_length": "Caption length in words",
+    "caption_length": "Caption length in words, kept and rejected captions",
     "check_pass_rate": "Faithfulness check pass rate by task",
     "poi_map": "Points of interest (lon/lat)",
 }
@@ -48,6 +51,8 @@ VERDICT_COLORS = {PASS: "#2e7d32", FAIL: "#c62828", UNCHECKED: "#9e9e9e", ERROR:
 VERDICT_LABELS = {PASS: "passed", FAIL: "failed", UNCHECKED: "unchecked", ERROR: "not written"}
 SPLIT_COLORS = {"train": "#1f77b4", "validation": "#ff7f0e", "test": "#2ca02c"}
 FALLBACK_COLOR = "#888888"
+KEPT_COLOR, KEPT_MEAN_COLOR = "#4c72b0", "#1b2f57"  # caption lengths: kept captions
+REJECTED_MEAN_COLOR = "#7f1010"  # rejected captions are drawn in the "fail" colour
 
 
 # ---------------------------------------------------------------------------------------------
@@ -72,67 +77,122 @@ def _ordered(keys: Any, order: tuple[str, ...]) -> list[str]:
     return [k for k in order if k in keys] + sorted(keys - set(order))
 
 
-def dataset_counts(dataset_dir: Path) -> dict[str, Any]:
-    """The numbers the card plots show, from one streaming pass over ``dataset_dir``'s shards.
+class PlotCounts:
+    """The numbers the card plots show, counted sample by sample; merged from unit markers.
 
-    Returns a JSON-able dict:
-    ``samples``; ``samples_by_split``; ``valid_pixels_by_split``; ``class_pixels_by_split``
-    {split: {class: pixels}}; ``class_share_by_split`` {split: {class: pixels / valid pixels}};
-    ``class_colors`` {class: "#rrggbb"}; ``verdicts_by_task`` {task: {verdict: captions}} (see
-    ``rsbuild.dataset.annotations.caption_entries``); ``captions_by_task`` (captions with a text, any
-    verdict); ``pass_rate_by_task`` (passed / checked, None when none was checked);
-    ``caption_words`` {words: captions}; ``poi_cells`` [[split, lon, lat, tiles], ...] per
-    ``POI_CELL_DEG`` cell of the POI coordinates.
+    Bounded by splits x classes, tasks x verdicts, distinct caption lengths and POI cells.
+    Captions come from ``rsbuild.dataset.annotations.caption_entries``: its annotation entries are
+    the kept captions, its failure entries with a text the rejected ones (verdict ``fail``), and
+    failures without a text (``error``, never written) have no length.
     """
+
+    def __init__(self) -> None:
+        self.samples_by_split: Counter = Counter()
+        self.valid_by_split: Counter = Counter()
+        self.class_pixels: dict[str, Counter] = defaultdict(Counter)  # split -> class -> pixels
+        self.schemes: list[str] = []  # first seen first: a later scheme's colour wins for a shared name
+        self.verdicts: dict[str, Counter] = defaultdict(Counter)  # task -> verdict -> captions
+        self.words_kept: Counter = Counter()  # words -> captions
+        self.words_rejected: Counter = Counter()
+        self.cells: Counter = Counter()  # (split, lon, lat) of a POI_CELL_DEG cell -> tiles
+
+    def _saw_scheme(self, name: str) -> None:
+        if name not in self.schemes:
+            self.schemes.append(name)
+
+    def add_sample(self, sample: Sample) -> None:
+        """Count one sample (its split, label statistics, captions and POI position)."""
+        split, stats = sample.split, sample.stats
+        self.samples_by_split[split] += 1
+        self.valid_by_split[split] += int(stats.get("valid_pixels", 0))
+        for cls in stats.get("classes", []):
+            self.class_pixels[split][cls["name"]] += int(cls.get("pixels", 0))
+        self._saw_scheme(str(stats.get("scheme")))  # an unknown scheme's classes get FALLBACK_COLOR
+        kept = len(sample.annotations)  # caption_entries lists the annotations first
+        for position, entry in enumerate(caption_entries(sample)):
+            self.verdicts[entry.task][entry.verdict] += 1
+            if entry.verdict != ERROR:
+                (self.words_kept if position < kept else self.words_rejected)[len(entry.text.split())] += 1
+        lat, lon = sample.metadata.get("lat"), sample.metadata.get("lon")
+        if lat is not None and lon is not None:
+            self.cells[(split, *_poi_cell(float(lon), float(lat)))] += 1
+
+    def to_json(self) -> dict[str, Any]:
+        """The counts as JSON (a unit marker's ``tally["plots"]``); `merge` reads it back."""
+        return {
+            "samples_by_split": dict(sorted(self.samples_by_split.items())),
+            "valid_pixels_by_split": dict(sorted(self.valid_by_split.items())),
+            "class_pixels_by_split": {s: dict(sorted(c.items())) for s, c in sorted(self.class_pixels.items())},
+            "schemes": list(self.schemes),
+            "verdicts_by_task": {t: dict(sorted(c.items())) for t, c in sorted(self.verdicts.items())},
+            "caption_words_kept": {str(n): c for n, c in sorted(self.words_kept.items())},
+            "caption_words_rejected": {str(n): c for n, c in sorted(self.words_rejected.items())},
+            "poi_cells": [[split, lon, lat, n] for (split, lon, lat), n in sorted(self.cells.items())],
+        }
+
+    def merge(self, doc: Mapping[str, Any]) -> None:
+        """Add counts written by `to_json` (another unit's)."""
+        self.samples_by_split.update(doc.get("samples_by_split", {}))
+        self.valid_by_split.update(doc.get("valid_pixels_by_split", {}))
+        for split, pixels in doc.get("class_pixels_by_split", {}).items():
+            self.class_pixels[split].update(pixels)
+        for name in doc.get("schemes", []):
+            self._saw_scheme(name)
+        for task, verdicts in doc.get("verdicts_by_task", {}).items():
+            self.verdicts[task].update(verdicts)
+        self.words_kept.update({int(n): c for n, c in doc.get("caption_words_kept", {}).items()})
+        self.words_rejected.update({int(n): c for n, c in doc.get("caption_words_rejected", {}).items()})
+        for split, lon, lat, n in doc.get("poi_cells", []):
+            self.cells[(split, lon, lat)] += n
+
+    def counts(self) -> dict[str, Any]:
+        """The numbers the plots show, as JSON-able dict:
+
+        ``samples``; ``samples_by_split``; ``valid_pixels_by_split``; ``class_pixels_by_split``
+        {split: {class: pixels}}; ``class_share_by_split`` {split: {class: pixels / valid pixels}};
+        ``class_colors`` {class: "#rrggbb"}; ``verdicts_by_task`` {task: {verdict: captions}};
+        ``captions_by_task`` (captions with a text, any verdict); ``pass_rate_by_task`` (passed /
+        checked, None when none was checked); ``caption_words`` {words: captions} over kept and
+        rejected captions, and the two apart as ``caption_words_kept`` / ``caption_words_rejected``;
+        ``poi_cells`` [[split, lon, lat, tiles], ...] per ``POI_CELL_DEG`` cell of the POI coordinates.
+        """
+        colors: dict[str, str] = {}
+        for scheme_name in self.schemes:
+            colors.update((name, _hex(rgb)) for name, rgb in class_colors(scheme_or_none(scheme_name)).items())
+        class_pixels, valid, verdicts = self.class_pixels, self.valid_by_split, self.verdicts
+        splits = _ordered(self.samples_by_split, SPLITS)
+        tasks = _ordered(verdicts, TASKS)
+        all_classes = {name for counter in class_pixels.values() for name in counter}
+        return {
+            "samples": sum(self.samples_by_split.values()),
+            "samples_by_split": {s: self.samples_by_split[s] for s in splits},
+            "valid_pixels_by_split": {s: valid[s] for s in splits},
+            "class_pixels_by_split": {s: dict(sorted(class_pixels[s].items())) for s in splits},
+            "class_share_by_split": {
+                s: {c: (n / valid[s] if valid[s] else 0.0) for c, n in sorted(class_pixels[s].items())}
+                for s in splits
+            },
+            "class_colors": {c: colors.get(c, FALLBACK_COLOR) for c in sorted(all_classes)},
+            "verdicts_by_task": {t: dict(sorted(verdicts[t].items())) for t in tasks},
+            "captions_by_task": {t: sum(n for v, n in verdicts[t].items() if v != ERROR) for t in tasks},
+            "pass_rate_by_task": {t: _pass_rate(verdicts[t]) for t in tasks},
+            "caption_words": dict(sorted((self.words_kept + self.words_rejected).items())),
+            "caption_words_kept": dict(sorted(self.words_kept.items())),
+            "caption_words_rejected": dict(sorted(self.words_rejected.items())),
+            "poi_cells": [[split, lon, lat, n] for (split, lon, lat), n in sorted(self.cells.items())],
+        }
+
+
+def dataset_counts(dataset_dir: Path) -> dict[str, Any]:
+    """`PlotCounts.counts` of every sample in ``dataset_dir``'s shards, in one streaming pass."""
     shards = list_shards(Path(dataset_dir))
     if not shards:
         raise InputError(f"no shards (*.tar) under {Path(dataset_dir) / 'shards'}; pass the output folder of `rsbuild build`")
-    samples_by_split: Counter = Counter()
-    valid_by_split: Counter = Counter()
-    class_pixels: dict[str, Counter] = defaultdict(Counter)
-    colors: dict[str, str] = {}
-    verdicts: dict[str, Counter] = defaultdict(Counter)
-    words: Counter = Counter()
-    cells: Counter = Counter()
-    schemes_seen: set[str] = set()
+    counter = PlotCounts()
     for shard in shards:
         for sample in read_shard(shard):
-            split = sample.split
-            samples_by_split[split] += 1
-            valid_by_split[split] += int(sample.stats.get("valid_pixels", 0))
-            for cls in sample.stats.get("classes", []):
-                class_pixels[split][cls["name"]] += int(cls.get("pixels", 0))
-            scheme_name = str(sample.stats.get("scheme"))
-            if scheme_name not in schemes_seen:  # an unknown scheme's classes get FALLBACK_COLOR
-                schemes_seen.add(scheme_name)
-                colors.update((name, _hex(rgb)) for name, rgb in class_colors(scheme_or_none(scheme_name)).items())
-            for entry in caption_entries(sample):
-                verdicts[entry.task][entry.verdict] += 1
-                if entry.verdict != ERROR:
-                    words[len(entry.text.split())] += 1
-            lat, lon = sample.metadata.get("lat"), sample.metadata.get("lon")
-            if lat is not None and lon is not None:
-                cells[(split, *_poi_cell(float(lon), float(lat)))] += 1
-
-    splits = _ordered(samples_by_split, SPLITS)
-    tasks = _ordered(verdicts, TASKS)
-    all_classes = {name for counter in class_pixels.values() for name in counter}
-    return {
-        "samples": sum(samples_by_split.values()),
-        "samples_by_split": {s: samples_by_split[s] for s in splits},
-        "valid_pixels_by_split": {s: valid_by_split[s] for s in splits},
-        "class_pixels_by_split": {s: dict(sorted(class_pixels[s].items())) for s in splits},
-        "class_share_by_split": {
-            s: {c: (n / valid_by_split[s] if valid_by_split[s] else 0.0) for c, n in sorted(class_pixels[s].items())}
-            for s in splits
-        },
-        "class_colors": {c: colors.get(c, FALLBACK_COLOR) for c in sorted(all_classes)},
-        "verdicts_by_task": {t: dict(sorted(verdicts[t].items())) for t in tasks},
-        "captions_by_task": {t: sum(n for v, n in verdicts[t].items() if v != ERROR) for t in tasks},
-        "pass_rate_by_task": {t: _pass_rate(verdicts[t]) for t in tasks},
-        "caption_words": dict(sorted(words.items())),
-        "poi_cells": [[split, lon, lat, n] for (split, lon, lat), n in sorted(cells.items())],
-    }
+            counter.add_sample(sample)
+    return counter.counts()
 
 
 def _pass_rate(verdicts: Mapping[str, int]) -> float | None:
@@ -214,20 +274,35 @@ def _captions_per_task(fig: Figure, counts: Mapping[str, Any]) -> None:
 
 
 def _caption_length(fig: Figure, counts: Mapping[str, Any]) -> None:
+    """Stacked histogram of words per caption: kept captions, rejected ones on top; a mean line each."""
     ax = fig.add_subplot()
     ax.set_title(PLOT_TITLES["caption_length"])
-    words: Mapping[int, int] = {int(k): v for k, v in counts["caption_words"].items()}
-    if not words:
+    kept = counts.get("caption_words_kept", counts["caption_words"])  # counts without the split: all kept
+    rejected = counts.get("caption_words_rejected", {})
+    groups = [
+        (label, {int(k): v for k, v in words.items()}, bar_color, line_color)
+        for label, words, bar_color, line_color in (
+            ("kept", kept, KEPT_COLOR, KEPT_MEAN_COLOR),
+            ("rejected", rejected, VERDICT_COLORS[FAIL], REJECTED_MEAN_COLOR),
+        )
+        if words
+    ]
+    if not groups:
         _no_data(ax, "captions")
         return
-    width = max(1, math.ceil((max(words) + 1) / 60))  # at most ~60 bars
-    binned: Counter = Counter()
-    for length, n in words.items():
-        binned[length // width * width] += n
-    ax.bar(list(binned), list(binned.values()), width=width, align="edge", color="#4c72b0", edgecolor="white", linewidth=0.5)
-    total = sum(words.values())
-    mean = sum(length * n for length, n in words.items()) / total
-    ax.axvline(mean, color="#c44e52", linestyle="--", linewidth=1, label=f"mean {mean:.1f} words (n={total})")
+    width = max(1, math.ceil((max(length for _, words, _, _ in groups for length in words) + 1) / 60))  # at most ~60 bars
+    bottom: Counter = Counter()
+    for label, words, bar_color, line_color in groups:
+        binned: Counter = Counter()
+        for length, n in words.items():
+            binned[length // width * width] += n
+        starts = sorted(binned)
+        total = sum(words.values())
+        ax.bar(starts, [binned[x] for x in starts], bottom=[bottom[x] for x in starts], width=width, align="edge",
+               color=bar_color, edgecolor="white", linewidth=0.5, label=f"{label} (n={total})")
+        bottom.update(binned)
+        mean = sum(length * n for length, n in words.items()) / total
+        ax.axvline(mean, color=line_color, linestyle="--", linewidth=1, label=f"{label}: mean {mean:.1f} words")
     ax.locator_params(axis="x", integer=True)
     ax.set_xlabel("words per caption")
     ax.set_ylabel("captions")
@@ -312,4 +387,4 @@ def card_plot_section(plots: Mapping[str, Path], dataset_dir: Path, heading: str
     return "\n".join(lines)
 
 
-__all__ = ["PLOT_FILES", "POI_CELL_DEG", "card_plot_section", "dataset_counts", "write_plots"]
+__all__ = ["PLOT_FILES", "POI_CELL_DEG", "PlotCounts", "card_plot_section", "dataset_counts", "write_plots"]

@@ -17,14 +17,13 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Self
+from typing import Any, BinaryIO
 
 import webdataset as wds
 
 from rsbuild.config import OutputConfig
-from rsbuild.dataset.layout import FAILURES_FILE, SHARDS_DIR, TMP_SUFFIX
-from rsbuild.errors import InputError
-from rsbuild.records import KEY_PATTERN, SPLITS, Failure, Sample
+from rsbuild.dataset.layout import SHARDS_DIR, TMP_SUFFIX, canonical_json
+from rsbuild.records import KEY_PATTERN, SPLITS, Sample
 
 SHARD_MTIME = 946684800  # 2000-01-01T00:00:00Z, the mtime of every member (reproducible tars)
 SHARD_OWNER = "rsbuild"
@@ -33,11 +32,6 @@ MAX_MEMBER_NAME = 100  # ustar name field; keys need no slash so no prefix field
 
 _BLOCK = tarfile.BLOCKSIZE
 _RECORD = tarfile.RECORDSIZE
-
-
-def canonical_json(doc: Any) -> str:
-    """The one JSON encoding used inside shards: sorted keys, UTF-8, no spaces."""
-    return json.dumps(doc, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -94,7 +88,7 @@ def key_problem(key: str) -> str | None:
 
 
 def sample_members(sample: Sample, write_mask: bool = True) -> dict[str, bytes]:
-    """The tar members of one sample, by extension (``png``, ``json``, ``mask.png``)."""
+    """The tar members of one sample, by extension (``png``, ``json`` in `canonical_json`, ``mask.png``)."""
     members = {"png": sample.image_png, "json": canonical_json(sample.json_payload()).encode("utf-8")}
     if write_mask and sample.mask_png is not None:
         members["mask.png"] = sample.mask_png
@@ -294,93 +288,6 @@ class ShardSinks:
             sink.abort()
 
 
-def prepare_shards_dir(shards_dir: Path, overwrite: bool = False) -> None:
-    """Create ``shards_dir``, drop temp shards of a dead run, refuse (or with ``overwrite``
-    remove) finished shards of an earlier run so old and new shards never mix."""
-    shards_dir.mkdir(parents=True, exist_ok=True)
-    for leftover in shards_dir.glob(f"*{TMP_SUFFIX}"):
-        leftover.unlink()
-    finished = sorted(shards_dir.glob("*.tar"))
-    if finished and not overwrite:
-        raise InputError(
-            f"{shards_dir} already holds {len(finished)} shards from an earlier run; "
-            "choose another output folder or remove the old one"
-        )
-    for old in (*finished, *shards_dir.glob("*.stats.json")):
-        old.unlink()
-
-
-class ChipShardWriter:
-    """The fetch half's sink: shards per split plus ``failures.jsonl``; ``close`` returns counts.
-
-    Failures stream to ``failures.jsonl`` (renamed into place on close); caption failures kept
-    inside samples are counted per shard in the stats sidecars instead.
-    """
-
-    def __init__(self, out_dir: Path, output_cfg: OutputConfig, overwrite: bool = False) -> None:
-        self.out_dir = Path(out_dir)
-        shards_dir = self.out_dir / SHARDS_DIR
-        prepare_shards_dir(shards_dir, overwrite)
-        self.started = time.perf_counter()
-        self._sinks = ShardSinks(shards_dir, output_cfg)
-        self._failures = AtomicJsonl(self.out_dir / FAILURES_FILE)
-        self._failure_reasons: Counter = Counter()
-        self._failure_stages: Counter = Counter()
-        self._tiles: Counter = Counter()
-        self._summary: dict[str, Any] | None = None
-
-    def write(self, sample: Sample) -> str | None:
-        """Write a sample to its split's shard; returns the shard name, or None when the key
-        cannot name tar members (the sample is then recorded as an ``invalid_key`` failure)."""
-        problem = key_problem(sample.key)
-        if problem:
-            self.record_failure(Failure("write", "invalid_key", sample.metadata.get("poi_id"), sample.key, problem))
-            return None
-        name = self._sinks.write(sample)
-        self._tiles[sample.split] += 1
-        return name
-
-    def record_failure(self, failure: Failure) -> None:
-        """Append a bad sample's record to ``failures.jsonl`` and count it."""
-        self._failures.write(failure.to_json())
-        self._failure_reasons[failure.reason] += 1
-        self._failure_stages[failure.stage] += 1
-
-    def close(self) -> dict[str, Any]:
-        """Finish every shard and the failures file; counts (``seconds`` is the only timing)."""
-        if self._summary is None:
-            shards = self._sinks.close()
-            self._failures.close()
-            caption_failures: Counter = Counter()
-            for stats in shards:
-                caption_failures.update(stats.failures_by_reason)
-            self._summary = {
-                "tiles": sum(self._tiles.values()),
-                "tiles_by_split": {s: self._tiles[s] for s in SPLITS},
-                "shards": [{"name": f"{s.name}.tar", "split": s.split, "samples": s.samples, "bytes": s.bytes} for s in shards],
-                "failures": sum(self._failure_reasons.values()),
-                "failures_by_reason": dict(sorted(self._failure_reasons.items())),
-                "failures_by_stage": dict(sorted(self._failure_stages.items())),
-                "caption_failures_by_reason": dict(sorted(caption_failures.items())),
-                "seconds": round(time.perf_counter() - self.started, 3),
-            }
-        return self._summary
-
-    def abort(self) -> None:
-        """Drop unfinished shards and the partial failures file (finished shards stay)."""
-        self._sinks.abort()
-        self._failures.abort()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
-
-
 def list_shards(out_dir: Path) -> list[Path]:
     """Finished shards (``*.tar``) under ``OUT/shards`` (or in ``out_dir`` itself), sorted by name."""
     out_dir = Path(out_dir)
@@ -460,13 +367,10 @@ def read_shard_stats(shard: Path) -> dict[str, Any] | None:
 __all__ = [
     "SHARD_MTIME",
     "AtomicJsonl",
-    "ChipShardWriter",
     "ShardSink",
     "ShardSinks",
     "ShardStats",
-    "canonical_json",
     "list_shards",
-    "prepare_shards_dir",
     "read_shard",
     "read_shard_stats",
     "sample_members",

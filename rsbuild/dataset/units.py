@@ -52,6 +52,7 @@ from rsbuild.dataset.layout import (
     pretty_json,
 )
 from rsbuild.dataset.overlays import palette_of, render_overlay
+from rsbuild.dataset.plots import PlotCounts
 from rsbuild.dataset.sft import still_overview_row
 from rsbuild.dataset.shards import AtomicJsonl, ShardSinks, key_problem, write_atomic
 from rsbuild.errors import InputError
@@ -89,7 +90,11 @@ class UnitPlan:
 
 
 class Tally:
-    """Counts for the summary and card; bounded by the number of classes and tasks."""
+    """Counts for the summary, card and plots; bounded by the number of classes and tasks.
+
+    ``plots`` holds what the card plots show (`PlotCounts`); ``plots_complete`` turns False when a
+    merged marker has no plot counts (written before units counted them).
+    """
 
     FIELDS = ("annotations", "annotators", "class_pixels", "class_tiles", "dominant", "tiles_by_split",
               "failures_by_reason", "failures_by_stage", "caption_failures_by_reason")
@@ -99,6 +104,8 @@ class Tally:
         self.rows: dict[str, Counter] = {split: Counter() for split in SPLITS}
         self.valid_pixels = 0
         self.scene_years: set[str] = set()
+        self.plots = PlotCounts()
+        self.plots_complete = True
 
     def add_sample(self, sample: Sample) -> None:
         c = self.counters
@@ -119,6 +126,7 @@ class Tally:
         when = str((sample.metadata.get("scene") or {}).get("datetime") or "")
         if when[:4].isdigit():
             self.scene_years.add(when[:4])
+        self.plots.add_sample(sample)
 
     def add_failure(self, failure: Failure) -> None:
         self.counters["failures_by_reason"][failure.reason] += 1
@@ -130,6 +138,7 @@ class Tally:
             "rows": {split: dict(sorted(self.rows[split].items())) for split in SPLITS},
             "valid_pixels": self.valid_pixels,
             "scene_years": sorted(self.scene_years),
+            "plots": self.plots.to_json(),
         }
 
     def merge(self, doc: Mapping[str, Any]) -> None:
@@ -139,6 +148,10 @@ class Tally:
             self.rows[split].update(doc.get("rows", {}).get(split, {}))
         self.valid_pixels += int(doc.get("valid_pixels", 0))
         self.scene_years.update(doc.get("scene_years", []))
+        if "plots" in doc:
+            self.plots.merge(doc["plots"])
+        else:
+            self.plots_complete = False
 
     def classes(self) -> list[dict[str, Any]]:
         total = self.valid_pixels or 1

@@ -5,7 +5,8 @@ CDN or external script: the page embeds one small JSON record per sample and its
 JavaScript renders one page of cards at a time (pagination keeps thousands of samples
 responsive). Chips and pre-rendered RGBA label overlays are written beside the page in
 ``{stem}_files/sNNNNN/`` (referenced relatively, loaded lazily) or, with ``inline_images``,
-embedded as ``data:`` URIs so the page is a single portable file.
+embedded as ``data:`` URIs so the page is a single portable file. The page's markup, style and
+script are package files (``preview_assets/page.html``, ``style.css``, ``app.js``) copied into it.
 
 Filters (split, task, class present, caption verdict) exist twice with one meaning: at write
 time (``PreviewFilter``, chooses what goes into the page) and in the page (select boxes that
@@ -16,7 +17,9 @@ that task and that verdict. Memory stays flat: each record is written as soon as
 from __future__ import annotations
 
 import base64
+import functools
 import html
+import importlib.resources
 import io
 import json
 import os
@@ -43,6 +46,7 @@ DEFAULT_PAGE_SIZE = 24
 SAMPLES_PER_FOLDER = 4000  # two images per sample: at most 8000 files per leaf folder
 UNKNOWN_COLOR = (136, 136, 136)
 OVERLAY_COMPRESS_LEVEL = 1
+ASSETS_DIR = "preview_assets"  # page.html, style.css, app.js (package data)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -363,213 +367,31 @@ def write_preview(
                 "scanned": summary.scanned,
             }
             page.write(']</script>\n<script type="application/json" id="rsb-info">' + _script_json(info) + "</script>\n")
-            page.write("<script>\n" + _PAGE_SCRIPT + "</script>\n</body>\n</html>\n")
+            page.write(_page_tail())
         os.replace(tmp, out_file)
     finally:
         tmp.unlink(missing_ok=True)
     return summary
 
 
+@functools.cache
+def _page_template() -> tuple[str, str]:
+    """The page around the data scripts: (head with ``@TITLE@`` left in, tail), read once from
+    ``preview_assets/``: ``page.html`` with ``style.css`` at ``@STYLE@`` and ``app.js`` at
+    ``@SCRIPT@``, cut at ``@DATA@`` (each placeholder is a line of its own)."""
+    assets = importlib.resources.files("rsbuild.report") / ASSETS_DIR
+    page, css, script = ((assets / name).read_text(encoding="utf-8") for name in ("page.html", "style.css", "app.js"))
+    head, tail = page.split("@DATA@\n")
+    return head.replace("@STYLE@\n", css), tail.replace("@SCRIPT@\n", script)
+
+
 def _page_head(title: str) -> str:
     safe = html.escape(f"rsbuild preview: {title}")
-    return _PAGE_HEAD.replace("@TITLE@", safe)
+    return _page_template()[0].replace("@TITLE@", safe)
 
 
-_PAGE_HEAD = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>@TITLE@</title>
-<style>
-:root { --mask-opacity: 0.45; font-family: system-ui, sans-serif; color: #1d1d1f; background: #f4f4f6; }
-body { margin: 0; }
-header { position: sticky; top: 0; z-index: 5; background: #fff; border-bottom: 1px solid #ccc; padding: 8px 14px; }
-header h1 { font-size: 17px; margin: 0 0 6px; }
-.controls { display: flex; flex-wrap: wrap; gap: 10px 16px; align-items: center; font-size: 13px; }
-.controls label { display: inline-flex; gap: 4px; align-items: center; }
-#rsb-legend { display: flex; flex-wrap: wrap; gap: 4px 10px; font-size: 12px; margin-top: 6px; }
-.swatch { display: inline-block; width: 12px; height: 12px; border: 1px solid #0006; vertical-align: middle; margin-right: 3px; }
-main { padding: 12px 14px; }
-#rsb-grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(320px, 1fr)); gap: 12px; }
-.card { background: #fff; border: 1px solid #d0d0d6; border-radius: 6px; padding: 8px; font-size: 12.5px; content-visibility: auto; contain-intrinsic-size: 320px 640px; }
-.chip { position: relative; width: 100%; max-width: 448px; background: #222; overflow: hidden; }
-.chip img { position: absolute; inset: 0; width: 100%; height: 100%; }
-.chip img.mask { opacity: var(--mask-opacity); image-rendering: pixelated; }
-.box { position: absolute; border: 2px solid; box-sizing: border-box; pointer-events: none; }
-.box span { position: absolute; left: -2px; top: -2px; font-size: 10px; line-height: 12px; padding: 0 2px; white-space: nowrap; max-width: 100%; overflow: hidden; text-overflow: ellipsis; }
-body.hide-boxes .box { display: none; }
-.legend { display: flex; flex-wrap: wrap; gap: 2px 8px; margin: 6px 0; font-size: 12px; }
-.meta { display: grid; grid-template-columns: max-content 1fr; gap: 1px 8px; margin: 4px 0 6px; }
-.meta dt { color: #666; } .meta dd { margin: 0; overflow-wrap: anywhere; }
-.captions { list-style: none; padding: 0; margin: 0; display: flex; flex-direction: column; gap: 5px; }
-.cap { border-left: 4px solid #999; padding: 3px 6px; background: #f7f7f9; }
-.cap p { margin: 2px 0; white-space: pre-wrap; overflow-wrap: anywhere; }
-.cap .head { font-size: 11.5px; color: #444; }
-.badge { display: inline-block; font-weight: 600; font-size: 11px; padding: 0 4px; border-radius: 3px; margin-right: 4px; color: #fff; background: #888; }
-.verdict-pass { border-left-color: #2e7d32; } .verdict-pass .badge { background: #2e7d32; }
-.verdict-fail { border-left-color: #c62828; background: #fdecec; } .verdict-fail .badge { background: #c62828; }
-.verdict-fail p { text-decoration: line-through; text-decoration-color: #c6282880; }
-.verdict-error { border-left-color: #6a1b9a; background: #f5ecf8; } .verdict-error .badge { background: #6a1b9a; }
-.reasons { margin: 2px 0 0 14px; padding: 0; color: #b71c1c; }
-.cap.dim { opacity: 0.4; }
-#rsb-empty, #rsb-note { color: #666; font-size: 12px; }
-</style>
-</head>
-<body>
-<header>
-<h1>@TITLE@</h1>
-<div class="controls">
-<label>split <select id="rsb-split"><option value="">all</option></select></label>
-<label>task <select id="rsb-task"><option value="">all</option></select></label>
-<label>class <select id="rsb-class"><option value="">all</option></select></label>
-<label>verdict <select id="rsb-verdict"><option value="">all</option></select></label>
-<label>per page <select id="rsb-page-size"></select></label>
-<label>overlay <input id="rsb-opacity" type="range" min="0" max="1" step="0.05" value="0.45"></label>
-<label><input id="rsb-boxes" type="checkbox" checked> boxes</label>
-<button id="rsb-prev" type="button">&larr; prev</button>
-<span id="rsb-page"></span>
-<button id="rsb-next" type="button">next &rarr;</button>
-<span><b id="rsb-count">0</b> samples match</span>
-</div>
-<div id="rsb-legend"></div>
-<div id="rsb-note" hidden></div>
-</header>
-<main>
-<p id="rsb-empty" hidden>No sample matches these filters.</p>
-<div id="rsb-grid"></div>
-</main>
-"""
-
-_PAGE_SCRIPT = r"""(function () {
-'use strict';
-const records = JSON.parse(document.getElementById('rsb-records').textContent);
-const info = JSON.parse(document.getElementById('rsb-info').textContent);
-const $ = (id) => document.getElementById(id);
-const state = { split: '', task: '', cls: '', verdict: '', page: 0, pageSize: info.page_size };
-const VERDICT_LABEL = { pass: '\u2713 passed check', fail: '\u2717 failed check', unchecked: 'unchecked', error: '\u2717 not written' };
-let matched = records;
-
-function el(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined && text !== null) node.textContent = String(text);
-  return node;
-}
-function addOptions(select, values) {
-  for (const value of values) { const o = el('option', null, value); o.value = value; select.append(o); }
-}
-function pct(value) { return value === null || value === undefined ? '\u2013' : (100 * value).toFixed(1) + ' %'; }
-function swatch(color) { const s = el('span', 'swatch'); s.style.background = color; return s; }
-
-function captionMatches(c) {
-  return (!state.task || c.task === state.task) && (!state.verdict || c.verdict === state.verdict);
-}
-function matches(rec) {
-  if (state.split && rec.split !== state.split) return false;
-  if (state.cls && !rec.classes.some((c) => c.name === state.cls)) return false;
-  if (state.task || state.verdict) return rec.captions.some(captionMatches);
-  return true;
-}
-
-function chip(rec) {
-  const box = el('div', 'chip');
-  box.style.aspectRatio = String(rec.aspect);
-  const img = el('img', 'rgb'); img.loading = 'lazy'; img.decoding = 'async'; img.alt = 'chip ' + rec.key; img.src = rec.image;
-  box.append(img);
-  if (rec.overlay) {
-    const mask = el('img', 'mask'); mask.loading = 'lazy'; mask.decoding = 'async'; mask.alt = ''; mask.src = rec.overlay;
-    box.append(mask);
-  }
-  for (const b of rec.boxes) {
-    const [x1, y1, x2, y2] = b.bbox;
-    const d = el('div', 'box');
-    d.style.left = (100 * x1) + '%'; d.style.top = (100 * y1) + '%';
-    d.style.width = (100 * (x2 - x1)) + '%'; d.style.height = (100 * (y2 - y1)) + '%';
-    d.style.borderColor = b.color;
-    const label = el('span', null, b.label); label.style.background = b.color; label.style.color = b.text;
-    d.append(label); box.append(d);
-  }
-  return box;
-}
-function legend(rec) {
-  const div = el('div', 'legend');
-  for (const c of rec.classes) { const item = el('span'); item.append(swatch(c.color), c.name + ' ' + pct(c.share)); div.append(item); }
-  return div;
-}
-function metadata(rec) {
-  const m = rec.meta;
-  const rows = [['key', rec.key], ['split', rec.split], ['POI', m.poi], ['scene', m.scene], ['date', m.date],
-    ['scene cloud', m.scene_cloud === null || m.scene_cloud === undefined ? '\u2013' : m.scene_cloud + ' %'],
-    ['tile cloud', pct(m.tile_cloud)],
-    ['lat, lon', m.lat === null || m.lat === undefined ? '\u2013' : Number(m.lat).toFixed(5) + ', ' + Number(m.lon).toFixed(5)]];
-  const dl = el('dl', 'meta');
-  for (const [k, v] of rows) dl.append(el('dt', null, k), el('dd', null, v === null || v === undefined ? '\u2013' : v));
-  return dl;
-}
-function captions(rec) {
-  const ul = el('ul', 'captions');
-  for (const c of rec.captions) {
-    const li = el('li', 'cap verdict-' + c.verdict + ((state.task || state.verdict) && !captionMatches(c) ? ' dim' : ''));
-    li.dataset.verdict = c.verdict; li.dataset.task = c.task;
-    const head = el('div', 'head');
-    head.append(el('span', 'badge', VERDICT_LABEL[c.verdict] || c.verdict), el('b', null, c.task + (c.class ? ' \u00b7 ' + c.class : '')), ' \u00b7 ' + (c.annotator || 'unknown annotator'));
-    li.append(head);
-    if (c.text) li.append(el('p', 'text', c.text));
-    if (c.reasons.length) { const r = el('ul', 'reasons'); for (const reason of c.reasons) r.append(el('li', null, reason)); li.append(r); }
-    ul.append(li);
-  }
-  if (!rec.captions.length) ul.append(el('li', 'cap', 'no captions'));
-  return ul;
-}
-function card(rec) {
-  const article = el('article', 'card');
-  article.dataset.key = rec.key; article.dataset.split = rec.split;
-  article.append(chip(rec), legend(rec), metadata(rec), captions(rec));
-  return article;
-}
-
-function render() {
-  const pages = Math.max(1, Math.ceil(matched.length / state.pageSize));
-  state.page = Math.min(Math.max(state.page, 0), pages - 1);
-  const start = state.page * state.pageSize;
-  $('rsb-grid').replaceChildren(...matched.slice(start, start + state.pageSize).map(card));
-  $('rsb-count').textContent = String(matched.length);
-  $('rsb-page').textContent = 'page ' + (state.page + 1) + ' of ' + pages;
-  $('rsb-prev').disabled = state.page === 0;
-  $('rsb-next').disabled = state.page >= pages - 1;
-  $('rsb-empty').hidden = matched.length > 0;
-}
-function applyFilters() {
-  state.split = $('rsb-split').value; state.task = $('rsb-task').value;
-  state.cls = $('rsb-class').value; state.verdict = $('rsb-verdict').value;
-  matched = records.filter(matches);
-  state.page = 0;
-  render();
-}
-
-addOptions($('rsb-split'), info.splits);
-addOptions($('rsb-task'), info.tasks);
-addOptions($('rsb-class'), info.legend.map((c) => c.name));
-addOptions($('rsb-verdict'), info.verdicts);
-addOptions($('rsb-page-size'), [...new Set([info.page_size, 12, 24, 48, 96])].sort((a, b) => a - b));
-$('rsb-page-size').value = String(info.page_size);
-for (const c of info.legend) { const item = el('span'); item.append(swatch(c.color), c.name); $('rsb-legend').append(item); }
-const chosen = Object.entries(info.filters).filter(([, values]) => values.length).map(([k, values]) => k + '=' + values.join(','));
-if (chosen.length || info.scanned !== records.length) {
-  $('rsb-note').textContent = 'This page holds ' + records.length + ' of the ' + info.scanned + ' samples read'
-    + (chosen.length ? ' (written with filters ' + chosen.join(' ') + ')' : '') + '.';
-  $('rsb-note').hidden = false;
-}
-for (const id of ['rsb-split', 'rsb-task', 'rsb-class', 'rsb-verdict']) $(id).addEventListener('change', applyFilters);
-$('rsb-page-size').addEventListener('change', () => { state.pageSize = Number($('rsb-page-size').value); state.page = 0; render(); });
-$('rsb-prev').addEventListener('click', () => { state.page -= 1; render(); window.scrollTo(0, 0); });
-$('rsb-next').addEventListener('click', () => { state.page += 1; render(); window.scrollTo(0, 0); });
-$('rsb-opacity').addEventListener('input', (e) => document.documentElement.style.setProperty('--mask-opacity', e.target.value));
-$('rsb-boxes').addEventListener('change', (e) => document.body.classList.toggle('hide-boxes', !e.target.checked));
-applyFilters();
-})();
-"""
+def _page_tail() -> str:
+    return _page_template()[1]
 
 
 __all__ = [

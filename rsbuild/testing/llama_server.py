@@ -9,28 +9,18 @@ ignores ``n``.
 
 from __future__ import annotations
 
-import importlib.resources
 import importlib.util
 import os
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from types import TracebackType
 
-import httpx
-
 from rsbuild.captions.models import smollm2_gguf_path
 from rsbuild.errors import InputError, MissingExtraError
+from rsbuild.testing.processes import LOOPBACK, ServerProcess, ServerStartError, free_port
 
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free on ``host`` right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+__all__ = ["LlamaServer", "free_port"]
 
 
 def _temp_log_path() -> Path:
@@ -46,9 +36,10 @@ class LlamaServer:
     name the server lists at ``/v1/models`` (the GGUF file name without ``.gguf``). The server's
     output goes to ``log_path`` (a temporary file, removed on exit, unless one is given).
     ``api_key`` (tests only: it shows in the process list) makes the server demand that key.
+    Start-up failures raise ``InputError`` with the tail of the log.
     """
 
-    host = "127.0.0.1"
+    host = LOOPBACK
 
     def __init__(
         self,
@@ -69,7 +60,18 @@ class LlamaServer:
         self._api_key = api_key
         self._own_log = log_path is None
         self.log_path = log_path or _temp_log_path()
-        self._process: subprocess.Popen[bytes] | None = None
+        self._server = ServerProcess(
+            lambda port: self.command(),
+            ready_url="/v1/models",
+            ready_status=lambda status: status == 200,
+            ready_headers={"Authorization": f"Bearer {api_key}"} if api_key else None,
+            port=self.port,
+            host=self.host,
+            name="the llama.cpp server",
+            startup_timeout_s=startup_timeout_s,
+            stop_timeout_s=10.0,
+            log_path=self.log_path,
+        )
 
     @property
     def base_url(self) -> str:
@@ -94,26 +96,20 @@ class LlamaServer:
 
     def start(self) -> LlamaServer:
         """Start the server and wait until ``/v1/models`` answers."""
-        if self._process is not None and self._process.poll() is None:
+        if self.running:
             return self
         if importlib.util.find_spec("llama_cpp") is None:
             raise MissingExtraError("llama-cpp-python", "local", "The llama.cpp server")
-        with open(self.log_path, "ab") as log:
-            self._process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        self._wait_ready()
+        self._server.startup_timeout_s = self.startup_timeout_s
+        try:
+            self._server.start()
+        except ServerStartError as exc:
+            raise InputError(str(exc)) from exc
         return self
 
     def stop(self) -> None:
-        """Stop the server (terminate, then kill after 10 s)."""
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        """Stop the server's process group (terminate, then kill after 10 s)."""
+        self._server.stop()
 
     def restart(self) -> None:
         """Stop and start again on the same port."""
@@ -123,31 +119,23 @@ class LlamaServer:
     @property
     def running(self) -> bool:
         """True while the server process is alive."""
-        return self._process is not None and self._process.poll() is None
+        return self._server.running
 
-    def _wait_ready(self) -> None:
-        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
-        deadline = time.monotonic() + self.startup_timeout_s
-        while time.monotonic() < deadline:
-            if self._process is None or self._process.poll() is not None:
-                raise InputError(f"the llama.cpp server exited during start-up; its log:\n{self._log_tail()}")
-            try:
-                if httpx.get(f"{self.base_url}/models", headers=headers, timeout=2.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise InputError(f"the llama.cpp server did not answer within {self.startup_timeout_s} s; its log:\n{self._log_tail()}")
+    @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs."""
+        return self._server.pid
 
-    def _log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+    def log_tail(self, lines: int = 20) -> str:
+        """The last lines of the server's log."""
+        return self._server.log_tail(lines)
 
     def __enter__(self) -> LlamaServer:
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()

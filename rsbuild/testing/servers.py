@@ -7,35 +7,46 @@
   ids via POST /search; no ``query`` / ``filter``).
 * ``StacFastapiStaticServer`` runs stac-fastapi-static over a static catalog (CQL2 ``filter``).
 
-Every server is a context manager with a ``.url``; subprocess servers run in their own process
-group and are terminated (then killed) on exit, at interpreter exit as a last resort.
+Every server is a context manager with a ``.url``. The subprocess servers are built on
+``rsbuild.testing.processes.ServerProcess``: each runs in its own process group, is terminated
+(then killed) on exit, at interpreter exit as a last resort, and dies with its parent process
+even when that is SIGKILLed (Linux).
 """
 
 from __future__ import annotations
 
-import atexit
-import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import sysconfig
 import tempfile
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import IO, Any, Self
+from typing import Any, Self
 
-LOOPBACK = "127.0.0.1"
+from rsbuild.testing.processes import LOOPBACK, ServerProcess, ServerStartError, free_port, wait_until_up
+
+__all__ = [
+    "LOOPBACK",
+    "ByteRangeError",
+    "RangeHTTPServer",
+    "RequestRecord",
+    "RustacServer",
+    "ServerProcess",
+    "ServerStartError",
+    "StacFastapiStaticServer",
+    "free_port",
+    "parse_byte_range",
+    "wait_until_up",
+]
+
 _COPY_CHUNK = 1 << 16
 _RANGE_RE = re.compile(r"^\s*(\d*)\s*-\s*(\d*)\s*$")
 _CONTENT_TYPES = {
@@ -47,38 +58,6 @@ _CONTENT_TYPES = {
     ".png": "image/png",
     ".txt": "text/plain",
 }
-
-
-def free_port(host: str = LOOPBACK) -> int:
-    """A TCP port that is free on ``host`` right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until_up(url: str, timeout: float = 20.0, *, process: subprocess.Popen | None = None) -> None:
-    """Poll ``url`` until it answers with any HTTP status below 500.
-
-    Raises ``RuntimeError`` when ``process`` (if given) exits first or ``timeout`` seconds pass.
-    """
-    deadline = time.monotonic() + timeout
-    last_error = "no answer yet"
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"server process exited with code {process.returncode} before {url} answered")
-        try:
-            with urllib.request.urlopen(url, timeout=2.0) as response:
-                if response.status < 500:
-                    return
-                last_error = f"HTTP {response.status}"
-        except urllib.error.HTTPError as exc:
-            if exc.code < 500:
-                return
-            last_error = f"HTTP {exc.code}"
-        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
-            last_error = str(exc)
-        time.sleep(0.05)
-    raise RuntimeError(f"{url} did not answer within {timeout:.0f} s ({last_error})")
 
 
 # --------------------------------------------------------------------------- range-capable HTTP
@@ -312,50 +291,28 @@ class RangeHTTPServer:
 
 # --------------------------------------------------------------------------- subprocess servers
 
-_LIVE_PROCESSES: set[subprocess.Popen] = set()
-
-
-def _kill_process_group(process: subprocess.Popen, grace_s: float = 5.0) -> None:
-    """SIGTERM the process group, then SIGKILL it if it has not exited within ``grace_s``."""
-    if process.poll() is None:
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            process.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            process.wait(timeout=grace_s)
-    _LIVE_PROCESSES.discard(process)
-
-
-@atexit.register
-def _kill_leftovers() -> None:
-    for process in list(_LIVE_PROCESSES):
-        _kill_process_group(process, grace_s=2.0)
-
 
 class _SubprocessServer:
-    """A server run as a child process on a free loopback port (base for the STAC APIs)."""
+    """A server run as a child process on a free loopback port (base for the STAC APIs).
+
+    A thin layer over ``ServerProcess``: subclasses give the command, environment, working
+    folder and probe path for a port.
+    """
 
     name = "server"
     startup_timeout_s = 30.0
+    stop_timeout_s = 5.0
     start_attempts = 3  # the free port may be taken between choosing and binding it
 
     def __init__(self) -> None:
         self.port = 0
-        self._process: subprocess.Popen | None = None
-        self._log_file: IO[bytes] | None = None
+        self._server: ServerProcess | None = None
 
     def _command(self, port: int) -> list[str]:
         raise NotImplementedError
 
     def _environment(self, port: int) -> dict[str, str]:
-        return dict(os.environ)
+        return {}
 
     def _working_dir(self) -> str | None:
         return None
@@ -368,52 +325,46 @@ class _SubprocessServer:
         """Root URL of the API without a trailing slash."""
         return f"http://{LOOPBACK}:{self.port}"
 
-    def start(self) -> Self:
-        """Launch the process and wait until it answers; retries on a lost port race."""
-        if self._process is not None:
-            return self
-        errors: list[str] = []
-        for _ in range(self.start_attempts):
-            port = free_port()
-            self._launch(port)
-            try:
-                wait_until_up(self.url + self._probe_path(), self.startup_timeout_s, process=self._process)
-                return self
-            except RuntimeError as exc:
-                errors.append(f"{exc}\n{self.output()[-2000:]}")
-                self.stop()
-        raise RuntimeError(f"{self.name} did not start:\n" + "\n---\n".join(errors))
+    @property
+    def _process(self) -> subprocess.Popen[bytes] | None:
+        return None if self._server is None else self._server.process
 
-    def _launch(self, port: int) -> None:
-        self.port = port
-        self._log_file = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the process; closed in stop()
-        self._process = subprocess.Popen(
-            self._command(port),
-            env=self._environment(port),
+    def start(self) -> Self:
+        """Launch the process and wait until it answers; retries on a lost port race.
+
+        Raises ``ServerStartError`` (a ``RuntimeError``) with the tail of the server's output.
+        """
+        if self._server is not None and self._server.running:
+            return self
+        self.stop()
+        self._server = ServerProcess(
+            self._command,
+            ready_url=self._probe_path(),
+            host=LOOPBACK,
+            name=self.name,
+            startup_timeout_s=self.startup_timeout_s,
+            stop_timeout_s=self.stop_timeout_s,
+            env=self._environment,
             cwd=self._working_dir(),
-            stdin=subprocess.DEVNULL,
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # own process group: we can kill its children too
+            start_attempts=self.start_attempts,
         )
-        _LIVE_PROCESSES.add(self._process)
+        try:
+            self._server.start()
+        except BaseException:
+            self.stop()
+            raise
+        self.port = self._server.port
+        return self
 
     def output(self) -> str:
         """What the process printed so far (stdout and stderr), for error messages."""
-        if self._log_file is None:
-            return ""
-        self._log_file.flush()
-        self._log_file.seek(0)
-        return self._log_file.read().decode("utf-8", "replace")
+        return "" if self._server is None else self._server.output()
 
     def stop(self) -> None:
-        """Terminate the process group (SIGTERM, then SIGKILL)."""
-        if self._process is not None:
-            _kill_process_group(self._process)
-            self._process = None
-        if self._log_file is not None:
-            self._log_file.close()
-            self._log_file = None
+        """Terminate the process group (SIGTERM, then SIGKILL) and drop its log."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
 
     def __enter__(self) -> Self:
         try:
@@ -483,15 +434,13 @@ class StacFastapiStaticServer(_SubprocessServer):
         ]  # fmt: skip
 
     def _environment(self, port: int) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(
-            CATALOG_HREF=self.catalog_href,
-            APP_HOST=LOOPBACK,
-            APP_PORT=str(port),
-            RELOAD="false",
-            LOG_LEVEL="warning",
-        )
-        return env
+        return {
+            "CATALOG_HREF": self.catalog_href,
+            "APP_HOST": LOOPBACK,
+            "APP_PORT": str(port),
+            "RELOAD": "false",
+            "LOG_LEVEL": "warning",
+        }
 
     def _working_dir(self) -> str:
         # Settings read a `.env` file from the working directory: run in an empty one.

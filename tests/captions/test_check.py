@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import importlib
 import json
 from pathlib import Path
 
@@ -258,3 +260,34 @@ def test_agreement_on_hand_labelled_model_captions() -> None:
     assert falsely_rejected <= 0.12, falsely_rejected
     checkable = [v for r, v in verdicts if r["label"] == "wrong" and r["error"] in ("class", "share")]
     assert sum(not v.ok for v in checkable) / len(checkable) >= 0.95
+
+
+# --------------------------------------------------------------------------------------------
+# The package rsbuild/captions/check/: its public names, and modules that import only earlier ones
+
+PUBLIC_NAMES = ("Verdict", "check_caption", "DEFAULT_MIN_SHARE", "NEGATED_PRESENT_SHARE", "TRACE_MAX_PERCENT",
+                "ORIENTATION_TOLERANCE_DEG", "MIN_ELONGATION_FOR_DIRECTION", "THIN_ELONGATION",
+                "REPEATED_SENTENCE_LIMIT", "REPEATED_NGRAM_SHARE", "MIN_WORDS_FOR_NGRAMS")
+PIPELINE = ("vocabulary", "text", "spans", "negation", "clauses", "compare", "faults", "__init__")
+
+
+def test_check_package_keeps_its_public_names() -> None:
+    package = importlib.import_module("rsbuild.captions.check")
+    assert [name for name in PUBLIC_NAMES if not hasattr(package, name)] == []
+    assert package.__all__ == ["Verdict", "check_caption", "DEFAULT_MIN_SHARE"]
+    assert Verdict.__module__ == check_caption.__module__ == "rsbuild.captions.check"
+
+
+def test_check_modules_import_only_earlier_ones() -> None:
+    root = Path(importlib.import_module("rsbuild.captions.check").__file__ or "").parent
+    assert sorted(p.stem for p in root.glob("*.py")) == sorted(PIPELINE)
+    for i, name in enumerate(PIPELINE):
+        imported = set()
+        for node in ast.walk(ast.parse((root / f"{name}.py").read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level:  # from .spans import ... / from . import spans
+                imported |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("rsbuild.captions.check."):
+                imported.add((node.module or "").split(".")[3])
+            elif isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[3] for a in node.names if a.name.startswith("rsbuild.captions.check.")}
+        assert imported <= set(PIPELINE[:i]), f"{name} imports {sorted(imported - set(PIPELINE[:i]))}"

@@ -31,7 +31,8 @@ def make_engines(cfg: CaptionsConfig, cache_dir: Path | None) -> list[CaptionEng
         from rsbuild.captions.engines.template import TemplateEngine
 
         return [TemplateEngine()]
-    engines = [_llm_engine(cfg, model) for model in (cfg.models or [None])]
+    models: list[str | None] = list(cfg.models) or [None]
+    engines = [_llm_engine(cfg, model) for model in models]
     if cache_dir is None:
         return engines
     from rsbuild.captions.cache import CachedEngine, CaptionCache

