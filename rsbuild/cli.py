@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from rsbuild.errors import ConfigError, RsbuildError
 
@@ -43,7 +44,7 @@ def _friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return command(*args, **kwargs)
         except RsbuildError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+            err_console.print(Text.assemble(("error: ", "bold red"), str(exc)), highlight=False)  # literal: keeps [pois], rsbuild[pc]
             raise typer.Exit(2) from None
 
     return wrapper
@@ -62,8 +63,8 @@ def init(path: Annotated[Path, typer.Argument(help="where to write the example c
     from rsbuild.config import write_example
 
     write_example(path)
-    console.print(f"wrote {path}; edit [bold][pois][/], [bold][scenes][/] and [bold][labels][/], then run "
-                  f"[bold]rsbuild build --config {path} --out OUT[/]")
+    console.print(f"wrote {path}; edit [pois], [scenes] and [labels], then run rsbuild build --config {path} --out OUT",
+                  markup=False, highlight=False)
 
 
 @app.command()
@@ -131,7 +132,7 @@ def build(
     else:
         raise ConfigError(f"--executor must be 'local' or 'ray', not {executor!r}")
     console.print(summary.table())
-    console.print(f"dataset written to [bold]{out}[/]; check it with [bold]rsbuild inspect {out}[/]")
+    console.print(Text.assemble("dataset written to ", (str(out), "bold"), "; check it with ", (f"rsbuild inspect {out}", "bold")))
 
 
 def _caption_overrides(engine: str | None, prompts: Path | None, tasks: str | None, server_url: str | None,
@@ -254,7 +255,8 @@ def preview(
     from rsbuild.report.preview import write_preview
 
     summary = write_preview(directory, out, split=split, limit=limit, filters=filter or [], inline_images=inline)
-    console.print(f"wrote [bold]{summary.out_file}[/] with {summary.samples} samples (of {summary.scanned} read); open it in a browser")
+    console.print(Text.assemble("wrote ", (str(summary.out_file), "bold"),
+                                f" with {summary.samples} samples (of {summary.scanned} read); open it in a browser"))
 
 
 def main() -> None:  # pragma: no cover - console script entry

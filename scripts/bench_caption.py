@@ -133,11 +133,14 @@ class Simulator:
         messages = body.get("messages") or []
         self.requests += 1
         self.sequences += n
-        self.bodies.append({k: body.get(k) for k in ("messages", "n", "seed", "max_tokens", "temperature", "top_p")})
+        record = {k: body.get(k) for k in ("messages", "n", "seed", "max_tokens", "temperature", "top_p")}
+        record["t_arrive"] = round(now - self.first, 6)
+        self.bodies.append(record)
         tokens = min(self.out_tokens, int(max_tokens)) if max_tokens else self.out_tokens
         finish = "length" if tokens < self.out_tokens else "stop"
         self.truncated += n if finish == "length" else 0
         await asyncio.gather(*(self.add(tokens / self.rate) for _ in range(n)))
+        record["t_done"] = round(self.loop.time() - self.first, 6)
         entry = self.lookup.get(sha(last_user_text(messages)))
         if entry is None:
             self.misses += 1
@@ -555,6 +558,7 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     profiles: dict[str, Any] = {}
     bodies: list[dict[str, Any]] = []
+    timelines: dict[tuple[str, int, str], Any] = {}
     header = (f"{'config':<24} {'rnd':>3} {'client':<8} {'wall_s':>7} {'reqs':>6} {'seqs':>6} {'seq/s':>7} {'occup':>6} "
               f"{'ramp':>6} {'middle':>6} {'tail':>6} {'tail_s':>6} {'maxrun':>6} {'cli_cpu':>7} {'srv_cpu':>7} {'load1':>5}")
     lines = [header, "-" * len(header)]
@@ -569,11 +573,14 @@ def main() -> None:
                         run = run_rsbuild(server.url, tiles, tasks, paraphrases)
                     else:
                         run = run_plain(server.url, bodies, args.concurrency)  # the requests rsbuild sent just before
-                    stats = server.stats(bodies=client == "rsbuild")
+                    stats = server.stats(bodies=True)
+                    received = stats.pop("bodies")
                     if client == "rsbuild":
-                        bodies = stats.pop("bodies")
+                        bodies = received
                     losses = timeline_losses(stats)
-                    stats.pop("timeline")
+                    timelines[(name, rnd, client)] = {"timeline": stats.pop("timeline"),
+                                                      "requests": [{k: b.get(k) for k in ("n", "seed", "t_arrive", "t_done")}
+                                                                   for b in received]}
                     row = {"config": name, "round": rnd, "client": client, **run, "server": stats, "losses": losses,
                            "seq_per_s": stats["sequences"] / run["wall_s"], "load1": os.getloadavg()[0]}
                     rows.append(row)
@@ -630,7 +637,9 @@ def main() -> None:
                  for r in rows],
     }
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps({**result, "runs_full": rows}, indent=1, default=str))
+        full = {**result, "runs_full": rows, "timelines": [{"config": k[0], "round": k[1], "client": k[2], **v}
+                                                           for k, v in timelines.items()]}
+        Path(args.json_out).write_text(json.dumps(full, default=str))
     print(json.dumps(result, default=str))
 
 

@@ -44,7 +44,7 @@ from rsbuild.config import CaptionsConfig
 from rsbuild.errors import ConfigError
 from rsbuild.records import Annotation, CaptionFailure, Sample
 
-__all__ = ["CaptionTelemetry", "PromptRenderer", "annotate"]
+__all__ = ["CaptionTelemetry", "PromptRenderer", "annotate", "caption_classes"]
 
 DEFAULT_WINDOW_PER_SLOT = 4  # samples admitted ahead per open request slot (head-of-line re-asks need slack)
 MIN_WINDOW = 16
@@ -411,12 +411,17 @@ def _has_linear_feature(stats: Mapping[str, Any]) -> bool:
                for comp in stats.get("components", []))
 
 
-def _class_subjects(stats: Mapping[str, Any], cfg: CaptionsConfig) -> list[str]:
-    """Classes that get a class caption; never below the share the check accepts as named."""
-    floor = max(cfg.class_min_share, DEFAULT_MIN_SHARE)
-    eligible = [c for c in stats.get("classes", []) if float(c.get("share", 0.0)) >= floor]
+def caption_classes(stats: Mapping[str, Any], min_share: float, max_rows: int) -> list[Mapping[str, Any]]:
+    """The ONE rule for which classes get a class caption and class SFT rows: share >= ``min_share``
+    (never below the share the check accepts as named), largest first, at most ``max_rows``."""
+    floor = max(min_share, DEFAULT_MIN_SHARE)
+    eligible = [c for c in stats.get("classes", []) if float(c.get("share", 0.0)) >= floor and c.get("pixels", 0) > 0]
     eligible.sort(key=lambda c: (-float(c.get("share", 0.0)), str(c.get("name"))))
-    return [str(c["name"]) for c in eligible[:cfg.max_class_rows]]
+    return eligible[:max_rows]
+
+
+def _class_subjects(stats: Mapping[str, Any], cfg: CaptionsConfig) -> list[str]:
+    return [str(c["name"]) for c in caption_classes(stats, cfg.class_min_share, cfg.max_class_rows)]
 
 
 def _first_jobs(sample: Sample, engines: list[CaptionEngine], cfg: CaptionsConfig,

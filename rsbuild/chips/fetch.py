@@ -24,7 +24,7 @@ from rsbuild.chips.downsample import downsample_labels, downsample_mask, downsam
 from rsbuild.chips.imagery import cloud_mask, rgb_from_bands, rgb_from_visual
 from rsbuild.chips.splits import assign_split, split_key_for
 from rsbuild.chips.stats import compute_stats
-from rsbuild.concurrency import ordered_map
+from rsbuild.concurrency import die_with_parent, ordered_map
 from rsbuild.config import Config
 from rsbuild.grid import NATIVE_RESOLUTION_M, TileWindow, aoi_grid, bbox_wgs84, center_wgs84, sub_grid, tile_windows
 from rsbuild.records import Failure, Grid, Poi, Sample, Scene, sample_key
@@ -65,8 +65,10 @@ class AoiArrays:
 
 
 def one_native_thread() -> None:
-    """Worker initializer: one BLAS/OpenMP thread per process (the processes are the parallelism;
-    idle BLAS threads spinning on every core cost ~40 % of tiling CPU, measured in scripts/bench.py)."""
+    """Worker initializer: die with the parent (also on SIGKILL), and one BLAS/OpenMP thread per
+    process (the processes are the parallelism; idle BLAS threads spinning on every core cost
+    ~40 % of tiling CPU, measured in scripts/bench.py)."""
+    die_with_parent()
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[name] = "1"  # for libraries loaded after this point
     from threadpoolctl import threadpool_limits

@@ -100,9 +100,9 @@ def place_label(
     candidates: list[tuple[int, int, int, int]] = []
     for y in (top - label_h, top, bottom + 1, bottom - label_h + 1):
         for x in (left, right - label_w + 1):
-            x = min(max(x, 0), width - label_w)
-            y = min(max(y, 0), height - label_h)
-            candidates.append((x, y, x + label_w - 1, y + label_h - 1))
+            x = int(min(max(x, 0), width - label_w))
+            y = int(min(max(y, 0), height - label_h))
+            candidates.append((x, y, int(x + label_w - 1), int(y + label_h - 1)))
     best = min(candidates, key=lambda rect: sum(_overlap_area(rect, other) for other in taken))  # min keeps the first of ties
     return LabelPlacement(text, best)
 

@@ -298,15 +298,15 @@ def _caption_length(fig: Figure, counts: Mapping[str, Any]) -> None:
             binned[length // width * width] += n
         starts = sorted(binned)
         total = sum(words.values())
-        ax.bar(starts, [binned[x] for x in starts], bottom=[bottom[x] for x in starts], width=width, align="edge",
-               color=bar_color, edgecolor="white", linewidth=0.5, label=f"{label} (n={total})")
-        bottom.update(binned)
         mean = sum(length * n for length, n in words.items()) / total
-        ax.axvline(mean, color=line_color, linestyle="--", linewidth=1, label=f"{label}: mean {mean:.1f} words")
+        ax.bar(starts, [binned[x] for x in starts], bottom=[bottom[x] for x in starts], width=width, align="edge",
+               color=bar_color, edgecolor="white", linewidth=0.5, label=f"{label}: n={total}, mean {mean:.1f} words (dashed)")
+        ax.axvline(mean, color=line_color, linestyle="--", linewidth=1)
+        bottom.update(binned)
     ax.locator_params(axis="x", integer=True)
     ax.set_xlabel("words per caption")
     ax.set_ylabel("captions")
-    ax.legend(fontsize=8, frameon=False)
+    ax.legend(fontsize=8, frameon=False, title=None if rejected else "no rejected captions", title_fontsize=8)
 
 
 def _check_pass_rate(fig: Figure, counts: Mapping[str, Any]) -> None:

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from rsbuild.captions.scheduler import caption_classes
 from rsbuild.records import KEY_PATTERN, Poi, Sample
 
 ROW_TASKS = ("global", "grounding", "class", "class_grounding")  # the rows of a tile
@@ -150,10 +151,8 @@ def caption_texts(annotations: Sequence[Mapping[str, Any]], task: str, class_nam
 
 
 def selected_classes(stats: Mapping[str, Any], min_share: float, max_rows: int) -> list[Mapping[str, Any]]:
-    """Classes that get their own rows: share >= ``min_share``, largest first, at most ``max_rows``."""
-    eligible = [c for c in stats.get("classes", []) if float(c.get("share", 0.0)) >= min_share and c.get("pixels", 0) > 0]
-    eligible.sort(key=lambda c: (-float(c.get("share", 0.0)), c["name"]))
-    return eligible[:max_rows]
+    """Classes that get their own rows: the caption stage's rule (`rsbuild.captions.scheduler.caption_classes`)."""
+    return caption_classes(stats, min_share, max_rows)
 
 
 def build_rows(

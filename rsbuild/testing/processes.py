@@ -6,10 +6,19 @@ process exits early or does not get ready in time. Every server:
 
 * runs in its own process group (session), so ``stop()`` can signal the whole group: SIGTERM,
   then SIGKILL after ``stop_timeout_s``, and a final SIGKILL sweep for stragglers;
-* dies with its parent on Linux, even when the parent is SIGKILLed: the child asks the kernel
-  for ``PR_SET_PDEATHSIG`` = SIGKILL (``prctl`` through ctypes, between fork and exec). That
-  signal follows the *thread* that forked the child, so processes are always forked from the
-  main thread or from one long-lived helper thread, never from a short-lived worker thread;
+* dies with its parent, even when the parent is SIGKILLed:
+
+  - on Linux the child asks the kernel for ``PR_SET_PDEATHSIG`` = SIGKILL (``prctl`` through
+    ctypes, between fork and exec). That signal follows the *thread* that forked the child, so
+    processes are forked from the main thread or from one long-lived helper thread, never from
+    a short-lived worker thread;
+  - that signal reaches only the direct child, and servers such as vLLM run further processes
+    (engine core, workers) that would outlive it. So each server also gets a tiny watchdog
+    process holding the read end of a pipe whose write end only the parent holds: when the
+    parent dies the pipe reaches end-of-file and the watchdog SIGKILLs the server's process
+    group. ``stop()`` tells the watchdog to stand down (one byte) before it exits. (A child
+    the parent forks without exec, e.g. a ``fork`` multiprocessing worker, inherits the write
+    end and delays that until it exits too);
 * is stopped at interpreter exit as a last resort.
 
 ``LlamaServer``, ``VllmServer``, ``RustacServer`` and ``StacFastapiStaticServer`` are built on it.
@@ -122,6 +131,66 @@ class _Spawner:
 
 
 _SPAWNER = _Spawner()
+
+# argv: read-end fd, process group id. EOF on the fd (the parent died): SIGKILL the group
+# until it is empty. One byte: the parent stopped the server itself, exit quietly.
+_WATCHDOG_CODE = """
+import os, signal, sys, time
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+signal.signal(signal.SIGHUP, signal.SIG_IGN)
+fd, pgid = int(sys.argv[1]), int(sys.argv[2])
+try:
+    data = os.read(fd, 1)
+except OSError:
+    data = b""
+if not data:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except OSError:
+            break
+        time.sleep(0.05)
+"""
+
+
+class _Watchdog:
+    """A watchdog process that SIGKILLs process group ``pgid`` if this process dies first."""
+
+    def __init__(self, pgid: int) -> None:
+        read_fd, self._write_fd = os.pipe()  # both non-inheritable; read_fd is passed explicitly
+        try:
+            self._process: subprocess.Popen[bytes] | None = subprocess.Popen(
+                [sys.executable, "-S", "-c", _WATCHDOG_CODE, str(read_fd), str(pgid)],
+                pass_fds=(read_fd,),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                start_new_session=True,  # not hit by signals meant for our own process group
+            )
+        except BaseException:
+            os.close(self._write_fd)
+            raise
+        finally:
+            os.close(read_fd)
+
+    def stand_down(self) -> None:
+        """Tell the watchdog the group was stopped on purpose, and reap it."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        try:
+            os.write(self._write_fd, b"x")
+        except OSError:
+            pass
+        finally:
+            os.close(self._write_fd)
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 _LIVE: set[ServerProcess] = set()
 _LIVE_LOCK = threading.Lock()
 
@@ -146,6 +215,7 @@ def kill_process_group(process: subprocess.Popen[bytes], timeout_s: float = 10.0
         if not _wait_exited(process, timeout_s):
             _signal_group(pgid, signal.SIGKILL)
             _wait_exited(process, timeout_s)
+    if process.returncode is None:
         _signal_group(pgid, signal.SIGKILL)  # stragglers that outlived the leader
     elif not _pid_exists(pgid):
         # Reaped earlier: the id is not reused while stragglers hold the group, so it is ours.
@@ -179,6 +249,12 @@ def _pid_exists(pid: int) -> bool:
 
 def _wait_exited(process: subprocess.Popen[bytes], timeout_s: float) -> bool:
     """Wait until ``process`` has exited, without reaping it (it stays a zombie); True if it did."""
+    if not hasattr(os, "waitid"):  # macOS before Python 3.13: reap it (the sweep then checks the id)
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
     deadline = time.monotonic() + timeout_s
     while True:
         try:
@@ -248,6 +324,7 @@ class ServerProcess:
         self.log_tail_lines = log_tail_lines
         self._port_pinned = port != 0
         self._process: subprocess.Popen[bytes] | None = None
+        self._watchdog: _Watchdog | None = None
         self._lock = threading.RLock()
 
     # ------------------------------------------------------------------ description
@@ -331,10 +408,15 @@ class ServerProcess:
         """Stop the process group (SIGTERM, then SIGKILL); the log file stays."""
         with self._lock:
             process, self._process = self._process, None
+            watchdog, self._watchdog = self._watchdog, None
             with _LIVE_LOCK:
                 _LIVE.discard(self)
-            if process is not None:
-                kill_process_group(process, self.stop_timeout_s if timeout_s is None else timeout_s)
+            try:
+                if process is not None:
+                    kill_process_group(process, self.stop_timeout_s if timeout_s is None else timeout_s)
+            finally:
+                if watchdog is not None:
+                    watchdog.stand_down()
 
     def restart(self) -> Self:
         """Stop and start again on the same port."""
@@ -399,6 +481,7 @@ class ServerProcess:
                 raise ServerStartError(f"{self.label} did not start: cannot run {shlex.join(command)}: {exc}") from exc
         with _LIVE_LOCK:
             _LIVE.add(self)
+        self._watchdog = _Watchdog(self._process.pid)
 
     def _wait_ready(self) -> None:
         url = self.ready_url

@@ -1,21 +1,30 @@
-"""Card plots: the counts match what is in the shards, the PNGs show them, the card links them.
+"""Card plots: the counts match what is in the shards, the units count the same numbers (so
+finalize draws without re-reading shards), the PNGs show them, the card links them.
 
 Expected numbers are computed here straight from the written Samples (mask pixels counted with
-numpy, captions from the annotation dicts), not through rsbuild.report.preview or rsbuild.chips.stats.
+numpy, captions from the annotation and failure dicts), not through rsbuild.report.preview or
+rsbuild.chips.stats.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import re
+import shutil
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from rsbuild.config import CaptionsConfig, OutputConfig, SplitsConfig
+from rsbuild.dataset import plots
+from rsbuild.dataset.finalize import finalize
 from rsbuild.dataset.plots import (
+    KEPT_COLOR,
     PLOT_FILES,
     POI_CELL_DEG,
     VERDICT_COLORS,
@@ -23,18 +32,41 @@ from rsbuild.dataset.plots import (
     dataset_counts,
     write_plots,
 )
+from rsbuild.dataset.units import Tally, done_units, marker_path
+from rsbuild.dataset.writer import DatasetWriter
 from rsbuild.errors import InputError
 from rsbuild.records import Sample
 from rsbuild.schemes import ESA_WORLDCOVER, NODATA_INDEX
 from tests.report.test_preview import (
-    write_test_dataset,  # the shared small dataset
+    make_test_samples,  # the preview's small dataset
 )
+
+OUTPUT = OutputConfig(shard_max_samples=7, write_bbox_overlays=False)
+
+
+def _with_rejected_captions(samples: list[Sample]) -> list[Sample]:
+    """Add captions the check rejected (failure records with a text) to some samples, and to one
+    a failure repeating a kept caption (that is the kept caption, not a second one)."""
+    for n, sample in enumerate(samples):
+        if n % 4 == 2:
+            words = " ".join(["water"] * (2 + n % 11))
+            sample.failures.append({"task": "class", "class": sample.stats["dominant_class"], "text": f"Mostly {words}.",
+                                    "annotator": "smollm2", "reason": "check_failed", "check_reasons": ["share stated as 90 %"]})
+        if n == 5:
+            kept = sample.annotations[0]
+            sample.failures.append({"task": kept["task"], "text": kept["text"], "reason": "check_failed"})
+    return samples
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Sample]]:
+    """The preview's samples plus rejected captions, built by the unit writer (markers, finalize, plots)."""
     out = tmp_path_factory.mktemp("dataset")
-    return out, write_test_dataset(out, n_pois=20, seed=11)
+    samples = _with_rejected_captions(make_test_samples(n_pois=20, seed=11))
+    with DatasetWriter(out, OUTPUT, SplitsConfig(), CaptionsConfig(), ESA_WORLDCOVER) as writer:
+        for sample in samples:
+            writer.write(sample)
+    return out, sorted(samples, key=lambda s: s.split)
 
 
 def _mask(sample: Sample) -> np.ndarray:
@@ -76,20 +108,27 @@ def test_counts_match_the_samples_written(dataset: tuple[Path, list[Sample]]) ->
         assert sum(shares.values()) == pytest.approx(1.0)
 
     verdicts: dict[str, Counter] = {}
-    words: Counter = Counter()
+    kept: Counter = Counter()
+    rejected: Counter = Counter()
     for sample in samples:
         for ann in sample.annotations:
             verdict = {True: "pass", False: "fail"}.get(ann.get("verified"), "unchecked")
             verdicts.setdefault(ann["task"], Counter())[verdict] += 1
-            words[len(ann["text"].split())] += 1
+            kept[len(ann["text"].split())] += 1
         for failure in sample.failures:
-            verdicts.setdefault(failure["task"], Counter())["error"] += 1
+            if not failure.get("text"):  # never written
+                verdicts.setdefault(failure["task"], Counter())["error"] += 1
+            elif not any((a["task"], a["text"]) == (failure["task"], failure["text"]) for a in sample.annotations):
+                verdicts.setdefault(failure["task"], Counter())["fail"] += 1
+                rejected[len(failure["text"].split())] += 1
     assert counts["verdicts_by_task"] == {task: dict(c) for task, c in verdicts.items()}
     assert counts["captions_by_task"] == {task: sum(n for v, n in c.items() if v != "error") for task, c in verdicts.items()}
     assert counts["pass_rate_by_task"]["class"] == pytest.approx(verdicts["class"]["pass"] / (verdicts["class"]["pass"] + verdicts["class"]["fail"]))
     assert 0 < counts["pass_rate_by_task"]["class"] < 1
     assert counts["pass_rate_by_task"]["linear"] is None  # never checked
-    assert counts["caption_words"] == dict(words)
+    assert rejected and counts["caption_words_rejected"] == dict(rejected)
+    assert counts["caption_words_kept"] == dict(kept)
+    assert counts["caption_words"] == dict(kept + rejected)
 
     cells = counts["poi_cells"]
     assert sum(n for *_, n in cells) == len(samples)
@@ -119,10 +158,57 @@ def test_plots_are_written_show_the_data_and_are_reproducible(dataset: tuple[Pat
     captions = _rgb(plots["captions_per_task"])
     for verdict in ("pass", "fail", "unchecked", "error"):
         assert _has_colour(captions, VERDICT_COLORS[verdict]), f"no {verdict} bars"
+    lengths = _rgb(plots["caption_length"])
+    assert _has_colour(lengths, KEPT_COLOR) and _has_colour(lengths, VERDICT_COLORS["fail"]), "kept and rejected bars"
 
     again = write_plots(counts, tmp_path)
     for name, path in plots.items():
         assert again[name].read_bytes() == path.read_bytes(), f"{name} is not reproducible"
+
+
+def _merged_tally(out: Path) -> Tally:
+    tally = Tally()
+    for unit in sorted(done_units(out)):
+        tally.merge(json.loads(marker_path(out, unit).read_text(encoding="utf-8"))["tally"])
+    return tally
+
+
+def test_units_count_what_the_shards_hold(dataset: tuple[Path, list[Sample]]) -> None:
+    out, _ = dataset
+    tally = _merged_tally(out)
+    assert tally.plots_complete
+    assert json.dumps(tally.plots.counts()) == json.dumps(dataset_counts(out))  # same numbers, same order
+
+
+def test_finalize_reads_no_shard_for_the_plots_unless_a_marker_lacks_their_counts(
+    dataset: tuple[Path, list[Sample]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out, _ = dataset
+    drawn = {name: (out / "plots" / file).read_bytes() for name, file in PLOT_FILES.items()}
+    assert drawn == {name: path.read_bytes() for name, path in write_plots(dataset_counts(out), tmp_path / "from-shards").items()}
+    read: list[Path] = []
+    read_shard = plots.read_shard
+
+    def counting_read_shard(path: Path) -> Iterator[Sample]:
+        read.append(path)
+        return read_shard(path)
+
+    monkeypatch.setattr(plots, "read_shard", counting_read_shard)
+    again = tmp_path / "again"
+    shutil.copytree(out, again)
+    shutil.rmtree(again / "plots")
+    finalize(again, OUTPUT, SplitsConfig(), ESA_WORLDCOVER)
+    assert read == []
+    assert {name: (again / "plots" / file).read_bytes() for name, file in PLOT_FILES.items()} == drawn
+
+    for unit in done_units(again):  # a marker written before units counted the plots
+        marker = json.loads(marker_path(again, unit).read_text(encoding="utf-8"))
+        del marker["tally"]["plots"]
+        marker_path(again, unit).write_text(json.dumps(marker), encoding="utf-8")
+    shutil.rmtree(again / "plots")
+    finalize(again, OUTPUT, SplitsConfig(), ESA_WORLDCOVER)
+    assert read, "the plots must then be counted from the shards"
+    assert {name: (again / "plots" / file).read_bytes() for name, file in PLOT_FILES.items()} == drawn
 
 
 def test_card_section_links_every_plot_relatively(dataset: tuple[Path, list[Sample]]) -> None:

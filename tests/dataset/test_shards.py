@@ -1,4 +1,5 @@
-"""Shard writing and reading: webdataset and Hugging Face readers, reproducibility, caps, atomicity.
+"""Shard writing and reading: webdataset and Hugging Face readers, reproducibility, caps, atomicity
+(of the unit writer too: an exception or a kill leaves only complete tars and no marker).
 
 Also home of `make_sample`, the small-array sample factory the writer-side tests share.
 """
@@ -19,17 +20,19 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
-from rsbuild.config import OutputConfig
+from rsbuild.config import CaptionsConfig, OutputConfig, SplitsConfig
+from rsbuild.dataset.finalize import finalize
 from rsbuild.dataset.shards import (
     SHARD_MTIME,
-    ChipShardWriter,
     ShardSinks,
     finished_tar_size,
     list_shards,
     read_shard,
     read_shard_stats,
 )
+from rsbuild.dataset.units import UnitPlan, UnitWriter, done_units, failures_part, rows_per_tile_bound
 from rsbuild.records import Failure, Sample
+from rsbuild.schemes import ESA_WORLDCOVER
 
 CLASS_CODES = {"tree cover": 10, "grassland": 30, "cropland": 40, "built-up": 50, "water": 80}
 
@@ -266,33 +269,44 @@ def test_read_shard_round_trips_samples_and_splits_are_separate(tmp_path: Path) 
     assert train["first_key"] == "a_t0000" and train["last_key"] == "c_t0001"
 
 
-def test_exception_mid_shard_leaves_no_partial_tar(tmp_path: Path, samples: list[Sample]) -> None:
-    with pytest.raises(RuntimeError), ChipShardWriter(tmp_path, OutputConfig(shard_max_samples=3)) as writer:
-        for i, sample in enumerate(samples):
-            writer.write(sample)
-            if i == 4:
-                raise RuntimeError("interrupted")
+def chip_unit_writer(out_dir: Path, dataset: bool = False, **output) -> UnitWriter:
+    """The writer of unit 0; ``dataset=False`` is the fetch half's (shards and failures only)."""
+    plan = UnitPlan(unit_pois=1000, tiles_per_poi=2, rows_per_tile=rows_per_tile_bound(CaptionsConfig()))
+    return UnitWriter(Path(out_dir), 0, plan, OutputConfig(**output), CaptionsConfig(), ESA_WORLDCOVER, dataset=dataset)
+
+
+@pytest.mark.parametrize("dataset", [False, True], ids=["chips", "dataset"])
+def test_exception_mid_shard_leaves_no_partial_tar(tmp_path: Path, samples: list[Sample], dataset: bool) -> None:
+    writer = chip_unit_writer(tmp_path, dataset, shard_max_samples=3)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        try:
+            for i, sample in enumerate(samples):
+                writer.write(sample)
+                if i == 4:
+                    raise RuntimeError("interrupted")
+        except BaseException:
+            writer.abort()  # what UnitRouter.abort does for every open unit
+            raise
     shards = list_shards(tmp_path)
     assert [p.name for p in shards] == ["train-000000.tar"]  # the complete one only
     assert [s.key for s in read_shard(shards[0])] == [s.key for s in samples[:3]]
     assert read_shard_stats(shards[0])["samples"] == 3
-    assert not list((tmp_path / "shards").glob("*.tmp")) and not (tmp_path / "failures.jsonl").exists()
+    assert not list(tmp_path.rglob("*.tmp"))
+    assert list((tmp_path / "units").iterdir()) == [] and done_units(tmp_path) == set()  # no failures part, no marker
 
 
 KILL_SCRIPT = """
 import os, signal, sys
 sys.path.insert(0, {tests!r})
-from tests.dataset.test_shards import make_sample
-from rsbuild.config import OutputConfig
-from rsbuild.dataset.shards import ChipShardWriter
-writer = ChipShardWriter({out!r}, OutputConfig(shard_max_samples=4))
+from tests.dataset.test_shards import chip_unit_writer, make_sample
+writer = chip_unit_writer({out!r}, shard_max_samples=4)
 for i in range(6):
     writer.write(make_sample(f"k{{i}}_t0000", size=64, seed=i))
 os.kill(os.getpid(), signal.SIGKILL)
 """
 
 
-def test_killed_writer_leaves_only_complete_tars(tmp_path: Path) -> None:
+def test_killed_writer_leaves_only_complete_tars_and_the_unit_is_redone(tmp_path: Path) -> None:
     script = KILL_SCRIPT.format(tests=str(Path(__file__).parents[2]), out=str(tmp_path))
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, timeout=60, check=False)
@@ -302,15 +316,32 @@ def test_killed_writer_leaves_only_complete_tars(tmp_path: Path) -> None:
     shards = list_shards(tmp_path)
     assert [p.name for p in shards] == ["train-000000.tar"]
     assert len(list(read_shard(shards[0]))) == 4 == read_shard_stats(shards[0])["samples"]
+    assert done_units(tmp_path) == set() and not failures_part(tmp_path, 0).exists()  # the unit is not done
+
+    writer = chip_unit_writer(tmp_path, shard_max_samples=4)  # a rerun drops what the dead attempt left ...
+    assert list_shards(tmp_path) == [] and not list((tmp_path / "shards").iterdir())
+    for i in range(6):
+        writer.write(make_sample(f"k{i}_t0000", size=64, seed=i))
+    writer.finish()  # ... and redoes the unit
+    assert done_units(tmp_path) == {0} and not list(tmp_path.rglob("*.tmp"))
+    assert [read_shard_stats(p)["samples"] for p in list_shards(tmp_path)] == [4, 2]
 
 
-def test_chip_writer_records_failures(tmp_path: Path, samples: list[Sample]) -> None:
-    with ChipShardWriter(tmp_path, OutputConfig()) as writer:
-        writer.write(samples[0])
-        writer.record_failure(Failure("search", "no_scene", "p9", None, "no scene under 20 % cloud"))
-        writer.record_failure(Failure("tile", "cloudy", "p8", "p8_t0001", "cloud share 0.7"))
-    summary = writer.close()
-    lines = [json.loads(line) for line in (tmp_path / "failures.jsonl").read_text().splitlines()]
-    assert [line["reason"] for line in lines] == ["no_scene", "cloudy"]
-    assert summary["failures_by_reason"] == {"cloudy": 1, "no_scene": 1}
-    assert summary["tiles_by_split"]["train"] == 1 and summary["shards"][0]["samples"] == 1
+def test_unit_writer_records_failures(tmp_path: Path, samples: list[Sample]) -> None:
+    writer = chip_unit_writer(tmp_path)
+    writer.write(samples[0])
+    writer.write(make_sample("bad.key_t0000"))  # its key cannot name tar members: recorded, not written
+    writer.record_failure(Failure("search", "no_scene", "p9", None, "no scene under 20 % cloud"))
+    writer.record_failure(Failure("tile", "cloudy", "p8", "p8_t0001", "cloud share 0.7"))
+    marker = writer.finish()
+    reasons = ["invalid_key", "no_scene", "cloudy"]
+    assert [json.loads(line)["reason"] for line in failures_part(tmp_path, 0).read_text().splitlines()] == reasons
+    assert marker["tally"]["failures_by_reason"] == {"cloudy": 1, "invalid_key": 1, "no_scene": 1}
+
+    summary = finalize(tmp_path, OutputConfig(), SplitsConfig(), ESA_WORLDCOVER, dataset=False)
+    assert [json.loads(line)["reason"] for line in (tmp_path / "failures.jsonl").read_text().splitlines()] == reasons
+    assert summary["failures"] == 3 and summary["failures_by_reason"] == {"cloudy": 1, "invalid_key": 1, "no_scene": 1}
+    assert summary["failures_by_stage"] == {"search": 1, "tile": 1, "write": 1}
+    assert summary["tiles_by_split"]["train"] == 1 and summary["shards"] == [
+        {"name": "train-000000.tar", "split": "train", "samples": 1, "bytes": list_shards(tmp_path)[0].stat().st_size}
+    ]

@@ -1,6 +1,6 @@
 """The HTML preview gallery: what goes into the page, and the page itself in headless Chromium.
 
-``write_test_dataset`` (also used by test_plots.py) writes a small dataset with real shards:
+``write_test_dataset`` writes a small dataset with real shards (test_plots.py uses its samples):
 seeded label masks over three splits, statistics from ``rsbuild.chips.stats``, and captions with every
 verdict (passed, failed with reasons, unchecked, never written), one of them hostile HTML.
 The browser test drives Debian's chromium over the Chrome DevTools Protocol (``websockets``),
@@ -89,9 +89,8 @@ def _split_of(poi_index: int) -> str:
     return ("train", "train", "validation", "test", "train")[poi_index % 5]
 
 
-def write_test_dataset(out_dir: Path, n_pois: int = 15, seed: int = 7, shard_max_samples: int = 7) -> list[Sample]:
-    """Write ``n_pois`` × TILES_PER_POI samples as shards under ``out_dir/shards``; returns them
-    in the order ``read_shard`` over sorted shards gives them back (split name, then write order)."""
+def make_test_samples(n_pois: int = 15, seed: int = 7) -> list[Sample]:
+    """``n_pois`` × TILES_PER_POI seeded samples in POI order (``write_test_dataset`` writes them)."""
     rng = np.random.default_rng(seed)
     samples: list[Sample] = []
     n = 0
@@ -112,6 +111,13 @@ def write_test_dataset(out_dir: Path, n_pois: int = 15, seed: int = 7, shard_max
             }
             samples.append(Sample(key, split, _png(_chip(mask, rng)), _png(mask), metadata, stats, annotations, failures))
             n += 1
+    return samples
+
+
+def write_test_dataset(out_dir: Path, n_pois: int = 15, seed: int = 7, shard_max_samples: int = 7) -> list[Sample]:
+    """Write ``make_test_samples`` as shards under ``out_dir/shards``; returns them in the order
+    ``read_shard`` over sorted shards gives them back (split name, then write order)."""
+    samples = make_test_samples(n_pois, seed)
     shards_dir = out_dir / "shards"
     for split in SPLITS:
         sink = ShardSink(shards_dir, split, max_samples=shard_max_samples, max_bytes=10**9)

@@ -31,7 +31,7 @@ if importlib.util.find_spec("vllm") is None:
         raise RuntimeError("RSBUILD_REQUIRE_VLLM is set but vllm is not importable; run scripts/setup_vllm_cpu.sh")
     pytest.skip("vLLM is not installed here; .ci/run runs this module in .venv-vllm", allow_module_level=True)
 
-from rsbuild.captions.engines.vllm import VllmEngine  # noqa: E402  (after the skip)
+from rsbuild.captions.engines.vllm import VllmEngine
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
@@ -128,6 +128,21 @@ def test_the_caption_stage_streams_into_the_engine(engine: VllmEngine) -> None:
             assert ann["annotator"] == str(MODEL_DIR) and ann["verified"] is True
         revised = [a for a in sample.annotations if a["task"] == "revise"]
         assert not revised or any(a["task"] == "area" for a in sample.annotations)
+
+
+def test_the_demo_runs_end_to_end_on_vllm(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from rsbuild.dataset.shards import list_shards, read_shard
+    from rsbuild.demo import run_demo
+
+    summary = run_demo(tmp_path / "demo", Console(quiet=True), engine="vllm", show_progress=False, model=str(MODEL_DIR))
+    assert summary.finalized and summary.tiles_written > 0
+    assert summary.captions["captions_generated"] > 0 and summary.captions["requests"] > 0
+    captions = [a for shard in list_shards(tmp_path / "demo" / "dataset") for s in read_shard(shard) for a in s.annotations]
+    assert captions and all(a["annotator"] == str(MODEL_DIR) and a["verified"] is True for a in captions)
+    run_summary = (tmp_path / "demo" / "dataset" / "run_summary.json").read_text()
+    assert '"prefix_cache_hit_rate"' in run_summary and '"output_tokens_per_s"' in run_summary
 
 
 def test_a_dead_engine_stops_with_a_clear_error(engine: VllmEngine) -> None:

