@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import signal
 import sys
 import threading
@@ -69,18 +70,27 @@ class LoopThread:
             self.loop.close()
 
 
-_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+@functools.cache
+def libc_prctl() -> Any | None:
+    """libc's ``prctl`` (resolved once, so no dlopen runs between fork and exec), or None off Linux."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    return prctl
 
 
 def die_with_parent() -> bool:
     """Ask the kernel to SIGKILL this process when its parent dies (Linux); False elsewhere.
 
-    Worker and server processes call it first, so a SIGKILLed run leaves no process behind.
+    Worker processes call it first (`rsbuild.chips.fetch`), so a SIGKILLed run leaves none behind.
     """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
+    prctl = libc_prctl()
+    return prctl is not None and prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0

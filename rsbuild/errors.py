@@ -1,6 +1,14 @@
-"""Exceptions for bad runs. A bad sample is a `Failure` record instead (see types.py)."""
+"""Exceptions: `RsbuildError` for bad runs (stop with a message), `SampleError` for bad samples.
+
+A `SampleError` never leaves its stage: the stage turns it into a `Failure` record
+(``rsbuild.records``), counts it and goes on.
+"""
 
 from __future__ import annotations
+
+
+class SampleError(Exception):
+    """One sample (a POI's search or read) cannot be made; recorded as a Failure, the run goes on."""
 
 
 class RsbuildError(Exception):

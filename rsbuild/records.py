@@ -51,25 +51,22 @@ ComponentStats = TypedDict(
 )
 ComponentStats.__doc__ = "One connected component above the minimum size (``stats[\"components\"]``, area descending)."
 
-TileStats = TypedDict(
-    "TileStats",
-    {
-        "version": int,
-        "scheme": str,
-        "size": list[int],  # [height, width] of the output image
-        "pixels": int,
-        "valid_pixels": int,
-        "valid_share": float,
-        "cloud_share": float,
-        "unknown_code_pixels": int,
-        "dominant_class": "str | None",
-        "num_classes": int,
-        "classes": list[ClassStats],
-        "components": list[ComponentStats],
-    },
-    total=False,
-)
-TileStats.__doc__ = "Label statistics of one tile (``KEY.json`` → ``stats``; schema in ARCHITECTURE.md)."
+class TileStats(TypedDict, total=False):
+    """Label statistics of one tile (``KEY.json`` → ``stats``; schema in ARCHITECTURE.md)."""
+
+    version: int
+    scheme: str
+    size: list[int]  # [height, width] of the output image
+    pixels: int
+    valid_pixels: int
+    valid_share: float
+    cloud_share: float
+    unknown_code_pixels: int
+    dominant_class: str | None
+    num_classes: int
+    classes: list[ClassStats]
+    components: list[ComponentStats]
+
 
 Annotation = TypedDict(
     "Annotation",

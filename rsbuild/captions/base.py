@@ -89,7 +89,7 @@ class CaptionEngine(ABC):
         """Engine-side counters for the run summary (requests, tokens, retries, ...)."""
         return dict(getattr(self, "counters", {}))
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027  (an optional hook, not an abstract method)
         """Release clients, servers or models. The default does nothing."""
 
     def builtin_prompt(self, task: str) -> tuple[str, str]:

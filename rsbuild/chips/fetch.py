@@ -26,8 +26,9 @@ from rsbuild.chips.splits import assign_split, split_key_for
 from rsbuild.chips.stats import compute_stats
 from rsbuild.concurrency import die_with_parent, ordered_map
 from rsbuild.config import Config
+from rsbuild.errors import SampleError
 from rsbuild.grid import NATIVE_RESOLUTION_M, TileWindow, aoi_grid, bbox_wgs84, center_wgs84, sub_grid, tile_windows
-from rsbuild.records import Failure, Grid, Poi, Sample, Scene, sample_key
+from rsbuild.records import Failure, Grid, Poi, Sample, Scene, TileStats, sample_key
 from rsbuild.schemes import NODATA_INDEX, get_scheme
 from rsbuild.sources import raster_io
 from rsbuild.sources.labels.base import LabelSource
@@ -147,13 +148,13 @@ class Fetcher:
         half_m = self.cfg.imagery.aoi_size * NATIVE_RESOLUTION_M / 2
         try:
             ranked = self.searcher.rank(poi, half_m, self.cfg.scenes.aoi_cloud_candidates)
-        except Exception as exc:  # a search error for one POI is a bad sample, not a bad run
+        except SampleError as exc:  # a search error for one POI is a bad sample, not a bad run
             return PoiFailed(poi, [Failure("search", "search_error", poi.poi_id, detail=str(exc)[:300])])
         if isinstance(ranked, Failure):
             return PoiFailed(poi, [ranked])
         try:
             return self.read_aoi(poi, self.clearest(poi, ranked))
-        except raster_io.RasterReadError as exc:
+        except SampleError as exc:
             return PoiFailed(poi, [Failure("read", "read_error", poi.poi_id, detail=str(exc)[:300])])
 
     def clearest(self, poi: Poi, ranked: list[Scene]) -> Scene:
@@ -285,7 +286,7 @@ class Tiler:
             stats=stats,
         )
 
-    def _skip_reason(self, stats: dict[str, Any]) -> tuple[str, str] | None:
+    def _skip_reason(self, stats: TileStats) -> tuple[str, str] | None:
         img = self.cfg.imagery
         if stats["valid_pixels"] == 0:
             return "all_nodata", "no pixel of the tile has both image data and a known label"

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from rsbuild.records import ClassStats, ComponentStats, TileStats
 from rsbuild.schemes import NODATA_INDEX, Scheme
 
 STATS_VERSION = 1
@@ -87,7 +88,7 @@ def _moments_shape(
 
 
 def _component_record(class_name: str, shape: _Shape, valid_pixels: int, height: int, width: int,
-                      elongation_threshold: float) -> dict[str, Any]:
+                      elongation_threshold: float) -> ComponentStats:
     x1, y1, x2, y2 = shape.bbox_px
     degrees = _r(shape.orientation_deg) % 180.0
     return {
@@ -131,8 +132,8 @@ def _class_shapes(mask: np.ndarray, min_component_pixels: int) -> _ClassShapes:
     union = (*boxes[:, :2].min(axis=0).tolist(), *boxes[:, 2:].max(axis=0).tolist())
     is_large = sizes >= min_component_pixels
     return _ClassShapes(
-        whole=_moments_shape(int(sizes.sum()), *moments.sum(axis=1).tolist(), union, height, width),
-        large=[_moments_shape(int(sizes[i]), *moments[:, i].tolist(), tuple(boxes[i].tolist()), height, width)
+        whole=_moments_shape(int(sizes.sum()), *moments.sum(axis=1).tolist(), union, height, width),  # type: ignore[call-arg]  # five sums
+        large=[_moments_shape(int(sizes[i]), *moments[:, i].tolist(), tuple(boxes[i].tolist()), height, width)  # type: ignore[call-arg]
                for i in np.flatnonzero(is_large)],
         small_patches=int(np.count_nonzero(~is_large)),
         small_patch_pixels=int(sizes[~is_large].sum()),
@@ -149,7 +150,7 @@ def compute_stats(
     min_component_pixels: int = 30,
     max_components: int = 20,
     elongation_threshold: float = 3.0,
-) -> dict[str, Any]:
+) -> TileStats:
     """Statistics (version 1, see ARCHITECTURE.md) of an (H, W) class-index tile.
 
     ``index`` holds class indices into ``scheme.classes`` with 255 for nodata. A pixel is valid
@@ -175,7 +176,7 @@ def compute_stats(
     cloudy = 0 if cloud is None else int(np.count_nonzero(cloud))
     counts = np.bincount(labels[is_valid], minlength=len(scheme.classes))
 
-    classes: list[dict[str, Any]] = []
+    classes: list[ClassStats] = []
     components: list[tuple[tuple[int, int, int, int], str, _Shape]] = []  # (sort key, class, shape)
     for class_index in np.flatnonzero(counts):
         info = scheme.classes[class_index]

@@ -343,8 +343,8 @@ def read_shard_stream(handle: BinaryIO, name: str) -> Iterator[Sample]:
             if not info.isfile():
                 continue
             member_key, _, extension = info.name.partition(".")
-            handle = archive.extractfile(info)
-            data = handle.read() if handle is not None else b""
+            member = archive.extractfile(info)
+            data = member.read() if member is not None else b""
             if member_key != key:
                 if key is not None:
                     yield _sample_from_members(key, members, default_split)

@@ -224,6 +224,7 @@ class UnitWriter:
         for index, row in enumerate(rows):
             overlay = None
             if self.output_cfg.write_bbox_overlays:
+                assert self._folders is not None  # a dataset unit always has its folders
                 png, _ = render_overlay(sample.image_png, row.boxes, self._palette, self.output_cfg.png_compress_level)
                 name = f"{sample.key}_{index:02d}_{row.task}.png"
                 overlay = self._folders.write_at("overlays", name, png, slot * self.plan.rows_per_tile + index)

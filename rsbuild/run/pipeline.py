@@ -145,6 +145,9 @@ class WorkerSlice:
         return unit % self.count == self.index
 
 
+EVERY_UNIT = WorkerSlice()  # one worker owns every unit (no job array)
+
+
 class _Tracker:
     """Counts records as they stream by, sends failures straight to their unit and submits the
     still of each POI with a scene (when stills are on)."""
@@ -242,7 +245,7 @@ def _run(
     caption_stage: CaptionStage | None = None,
     show_progress: bool = True,
     overwrite: bool = False,
-    workers: WorkerSlice = WorkerSlice(),
+    workers: WorkerSlice = EVERY_UNIT,
     units: list[int] | None = None,
     finalize_run: bool = True,
 ) -> RunSummary:
@@ -363,7 +366,7 @@ def run_fetch(
     console: Console | None = None,
     show_progress: bool = True,
     overwrite: bool = False,
-    workers: WorkerSlice = WorkerSlice(),
+    workers: WorkerSlice = EVERY_UNIT,
     units: list[int] | None = None,
     finalize_run: bool = True,
 ) -> RunSummary:
@@ -394,7 +397,7 @@ def run_build(
     show_progress: bool = True,
     engines: list[Any] | None = None,
     overwrite: bool = False,
-    workers: WorkerSlice = WorkerSlice(),
+    workers: WorkerSlice = EVERY_UNIT,
 ) -> RunSummary:
     """The whole job: fetch → caption → shards, JSONL, folders and card under ``out_dir``.
 

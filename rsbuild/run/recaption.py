@@ -27,7 +27,15 @@ from rsbuild.dataset.shards import read_shard_stream
 from rsbuild.dataset.units import SHARDS_PER_UNIT, UnitRouter, UnitWriter, failures_part, plan_for, prepare_run
 from rsbuild.errors import InputError
 from rsbuild.records import Sample
-from rsbuild.run.pipeline import RunSummary, WorkerSlice, finish_run, make_caption_stage, progress_display, write_samples
+from rsbuild.run.pipeline import (
+    EVERY_UNIT,
+    RunSummary,
+    WorkerSlice,
+    finish_run,
+    make_caption_stage,
+    progress_display,
+    write_samples,
+)
 from rsbuild.schemes import get_scheme
 
 
@@ -97,7 +105,7 @@ def run_recaption(
     show_progress: bool = True,
     overwrite: bool = False,
     engines: list[Any] | None = None,
-    workers: WorkerSlice = WorkerSlice(),
+    workers: WorkerSlice = EVERY_UNIT,
     units: list[int] | None = None,
     finalize_run: bool = True,
 ) -> RunSummary:

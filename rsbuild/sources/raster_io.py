@@ -22,6 +22,7 @@ from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
+from rsbuild.errors import SampleError
 from rsbuild.records import Grid
 
 # Config options GDAL reads from the environment; users can override any of them.
@@ -47,7 +48,7 @@ if not any(os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_
 RESAMPLING = {"nearest": Resampling.nearest, "bilinear": Resampling.bilinear, "average": Resampling.average}
 
 
-class RasterReadError(Exception):
+class RasterReadError(SampleError):
     """A raster could not be opened or read (a bad sample, not a bad run)."""
 
 

@@ -54,7 +54,7 @@ from shapely.geometry import Polygon, box, shape
 from shapely.geometry.base import BaseGeometry
 
 from rsbuild.config import ScenesConfig
-from rsbuild.errors import ConfigError, InputError, require
+from rsbuild.errors import ConfigError, InputError, SampleError, require
 from rsbuild.grid import project, utm_crs_for
 from rsbuild.records import Failure, Poi, Scene
 from rsbuild.sources.assets import item_as_dict, item_bbox, scene_from_item, sign_scene
@@ -253,7 +253,7 @@ class SceneSearcher:
         return sign_scene(scene, self.signer) if self.signer else scene
 
 
-class SearchError(Exception):
+class SearchError(SampleError):
     """A catalog search failed for one request (a bad sample, not a bad run)."""
 
 

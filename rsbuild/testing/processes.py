@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures
-import ctypes
-import functools
 import os
 import queue
 import shlex
@@ -46,8 +44,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
 
+from rsbuild.concurrency import PR_SET_PDEATHSIG, libc_prctl
+
 LOOPBACK = "127.0.0.1"
-_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def free_port(host: str = LOOPBACK) -> int:
@@ -64,32 +63,18 @@ class ServerStartError(RuntimeError):
 # --------------------------------------------------------------------------- dying with the parent
 
 
-@functools.cache
-def _prctl() -> Any | None:
-    """libc's ``prctl`` (resolved once, in the parent: no dlopen between fork and exec), or None."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-    prctl.restype = ctypes.c_int
-    return prctl
-
-
 def die_with_parent_preexec() -> Callable[[], None] | None:
     """A ``preexec_fn`` making the child get SIGKILL when its parent dies (Linux; else None).
 
     Closes the race of a parent dying before ``prctl`` runs: the child then kills itself.
     """
-    prctl = _prctl()
+    prctl = libc_prctl()
     if prctl is None:
         return None
     parent = os.getpid()
 
     def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if os.getppid() != parent:  # the parent is already gone
             os.kill(os.getpid(), signal.SIGKILL)
 

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from rsbuild.records import Grid, Poi
+from rsbuild.records import Grid, Poi, TileStats
 
 # --------------------------------------------------------------------------- constants
 
@@ -925,7 +925,7 @@ def generate(
     return info
 
 
-def seeded_tile_stats(seed: int) -> dict[str, Any]:
+def seeded_tile_stats(seed: int) -> TileStats:
     """Real stats of a seeded 64 px tile: two classes split by a line, plus a thin strip of a third
     (for prompt tests and LLM benchmarks)."""
     from rsbuild.chips.stats import compute_stats

@@ -83,7 +83,7 @@ def test_dataset_writer_writes_every_part(tmp_path: Path) -> None:
     assert {s.key for p in list_shards(tmp_path) for s in read_shard(p)} == {s.key for s in samples}
     # images are the shard PNG bytes; no leaf folder above the cap
     for folder in ("images", "metadata", "overlays"):
-        leaves = [p for p in (tmp_path / folder).iterdir()]
+        leaves = list((tmp_path / folder).iterdir())
         assert leaves and all(len(list(p.iterdir())) <= 3 for p in leaves)
     rows = [json.loads(line) for split in SPLITS_OF for line in (tmp_path / "data" / f"{split}.jsonl").read_text().splitlines()]
     assert len(rows) == summary["rows"] == 7 * 5  # global, grounding, 2 class grounding, water caption
@@ -97,7 +97,7 @@ def test_dataset_writer_writes_every_part(tmp_path: Path) -> None:
     assert summary["files"] == {"images": 7, "overlays": 35, "metadata": 7, "mapbox_stills": 0}
     # rows land in the split file of their sample
     for split in SPLITS_OF:
-        keys = {json.loads(l)["meta"]["key"] for l in (tmp_path / "data" / f"{split}.jsonl").read_text().splitlines()}
+        keys = {json.loads(line)["meta"]["key"] for line in (tmp_path / "data" / f"{split}.jsonl").read_text().splitlines()}
         assert keys == {s.key for s in samples if s.split == split}
     # failures and summary
     assert json.loads((tmp_path / "failures.jsonl").read_text())["reason"] == "no_scene"

@@ -331,7 +331,7 @@ def browser(tmp_path: Path):
     if chromium is None:
         pytest.skip("chromium is not installed; run scripts/install_chromium.sh")
     profile = tmp_path / "chromium-profile"
-    log = open(tmp_path / "chromium.log", "wb")
+    log = open(tmp_path / "chromium.log", "wb")  # noqa: SIM115  (held open for the browser's whole life)
     proc = subprocess.Popen(
         [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run", "--no-default-browser-check",
