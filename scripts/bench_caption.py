@@ -23,6 +23,12 @@ slot-time lies (ramp before the batch first fills, middle, tail after it last wa
 rsbuild occupancy (target >= 0.95) and rsbuild / plain sequences per second (target >= 0.97),
 median [min, max] over rounds.
 
+Sequences last 4 s by default (80 tokens at 20 tok/s, like a GPU vLLM at batch 256): on this
+2-core machine the AsyncOpenAI client costs ~5-9 ms CPU per request at 256 open connections, so
+with shorter sequences even the plain client cannot refill the slots (check the plain
+occupancy: it must reach >= 0.97 for the run to say anything). The defaults (2000 tiles, 3 rounds,
+2 configurations, 12 runs) take about 30 minutes; ``--tiles 600 --rounds 1`` about 3.
+
     python scripts/bench_caption.py                      # defaults: 2000 tiles, 3 rounds
     python scripts/bench_caption.py --tiles 300 --rounds 1 --profile-check
 """
@@ -375,7 +381,7 @@ class ThreadCPU:
                 continue
             label = "main" if name == "MainThread" else name.rsplit("-", 1)[0] if name.startswith("rsbuild-openai") else name
             out[label] = out.get(label, 0.0) + cpu - self.base.get((name, tid), 0.0)
-        return {k: round(v, 2) for k, v in sorted(out.items())}
+        return {k: round(v, 2) for k, v in sorted(out.items()) if v >= 0.01}
 
 
 def timeline_losses(stats: dict[str, Any]) -> dict[str, float]:
@@ -519,8 +525,10 @@ def main() -> None:
     parser.add_argument("--tiles", type=int, default=2000, help="tiles (samples) per run")
     parser.add_argument("--rounds", type=int, default=3, help="rsbuild/plain pairs per configuration")
     parser.add_argument("--slots", type=int, default=256, help="server slots S (sequences decoded at once)")
-    parser.add_argument("--rate", type=float, default=40.0, help="decode rate R per sequence, tokens/s")
-    parser.add_argument("--out-tokens", type=int, default=40, help="output tokens per answer")
+    parser.add_argument("--rate", type=float, default=20.0, help="decode rate R per sequence, tokens/s")
+    parser.add_argument("--out-tokens", type=int, default=80,
+                        help="output tokens per answer (default 80 / 20 tok/s = 4 s per sequence: shorter ones make "
+                             "the AsyncOpenAI client, ~5-9 ms CPU per request here, the limit even for the plain client)")
     parser.add_argument("--concurrency", type=int, default=256, help="plain client's semaphore (rsbuild's default is 256)")
     parser.add_argument("--configs", default="area,class,revise:2;area,class:0",
                         help="';'-separated TASKS:PARAPHRASES configurations")
@@ -608,6 +616,12 @@ def main() -> None:
             "throughput_ratio": spread(ratios),
             "rsbuild_seq_per_s": spread([r["seq_per_s"] for r in mine]),
             "plain_seq_per_s": spread([r["seq_per_s"] for r in plain]),
+            "rsbuild_idle_shares": {part: spread([r["losses"][part] for r in mine]) for part in ("ramp", "middle", "tail")},
+            "plain_idle_shares": {part: spread([r["losses"][part] for r in plain]) for part in ("ramp", "middle", "tail")},
+            "rsbuild_tail_s": spread([r["losses"]["tail_s"] for r in mine]),
+            "plain_tail_s": spread([r["losses"]["tail_s"] for r in plain]),
+            "rsbuild_client_cpu_s": spread([r["client_cpu_s"] for r in mine]),
+            "plain_client_cpu_s": spread([r["client_cpu_s"] for r in plain]),
             "rsbuild_threads_cpu_s": mine[-1]["threads_cpu_s"],
             "plain_threads_cpu_s": plain[-1]["threads_cpu_s"],
             "annotations": mine[-1]["annotations"], "caption_failures": mine[-1]["failures"],
@@ -621,6 +635,12 @@ def main() -> None:
         ok_ratio = "ok" if s["throughput_ratio"]["median"] >= 0.97 else "BELOW 0.97"
         lines.append(f"{name:<28} {fmt_spread(s['rsbuild_occupancy']):>24} {fmt_spread(s['plain_occupancy']):>24} "
                      f"{fmt_spread(s['throughput_ratio']):>24}   occupancy {ok_occ}, ratio {ok_ratio}")
+        ri, pi = s["rsbuild_idle_shares"], s["plain_idle_shares"]
+        lines.append(f"{'':<28} idle slot-time share (median) ramp/middle/tail: rsbuild {ri['ramp']['median']:.3f}/"
+                     f"{ri['middle']['median']:.3f}/{ri['tail']['median']:.3f} (tail {s['rsbuild_tail_s']['median']:.1f}s), "
+                     f"plain {pi['ramp']['median']:.3f}/{pi['middle']['median']:.3f}/{pi['tail']['median']:.3f} "
+                     f"(tail {s['plain_tail_s']['median']:.1f}s); client CPU s rsbuild {s['rsbuild_client_cpu_s']['median']:.1f}, "
+                     f"plain {s['plain_client_cpu_s']['median']:.1f}")
         if s["plain_occupancy"]["min"] < 0.97:
             lines.append(f"{'':<28} WARNING: the plain client stays below 0.97 occupancy: the simulation itself limits; "
                          "lower --rate or raise --out-tokens")

@@ -80,3 +80,21 @@ def stac_api_fastapi(static_catalog: Path) -> Iterator[StacFastapiStaticServer]:
     """stac-fastapi-static over ``static_catalog`` (supports CQL2 ``filter``)."""
     with StacFastapiStaticServer(static_catalog) as server:
         yield server
+
+
+# Fixtures that start real servers on 127.0.0.1 (or a big fixture): tests using them are marked
+# `loopback` and `slow`, so `pytest -m "not slow"` runs the fast half in seconds.
+LOOPBACK_FIXTURES = frozenset({
+    "cog_server", "stac_api_rustac", "stac_api_fastapi", "llama_server", "server", "fake_ee", "mapbox",
+    "fixture_data_full",
+})
+SLOW_MODULES = ("test_ray", "test_resume", "test_preview", "test_local_engine", "test_vllm", "test_openai_vllm")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        uses = set(getattr(item, "fixturenames", ())) & LOOPBACK_FIXTURES
+        if uses:
+            item.add_marker(pytest.mark.loopback)
+        if uses or item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)

@@ -14,11 +14,10 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from types import TracebackType
 
 from rsbuild.captions.models import smollm2_gguf_path
 from rsbuild.errors import InputError, MissingExtraError
-from rsbuild.testing.processes import LOOPBACK, ServerProcess, ServerStartError, free_port
+from rsbuild.testing.processes import LOOPBACK, ManagedServer, ServerProcess, ServerStartError, free_port
 
 __all__ = ["LlamaServer", "free_port"]
 
@@ -29,7 +28,7 @@ def _temp_log_path() -> Path:
     return Path(name)
 
 
-class LlamaServer:
+class LlamaServer(ManagedServer):
     """``python -m llama_cpp.server`` on 127.0.0.1, as a context manager.
 
     ``base_url`` (``http://127.0.0.1:PORT/v1``) is what OpenAI clients take; ``model_id`` is the
@@ -55,7 +54,6 @@ class LlamaServer:
         self.port = port or free_port(self.host)
         self.n_ctx = n_ctx
         self.n_threads = n_threads
-        self.startup_timeout_s = startup_timeout_s
         self.model_id = self.model_path.name.removesuffix(".gguf")
         self._api_key = api_key
         self._own_log = log_path is None
@@ -100,44 +98,14 @@ class LlamaServer:
             return self
         if importlib.util.find_spec("llama_cpp") is None:
             raise MissingExtraError("llama-cpp-python", "local", "The llama.cpp server")
-        self._server.startup_timeout_s = self.startup_timeout_s
         try:
             self._server.start()
         except ServerStartError as exc:
             raise InputError(str(exc)) from exc
         return self
 
-    def stop(self) -> None:
-        """Stop the server's process group (terminate, then kill after 10 s)."""
-        self._server.stop()
-
-    def restart(self) -> None:
-        """Stop and start again on the same port."""
-        self.stop()
-        self.start()
-
-    @property
-    def running(self) -> bool:
-        """True while the server process is alive."""
-        return self._server.running
-
-    @property
-    def pid(self) -> int | None:
-        """The server's process id while it runs."""
-        return self._server.pid
-
-    def log_tail(self, lines: int = 20) -> str:
-        """The last lines of the server's log."""
-        return self._server.log_tail(lines)
-
-    def __enter__(self) -> LlamaServer:
-        try:
-            return self.start()
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def close(self) -> None:
+        """Stop the server and remove the log file it made."""
         self.stop()
         if self._own_log:
             self.log_path.unlink(missing_ok=True)

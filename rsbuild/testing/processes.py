@@ -523,3 +523,59 @@ def wait_until_up(url: str, timeout: float = 20.0, *, process: subprocess.Popen[
             return
         time.sleep(0.05)
     raise RuntimeError(f"{url} did not answer within {timeout:.0f} s ({last_error})")
+
+
+class ManagedServer:
+    """The life-cycle surface shared by servers wrapped around one `ServerProcess` (``_server``):
+    subclasses give ``start`` (checks, then ``self._server.start()``) and may extend ``close``."""
+
+    _server: ServerProcess
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop the server's process group (SIGTERM, then SIGKILL after the stop timeout)."""
+        self._server.stop()
+
+    def restart(self) -> Self:
+        """Stop and start again on the same port."""
+        self.stop()
+        return self.start()
+
+    def close(self) -> None:
+        """Stop for good and drop a temporary log."""
+        self._server.close()
+
+    @property
+    def running(self) -> bool:
+        """True while the server process is alive."""
+        return self._server.running
+
+    @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs (its children share its process group)."""
+        return self._server.pid
+
+    @property
+    def startup_timeout_s(self) -> float:
+        """Seconds to wait for readiness at each start."""
+        return self._server.startup_timeout_s
+
+    @startup_timeout_s.setter
+    def startup_timeout_s(self, value: float) -> None:
+        self._server.startup_timeout_s = value
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last lines of the server's log."""
+        return self._server.log_tail(lines)
+
+    def __enter__(self) -> Self:
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -22,9 +22,8 @@ import re
 import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 
-from rsbuild.testing.processes import LOOPBACK, ServerProcess, free_port
+from rsbuild.testing.processes import LOOPBACK, ManagedServer, ServerProcess, free_port
 
 __all__ = [
     "SETUP_SCRIPT",
@@ -106,7 +105,7 @@ def parse_prometheus_text(text: str, drop_labels: frozenset[str] = _CONSTANT_LAB
     return samples
 
 
-class VllmServer:
+class VllmServer(ManagedServer):
     """The vLLM OpenAI-compatible server on 127.0.0.1, as a context manager.
 
     ``base_url`` (``http://127.0.0.1:PORT/v1``) is what OpenAI clients take; ``model_id`` is the
@@ -205,48 +204,6 @@ class VllmServer:
             raise RuntimeError(problem)
         self._server.start()
         return self
-
-    def stop(self) -> None:
-        """Stop the server's process group (SIGTERM, then SIGKILL after 20 s)."""
-        self._server.stop()
-
-    def restart(self) -> VllmServer:
-        """Stop and start again on the same port."""
-        self.stop()
-        return self.start()
-
-    @property
-    def running(self) -> bool:
-        """True while the API server process is alive."""
-        return self._server.running
-
-    @property
-    def pid(self) -> int | None:
-        """The API server's process id while it runs (its engine processes share its group)."""
-        return self._server.pid
-
-    @property
-    def startup_timeout_s(self) -> float:
-        """Seconds to wait for ``/health`` at each start."""
-        return self._server.startup_timeout_s
-
-    @startup_timeout_s.setter
-    def startup_timeout_s(self, value: float) -> None:
-        self._server.startup_timeout_s = value
-
-    def log_tail(self, lines: int = 40) -> str:
-        """The last lines of the server's log."""
-        return self._server.log_tail(lines)
-
-    def __enter__(self) -> VllmServer:
-        try:
-            return self.start()
-        except BaseException:
-            self._server.close()
-            raise
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self._server.close()
 
     # ------------------------------------------------------------------ metrics
     def metrics_text(self, timeout_s: float = 10.0) -> str:
