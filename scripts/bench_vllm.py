@@ -10,12 +10,16 @@ round on fresh tiles, the plain side replaying exactly the requests rsbuild sent
 
 * in-process: the caption stage with the `vllm` engine (AsyncLLM, streaming) ÷ ONE plain
   ``LLM.chat(conversations, sampling_params)`` call (the ideal batch: every request known up
-  front). Both engines are alive at once (separate prefix caches), only one runs at a time.
+  front). Each side runs in its own child process with its own engine (an idle engine beside
+  a busy one would share the two cores), warmed up on other tiles before it is timed.
 * server: the caption stage with the `openai` engine ÷ a plain AsyncOpenAI client with the
   same concurrency, both against one vLLM OpenAI server.
 
-Throughput is sequences (caption texts) per second and output tokens per second; engine start
-is excluded. Prefix-cache hits are reported as vLLM counts them (``num_cached_tokens``; the
+vLLM's batch is capped at ``--max-num-seqs`` (default 16, where a 2-core CPU saturates), so a
+round of ``--tiles`` 48 is about nine batches deep, as hundreds of tiles are on a GPU with 256+
+slots: the comparison then shows whether the stream keeps the batch full, not how a two-wave
+toy run (area, then revise) compares with one big batch. Throughput is sequences (caption texts)
+per second and output tokens per second; engine start is excluded. Prefix-cache hits are reported as vLLM counts them (``num_cached_tokens``; the
 server's /metrics counters). Prints a table and one JSON line.
 """
 
@@ -26,9 +30,13 @@ import asyncio
 import json
 import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Any
 
 from rsbuild.captions.base import CaptionEngine, CaptionRequest, CaptionResult
@@ -135,44 +143,88 @@ def summarise(name: str, pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> 
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tiles", type=int, default=24, help="tiles per round")
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--concurrency", type=int, default=256, help="openai engine and plain client")
-    parser.add_argument("--skip-server", action="store_true")
-    parser.add_argument("--skip-inprocess", action="store_true")
-    args = parser.parse_args()
-    os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
-    model = str(vllm_model_dir())
-    cfg = CaptionsConfig(engine="vllm", models=[model], tasks=["area", "revise"], paraphrases=2, max_tokens=64, seed=0)
-    prompts = PromptSet.load(tasks=cfg.tasks)
-    sampling = {"temperature": cfg.temperature, "top_p": cfg.top_p, "max_tokens": cfg.max_tokens}
-    load_start = os.getloadavg()
-    results: list[dict[str, Any]] = []
+def child(side: str, sent_file: Path, first: int = 0, tiles: int = 0) -> dict[str, Any]:
+    """Run one timed side in a fresh process (``--child``); its figures as a dict."""
+    out = sent_file.with_name(f"{side}.json")
+    command = [sys.executable, __file__, "--child", side, "--sent", str(sent_file), "--out", str(out),
+               "--first", str(first), "--tiles", str(tiles)]
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return dict(json.loads(out.read_text()))
 
-    if not args.skip_inprocess:
+
+def run_child(side: str, sent_file: Path, out: Path, first: int, tiles: int) -> None:
+    """One side of the in-process comparison: start the engine, warm it up, time one round."""
+    model = str(vllm_model_dir())
+    cfg, prompts, sampling = bench_config(model)
+    settings = VllmConfig(max_model_len=MAX_MODEL_LEN, max_num_seqs=int(os.environ["RSBUILD_BENCH_MAX_NUM_SEQS"]))
+    if side == "rsbuild":
+        engine = VllmEngine(model, sampling=sampling, seed=cfg.seed, settings=settings)
+        try:
+            caption_round(engine, cfg, prompts, samples(90000, 8))  # warm-up, other tiles
+            run = caption_round(engine, cfg, prompts, samples(first, tiles))
+        finally:
+            engine.close()
+        sent = run.pop("sent")
+        sent_file.write_text(json.dumps([{"key": r.key, "messages": list(r.messages), "n": r.n, "seed": r.seed,
+                                          "sampling": dict(r.sampling)} for r in sent]))
+    else:
         from vllm import LLM
 
         from rsbuild.captions.engines.vllm import engine_arguments, has_gpu
 
-        settings = VllmConfig(max_model_len=MAX_MODEL_LEN)
-        ours = VllmEngine(model, sampling=sampling, seed=cfg.seed, settings=settings)
-        plain = LLM(**engine_arguments(model, cfg.seed, settings, has_gpu()))
+        llm = LLM(**engine_arguments(model, cfg.seed, settings, has_gpu()))
+        sent = [CaptionRequest(key=d["key"], task="area", stats={}, messages=tuple(d["messages"]), n=d["n"], seed=d["seed"],
+                               sampling=d["sampling"]) for d in json.loads(sent_file.read_text())]
+        plain_llm_chat(llm, sent[: min(8, len(sent))], sampling)  # warm-up
+        run = plain_llm_chat(llm, sent, sampling)
+    out.write_text(json.dumps(run))
+
+
+def bench_config(model: str) -> tuple[CaptionsConfig, PromptSet, dict[str, Any]]:
+    cfg = CaptionsConfig(engine="vllm", models=[model], tasks=["area", "revise"], paraphrases=2, max_tokens=64, seed=0)
+    sampling = {"temperature": cfg.temperature, "top_p": cfg.top_p, "max_tokens": cfg.max_tokens}
+    return cfg, PromptSet.load(tasks=cfg.tasks), sampling
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tiles", type=int, default=48, help="tiles per round")
+    parser.add_argument("--max-num-seqs", type=int, default=16, help="vLLM's batch (both sides)")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--concurrency", type=int, default=256, help="openai engine and plain client")
+    parser.add_argument("--skip-server", action="store_true")
+    parser.add_argument("--skip-inprocess", action="store_true")
+    parser.add_argument("--child", choices=["rsbuild", "plain"], help=argparse.SUPPRESS)
+    parser.add_argument("--sent", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--first", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+    os.environ["RSBUILD_BENCH_MAX_NUM_SEQS"] = str(args.max_num_seqs)
+    if args.child:
+        run_child(args.child, args.sent, args.out, args.first, args.tiles)
+        return
+    model = str(vllm_model_dir())
+    cfg, prompts, sampling = bench_config(model)
+    load_start = os.getloadavg()
+    results: list[dict[str, Any]] = []
+
+    if not args.skip_inprocess:
         pairs = []
-        try:
-            for r in range(args.rounds):
-                run = caption_round(ours, cfg, prompts, samples(1000 * (r + 1), args.tiles))
-                pairs.append((run, plain_llm_chat(plain, run["sent"], sampling)))
-                print(f"in-process round {r}: rsbuild {rate(pairs[-1][0]):.2f} seq/s, LLM.chat {rate(pairs[-1][1]):.2f} seq/s", flush=True)
-        finally:
-            ours.close()
-            del plain
+        for r in range(args.rounds):
+            with tempfile.TemporaryDirectory() as folder:
+                sent_file = Path(folder) / "sent.json"
+                ours = child("rsbuild", sent_file, first=1000 * (r + 1), tiles=args.tiles)
+                plain = child("plain", sent_file)
+            pairs.append((ours, plain))
+            print(f"in-process round {r}: rsbuild {rate(ours):.2f} seq/s, LLM.chat {rate(plain):.2f} seq/s", flush=True)
         results.append(summarise("vllm engine (AsyncLLM) / one LLM.chat", pairs))
 
     if not args.skip_server:
-        with VllmServer(model, served_model_name="smollm2", max_model_len=MAX_MODEL_LEN) as server:
+        with VllmServer(model, served_model_name="smollm2", max_model_len=MAX_MODEL_LEN,
+                        extra_args=["--max-num-seqs", str(args.max_num_seqs)]) as server:
             engine = OpenAIEngine(server.base_url, model="smollm2", concurrency=args.concurrency, sampling=sampling)
+            caption_round(engine, cfg, prompts, samples(90000, 8))  # warm-up
             pairs = []
             try:
                 for r in range(args.rounds):
