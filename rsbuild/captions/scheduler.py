@@ -208,7 +208,8 @@ class _Driver:
         self.admit = threading.Semaphore(self.window)  # released when the consumer takes a sample
         self.stop = threading.Event()
         self.open_by_engine = {id(e): 0 for e in engines}
-        self.ready: dict[int, list[tuple[int, int, _Pending, _Job]]] = {id(e): [] for e in engines}  # heaps, oldest sample first
+        self.ready: dict[int, list[tuple[bool, int, int, _Pending, _Job]]] = {id(e): [] for e in engines}  # heaps (see _queue)
+        self.revise = "revise" in cfg.tasks
         self.pending: deque[_Pending] = deque()
         self.order = itertools.count()
         self.input_done = False
@@ -303,13 +304,16 @@ class _Driver:
         self._add_job(entry, revise)
 
     def _queue(self, entry: _Pending, job: _Job) -> None:
-        heapq.heappush(self.ready[id(job.engine)], (entry.seq, next(self.order), entry, job))
+        """Chain heads first (a re-ask, or an area caption a revise waits for), then leaves; oldest sample first
+        within each: the last samples' dependent chains start early, so the run ends without a long tail."""
+        leaf = job.attempts == 0 and not (job.task == "area" and self.revise)
+        heapq.heappush(self.ready[id(job.engine)], (leaf, entry.seq, next(self.order), entry, job))
 
     def _submit_ready(self) -> None:
         for engine in self.engines:
             heap, key = self.ready[id(engine)], id(engine)
             while heap and self.open_by_engine[key] < self.limits[key]:
-                _, _, entry, job = heapq.heappop(heap)
+                _, _, _, entry, job = heapq.heappop(heap)
                 request = _request(job, self.cfg)
                 self.open_by_engine[key] += 1
                 self.telemetry.requests += 1
