@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -105,3 +106,16 @@ def test_init_and_bad_config_give_clear_messages(tmp_path):
     assert "scenes.max_cloud_cover" in result.output and "Traceback" not in result.output
     result = runner.invoke(app, ["fetch", "--config", str(tmp_path / "rsbuild.toml"), "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "pois.path" in result.output  # the example's pois.csv does not exist
+
+
+def test_demo_shows_live_progress_without_errors(tmp_path: Path) -> None:
+    """The progress display is drawn (force_terminal), so every progress row must render."""
+    from rich.console import Console
+
+    from rsbuild.demo import run_demo
+
+    console = Console(file=io.StringIO(), force_terminal=True, width=160)
+    summary = run_demo(tmp_path / "demo", console, engine="template", show_progress=True)
+    output = console.file.getvalue()  # type: ignore[attr-defined]
+    assert summary.finalized and summary.tiles_written > 0
+    assert "POIs" in output and "captions" in output and "captions/s" in output

@@ -193,7 +193,7 @@ def progress_display(console: Console, show: bool) -> Progress:
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        TextColumn("{task.fields[rates]}", markup=False),
+        TextColumn("{task.fields[rates]}", markup=False),  # every task of this display sets ``rates``
         console=console,
         disable=not show,
     )
@@ -281,7 +281,8 @@ def _run(
     router = UnitRouter(open_unit, plan, todo)
     progress = progress_display(console, show_progress)
     with progress:
-        task = progress.add_task("POIs", total=sum(min(rows, (u + 1) * plan.unit_pois) - u * plan.unit_pois for u in todo))
+        task = progress.add_task("POIs", total=sum(min(rows, (u + 1) * plan.unit_pois) - u * plan.unit_pois for u in todo),
+                                 rates="")
         if todo:
             searcher = make_searcher(cfg)
             summary.filter_mode = getattr(searcher, "filter_mode", "")
