@@ -277,6 +277,10 @@ class CaptionsConfig(_Section):
     max_class_rows: int = Field(3, ge=0)
     seed: int = 0
 
+    def sampling(self) -> dict[str, Any]:
+        """The sampling settings every LLM request carries (recorded with each annotation)."""
+        return {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens}
+
     @model_validator(mode="after")
     def _one_vllm_model(self) -> CaptionsConfig:
         if self.engine == "vllm" and len(self.models) > 1:

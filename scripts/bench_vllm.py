@@ -182,8 +182,7 @@ def run_child(side: str, sent_file: Path, out: Path, first: int, tiles: int) -> 
 
 def bench_config(model: str) -> tuple[CaptionsConfig, PromptSet, dict[str, Any]]:
     cfg = CaptionsConfig(engine="vllm", models=[model], tasks=["area", "revise"], paraphrases=2, max_tokens=64, seed=0)
-    sampling = {"temperature": cfg.temperature, "top_p": cfg.top_p, "max_tokens": cfg.max_tokens}
-    return cfg, PromptSet.load(tasks=cfg.tasks), sampling
+    return cfg, PromptSet.load(tasks=cfg.tasks), cfg.sampling()
 
 
 def main() -> None:

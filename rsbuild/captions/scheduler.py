@@ -233,10 +233,8 @@ class _Driver:
                 self.admit.release()
                 yield item
         finally:
-            self.stop.set()
+            self.stop.set()  # the reader sees it within 0.2 s (it waits for admission with a timeout)
             self.events.put(("stop", None))
-            for _ in range(2):  # unblock a reader waiting for admission
-                self.admit.release()
             if started:
                 driver.join()
 
@@ -451,9 +449,7 @@ def _revise_job(area: _Job, engines: list[CaptionEngine], cfg: CaptionsConfig,
 
 
 def _sampling(engine: CaptionEngine, cfg: CaptionsConfig) -> dict[str, Any]:
-    if not engine.needs_prompts:
-        return {}
-    return {"temperature": cfg.temperature, "top_p": cfg.top_p, "max_tokens": cfg.max_tokens}
+    return cfg.sampling() if engine.needs_prompts else {}
 
 
 def _request(job: _Job, cfg: CaptionsConfig) -> CaptionRequest:

@@ -7,7 +7,6 @@ run that asks for it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from rsbuild.captions.base import CaptionEngine
 from rsbuild.config import CaptionsConfig
@@ -15,10 +14,6 @@ from rsbuild.errors import ConfigError
 
 CACHE_FILE = "captions.sqlite"
 
-
-def sampling_settings(cfg: CaptionsConfig) -> dict[str, Any]:
-    """The sampling settings every LLM request carries (recorded with each annotation)."""
-    return {"temperature": cfg.temperature, "top_p": cfg.top_p, "max_tokens": cfg.max_tokens}
 
 
 def make_engines(cfg: CaptionsConfig, cache_dir: Path | None) -> list[CaptionEngine]:
@@ -41,7 +36,7 @@ def make_engines(cfg: CaptionsConfig, cache_dir: Path | None) -> list[CaptionEng
 
 
 def _llm_engine(cfg: CaptionsConfig, model: str | None) -> CaptionEngine:
-    sampling = sampling_settings(cfg)
+    sampling = cfg.sampling()
     if cfg.engine == "openai":
         url = cfg.model_urls.get(model or "", cfg.server_url)
         if not url:
