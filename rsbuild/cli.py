@@ -151,7 +151,7 @@ SourceArgument = Annotated[str, typer.Argument(help="dataset or chip folder (loc
 TargetOption = Annotated[str, typer.Option("--out", "-o", help="output folder (local path or fsspec URL)")]
 EngineOption = Annotated[str | None, typer.Option(help="caption engine: template | openai | local | vllm")]
 PromptsOption = Annotated[Path | None, typer.Option(help="folder of prompt templates")]
-TasksOption = Annotated[str | None, typer.Option(help="comma-separated tasks: area,linear,class,revise")]
+TasksOption = Annotated[str | None, typer.Option(help="comma-separated tasks: area,linear,class,revise (LLM); vqa,referring,masks (from the stats)")]
 ServerOption = Annotated[str | None, typer.Option("--server-url", help="OpenAI-compatible base URL")]
 ModelOption = Annotated[list[str] | None, typer.Option("--model", help="annotator model (repeatable)")]
 ParaphrasesOption = Annotated[int | None, typer.Option(help="paraphrases per area caption (revise task)")]

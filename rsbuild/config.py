@@ -253,6 +253,9 @@ class VllmConfig(_Section):
         return value
 
 
+DERIVED_TASKS = ("vqa", "referring", "masks")  # rows computed from the stats, no engine involved
+
+
 class CaptionsConfig(_Section):
     """Caption engines and tasks."""
 
@@ -261,7 +264,10 @@ class CaptionsConfig(_Section):
     server_url: str | None = Field(None, description="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")
     api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key")
     prompts_dir: Path | None = None
-    tasks: list[Literal["area", "linear", "class", "revise"]] = Field(default_factory=lambda: ["area", "class"])  # type: ignore[arg-type]
+    tasks: list[Literal["area", "linear", "class", "revise", "vqa", "referring", "masks"]] = Field(
+        default_factory=lambda: ["area", "class"],  # type: ignore[arg-type]
+        description="LLM captions (area, linear, class, revise) and rows derived from the stats (vqa, referring, masks)",
+    )
     paraphrases: int = Field(0, ge=0, le=4)
     temperature: float = Field(0.7, ge=0)
     top_p: float = Field(0.95, gt=0, le=1)
@@ -276,6 +282,11 @@ class CaptionsConfig(_Section):
     class_min_share: float = Field(0.05, ge=0, le=1)
     max_class_rows: int = Field(3, ge=0)
     seed: int = 0
+
+    @property
+    def caption_tasks(self) -> list[str]:
+        """The tasks an engine writes (the rest are derived from the statistics)."""
+        return [t for t in self.tasks if t not in DERIVED_TASKS]
 
     def sampling(self) -> dict[str, Any]:
         """The sampling settings every LLM request carries (recorded with each annotation)."""
@@ -467,7 +478,7 @@ license = "cc-by-4.0"
 engine = "template"          # template | openai | local | vllm
 # server_url = "http://127.0.0.1:8000/v1"   # for engine = "openai"
 api_key_env = "OPENAI_API_KEY"  # the key itself is read from this environment variable only
-tasks = ["area", "class"]     # area | linear | class | revise
+tasks = ["area", "class"]     # area | linear | class | revise; derived rows: vqa | referring | masks
 paraphrases = 0
 class_min_share = 0.05
 max_class_rows = 3

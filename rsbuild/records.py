@@ -51,6 +51,19 @@ ComponentStats = TypedDict(
 )
 ComponentStats.__doc__ = "One connected component above the minimum size (``stats[\"components\"]``, area descending)."
 
+ComponentMask = TypedDict(
+    "ComponentMask",
+    {
+        "component": int,  # index into stats["components"]
+        "class": str,
+        "pixels": int,
+        "bbox_px": list[int],
+        "rle": dict[str, Any],  # COCO RLE {"size": [height, width], "counts": compressed string}
+    },
+)
+ComponentMask.__doc__ = "COCO RLE of one listed component (``KEY.json`` → ``masks``, task ``masks``)."
+
+
 class TileStats(TypedDict, total=False):
     """Label statistics of one tile (``KEY.json`` → ``stats``; schema in ARCHITECTURE.md)."""
 
@@ -179,12 +192,15 @@ class Sample:
     stats: TileStats
     annotations: list[Annotation] = field(default_factory=list)
     failures: list[CaptionFailure] = field(default_factory=list)  # per-caption failures kept in KEY.json
+    masks: list[ComponentMask] = field(default_factory=list)  # per-component RLE (task "masks")
 
     def json_payload(self) -> dict[str, Any]:
         """The ``KEY.json`` document."""
         doc: dict[str, Any] = {"metadata": self.metadata, "stats": self.stats, "annotations": self.annotations}
         if self.failures:
             doc["caption_failures"] = self.failures
+        if self.masks:
+            doc["masks"] = self.masks
         return doc
 
 

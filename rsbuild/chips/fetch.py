@@ -22,6 +22,7 @@ from PIL import Image
 
 from rsbuild.chips.downsample import downsample_labels, downsample_mask, downsample_rgb
 from rsbuild.chips.imagery import cloud_mask, rgb_from_bands, rgb_from_visual
+from rsbuild.chips.masks import component_masks
 from rsbuild.chips.splits import assign_split, split_key_for
 from rsbuild.chips.stats import compute_stats
 from rsbuild.concurrency import die_with_parent, ordered_map
@@ -284,6 +285,7 @@ class Tiler:
             mask_png=encode_png(mask, level) if self.cfg.output.write_masks else None,
             metadata=metadata,
             stats=stats,
+            masks=component_masks(mask, stats, self.scheme) if "masks" in self.cfg.captions.tasks else [],
         )
 
     def _skip_reason(self, stats: TileStats) -> tuple[str, str] | None:

@@ -117,10 +117,16 @@ class _ClassShapes:
     small_patch_pixels: int
 
 
+def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """8-connected components of a boolean mask: (label image with ids 1..count, count)."""
+    labelled, count = ndimage.label(mask, structure=_EIGHT_CONNECTED)
+    return labelled, int(count)
+
+
 def _class_shapes(mask: np.ndarray, min_component_pixels: int) -> _ClassShapes:
     """Shapes of a non-empty mask's pixels and of its 8-connected components."""
     height, width = mask.shape
-    labelled, count = ndimage.label(mask, structure=_EIGHT_CONNECTED)
+    labelled, count = label_components(mask)
     ys, xs = np.nonzero(labelled)
     ids = labelled[ys, xs]
     cx, cy = xs + 0.5, ys + 0.5

@@ -17,12 +17,19 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from rsbuild.captions.referring import referring_expressions
 from rsbuild.captions.scheduler import caption_classes
+from rsbuild.captions.vqa import KINDS as VQA_KINDS
+from rsbuild.captions.vqa import vqa_pairs
 from rsbuild.records import KEY_PATTERN, Poi, Sample
 
 ROW_TASKS = ("global", "grounding", "class", "class_grounding")  # the rows of a tile
 STILL_TASK = "still_overview"  # the row of a POI's overhead still (still_overview_row)
-ALL_ROW_TASKS = (*ROW_TASKS, STILL_TASK)
+# rows derived from the stats (opt-in through captions.tasks vqa / referring / masks); meta.detail says what
+DERIVED_ROW_TASKS = ("vqa", "referring", "region_caption", "mask_grounding")
+ALL_ROW_TASKS = (*ROW_TASKS, STILL_TASK, *DERIVED_ROW_TASKS)
+MAX_VQA_ROWS = 19  # the most `vqa_pairs` asks per tile (rsbuild.captions.vqa MAX_* limits)
+MAX_REFERENTS = 20  # components per tile that get referring / mask rows (stats.max_components default)
 _IMAGE_SUFFIXES = {STILL_TASK: (".png", ".jpg")}  # other tasks: ".png" only
 
 MODALITIES = {
@@ -57,6 +64,23 @@ PROMPTS: dict[str, tuple[str, ...]] = {
         "Give the bounding boxes of the {cls} in {image}." + _BOX_FORMAT,
         "Where is {cls} in {image}?" + _BOX_FORMAT,
     ),
+    "referring": (
+        "Give the bounding box of {cls} in {image}." + _BOX_FORMAT,
+        "Locate {cls} in {image}." + _BOX_FORMAT,
+        "Where is {cls} in {image}?" + _BOX_FORMAT,
+    ),
+    "region_caption": (
+        "What is in the region {cls} of {image}? The box is [x1, y1, x2, y2] normalised to 0-1 (x to the right, y down)."
+        " Answer with a short referring phrase.",
+        "Describe the area inside the box {cls} of {image} (normalised [x1, y1, x2, y2], x to the right, y down)"
+        " with a phrase that singles it out.",
+    ),
+    "mask_grounding": (
+        "Segment {cls} in {image}. Answer with a COCO run-length encoding"
+        ' {{"size": [height, width], "counts": STRING}} (column-major, compressed counts).',
+        "Give the pixel mask of {cls} in {image} as COCO RLE"
+        ' {{"size": [height, width], "counts": STRING}} (column-major, compressed counts).',
+    ),
 }
 
 
@@ -81,10 +105,11 @@ class SftRow:
     boxes: tuple[Box, ...]
     class_name: str | None = None
     annotator: str | None = None
+    detail: dict[str, Any] | None = None  # derived rows: what verify needs to re-derive the answer
 
     def to_json(self, key: str, image: str, overlay: str | None = None) -> dict[str, Any]:
         """The JSONL row; ``image`` and ``overlay`` are paths relative to the dataset folder."""
-        return {
+        row: dict[str, Any] = {
             "messages": [
                 {"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": self.prompt}]},
                 {"role": "assistant", "content": [{"type": "text", "text": self.answer}]},
@@ -97,6 +122,9 @@ class SftRow:
                 "overlay": overlay,
             },
         }
+        if self.detail is not None:
+            row["meta"]["detail"] = self.detail
+        return row
 
 
 def pick_prompt(key: str, task: str, modality: str, class_name: str | None = None, variant: int = 0) -> str:
@@ -155,11 +183,45 @@ def selected_classes(stats: Mapping[str, Any], min_share: float, max_rows: int) 
     return caption_classes(stats, min_share, max_rows)
 
 
+def derived_rows_bound(tasks: Iterable[str]) -> int:
+    """The most rows the derived ``tasks`` (vqa, referring, masks) add to one tile."""
+    chosen = set(tasks)
+    return (MAX_VQA_ROWS if "vqa" in chosen else 0) + MAX_REFERENTS * (
+        2 * ("referring" in chosen) + ("masks" in chosen))
+
+
+def derived_rows(sample: Sample, tasks: Iterable[str], modality: str = "sentinel-2") -> list[SftRow]:
+    """The rows computed from the stats alone: VQA pairs, referring expressions in both
+    directions (phrase → box, box → phrase) and mask grounding (phrase → COCO RLE)."""
+    chosen, key, stats = set(tasks), sample.key, sample.stats
+    image = MODALITIES[modality]
+    rows = [SftRow("vqa", pair.question, pair.answer, (), None, None, pair.detail())
+            for pair in (vqa_pairs(stats, key, image) if "vqa" in chosen else ())]
+    if not chosen & {"referring", "masks"}:
+        return rows
+    masks = {int(m["component"]): m["rle"] for m in sample.masks}
+    for ref in referring_expressions(stats).referents[:MAX_REFERENTS]:
+        box = Box(ref.class_name, ref.bbox)
+        detail = {"component": ref.component, "phrase": ref.phrase}
+        if "referring" in chosen:
+            rows.append(SftRow("referring", pick_prompt(key, "referring", modality, ref.phrase), boxes_answer([box]),
+                               (box,), None, None, detail))
+            region = json.dumps(list(ref.bbox))
+            rows.append(SftRow("region_caption", pick_prompt(key, "region_caption", modality, region), ref.phrase,
+                               (box,), None, None, detail))
+        if "masks" in chosen and ref.component in masks:
+            rows.append(SftRow("mask_grounding", pick_prompt(key, "mask_grounding", modality, ref.phrase),
+                               json.dumps(masks[ref.component], sort_keys=True), (box,), None, None, detail))
+    return rows
+
+
 def build_rows(
-    sample: Sample, class_min_share: float = 0.05, max_class_rows: int = 3, modality: str = "sentinel-2"
+    sample: Sample, class_min_share: float = 0.05, max_class_rows: int = 3, modality: str = "sentinel-2",
+    tasks: Iterable[str] = (),
 ) -> list[SftRow]:
     """Every SFT row of one tile: global captions, grounding, then per selected class its
-    caption rows and grounding row. Tiles without captions still get their grounding rows."""
+    caption rows and grounding row, then the rows ``tasks`` derive from the stats (vqa,
+    referring, masks). Tiles without captions still get their grounding rows."""
     if modality not in MODALITIES:
         raise ValueError(f"unknown modality {modality!r}; expected one of {', '.join(MODALITIES)}")
     key, stats = sample.key, sample.stats
@@ -175,7 +237,7 @@ def build_rows(
         for variant, (text, annotator) in enumerate(caption_texts(sample.annotations, "class", name)):
             rows.append(SftRow("class", pick_prompt(key, "class", modality, name, variant), text, boxes, name, annotator))
         rows.append(SftRow("class_grounding", pick_prompt(key, "class_grounding", modality, name), boxes_answer(boxes), boxes, name))
-    return rows
+    return rows + derived_rows(sample, tasks, modality)
 
 
 def _check_text_part(part: Any, where: str, problems: list[str]) -> None:
@@ -186,9 +248,9 @@ def _check_text_part(part: Any, where: str, problems: list[str]) -> None:
 
 
 def reported_tasks(counts_by_split: Iterable[Mapping[str, int]]) -> tuple[str, ...]:
-    """The row tasks a count table lists: every tile task, and still rows when there are any."""
-    has_stills = any(counts.get(STILL_TASK, 0) for counts in counts_by_split)
-    return ALL_ROW_TASKS if has_stills else ROW_TASKS
+    """The row tasks a count table lists: every tile task, and still and derived rows when there are any."""
+    tables = list(counts_by_split)
+    return ROW_TASKS + tuple(t for t in (STILL_TASK, *DERIVED_ROW_TASKS) if any(c.get(t, 0) for c in tables))
 
 
 def row_problems(row: Any) -> list[str]:
@@ -220,7 +282,7 @@ def row_problems(row: Any) -> list[str]:
     else:
         _check_text_part(assistant["content"][0], "messages[1].content[0]", problems)
     problems.extend(_meta_problems(row["meta"]))
-    if not problems and row["meta"]["task"] in ("grounding", "class_grounding"):
+    if not problems and row["meta"]["task"] in ("grounding", "class_grounding", "referring"):
         problems.extend(grounding_answer_problems(assistant["content"][0]["text"]))
     return problems
 
@@ -230,9 +292,12 @@ def _is_relative_image(path: Any, suffixes: tuple[str, ...] = (".png",)) -> bool
 
 
 def _meta_problems(meta: Any) -> list[str]:
-    if not isinstance(meta, dict) or set(meta) != {"key", "task", "class", "annotator", "overlay"}:
-        return ["meta must have exactly key, task, class, annotator, overlay"]
-    problems = []
+    fields = {"key", "task", "class", "annotator", "overlay"}
+    derived = isinstance(meta, dict) and meta.get("task") in DERIVED_ROW_TASKS
+    if not isinstance(meta, dict) or set(meta) != (fields | {"detail"} if derived else fields):
+        return ["meta must have exactly key, task, class, annotator, overlay (and detail on "
+                f"{', '.join(DERIVED_ROW_TASKS)} rows)"]
+    problems = _detail_problems(meta["task"], meta["detail"]) if derived else []
     if not isinstance(meta["key"], str) or not KEY_PATTERN.match(meta["key"]):
         problems.append("meta.key must match [A-Za-z0-9_-]+")
     if meta["task"] not in ALL_ROW_TASKS:
@@ -246,6 +311,16 @@ def _meta_problems(meta: Any) -> list[str]:
     elif meta["task"] == STILL_TASK and meta["overlay"] is not None:
         problems.append("meta.overlay must be null on still_overview rows")
     return problems
+
+
+def _detail_problems(task: str, detail: Any) -> list[str]:
+    if task == "vqa":
+        ok = (isinstance(detail, dict) and set(detail) == {"kind", "subjects"} and detail["kind"] in VQA_KINDS
+              and isinstance(detail["subjects"], list) and all(isinstance(s, str) for s in detail["subjects"]))
+        return [] if ok else [f"meta.detail of a vqa row must be {{'kind': one of {', '.join(VQA_KINDS)}, 'subjects': [class, ...]}}"]
+    ok = (isinstance(detail, dict) and set(detail) == {"component", "phrase"} and isinstance(detail["component"], int)
+          and isinstance(detail["phrase"], str))
+    return [] if ok else [f"meta.detail of a {task} row must be {{'component': int, 'phrase': str}}"]
 
 
 def grounding_answer_problems(answer: str) -> list[str]:

@@ -319,6 +319,7 @@ def _sample_from_members(key: str, members: dict[str, bytes], default_split: str
         stats=doc.get("stats", {}),
         annotations=doc.get("annotations", []),
         failures=doc.get("caption_failures", []),
+        masks=doc.get("masks", []),
     )
 
 

@@ -217,7 +217,7 @@ class UnitWriter:
 
     def _write_rows(self, sample: Sample, image: str, slot: int) -> None:
         captions = self.captions_cfg
-        rows = sft.build_rows(sample, captions.class_min_share, captions.max_class_rows, self.modality)
+        rows = sft.build_rows(sample, captions.class_min_share, captions.max_class_rows, self.modality, captions.tasks)
         if len(rows) > self.plan.rows_per_tile:
             raise RuntimeError(f"{sample.key} has {len(rows)} rows, more than the {self.plan.rows_per_tile} overlay slots")
         stream = self._stream(sample.split)
@@ -376,7 +376,7 @@ def prepare_run(out_dir: Path, config: Mapping[str, Any], *, overwrite: bool = F
 def rows_per_tile_bound(captions: CaptionsConfig) -> int:
     """The most SFT rows one tile can get (global + grounding + class rows), for overlay slots."""
     models = max(1, len(captions.models))
-    return 4 + (2 + captions.paraphrases + 2 * captions.max_class_rows) * models
+    return 4 + (2 + captions.paraphrases + 2 * captions.max_class_rows) * models + sft.derived_rows_bound(captions.tasks)
 
 
 def plan_for(cfg: Any) -> UnitPlan:

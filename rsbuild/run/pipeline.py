@@ -387,7 +387,7 @@ def make_caption_stage(cfg: Config, out_dir: Path, engines: list[CaptionEngine] 
     """The caption stage for a run (engines from the config unless given; the caller closes them)."""
     engines = engines if engines is not None else make_engines(cfg.captions, out_dir / "cache")
     needs_prompts = any(e.needs_prompts for e in engines)
-    prompts = PromptSet.load(cfg.captions.prompts_dir, tasks=cfg.captions.tasks) if needs_prompts else None
+    prompts = PromptSet.load(cfg.captions.prompts_dir, tasks=cfg.captions.caption_tasks) if needs_prompts else None
     return CaptionStage(cfg, engines, prompts)
 
 
