@@ -225,6 +225,8 @@ def verify(
         render_verify(report, console)
     if min_pass_rate is not None and (report["pass_rate"] or 0.0) < min_pass_rate:
         raise typer.Exit(1)
+    if report.get("derived", {}).get("failures"):  # derived rows are exact: any mismatch is an error
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -13,8 +13,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rsbuild.captions.engines.template import clear_position
+from rsbuild.captions.engines.template import POSITION_MARGIN, clear_position
 from rsbuild.captions.vqa import COMPASS
+from rsbuild.chips.stats import POSITIONS
 
 COMPACT_EXTENT = 0.5  # a ranked component gets its compass cell when its box spans at most this much
 
@@ -47,10 +48,18 @@ class _Description:
     rank: int | None = None  # 0 largest, 1 second largest
 
 
+def _could_be_in(cell: str, centroid: Sequence[float]) -> bool:
+    """Whether a reader could place a centroid in ``cell``: inside it or within POSITION_MARGIN of it."""
+    row, col = next((r, c) for r, names in enumerate(POSITIONS) for c, name in enumerate(names) if name == cell)
+    return all(k / 3 - POSITION_MARGIN <= float(v) <= (k + 1) / 3 + POSITION_MARGIN
+               for k, v in ((col, centroid[0]), (row, centroid[1])))
+
+
 def _matches(desc: _Description, comp: Mapping[str, Any], rank: int) -> bool:
+    """Whether another component could be what ``desc`` describes (a border place counts for both cells)."""
     return (comp["class"] == desc.class_name
             and (desc.elongated is None or bool(comp.get("elongated")) == desc.elongated)
-            and (desc.cell is None or clear_position(comp.get("centroid")) == desc.cell)
+            and (desc.cell is None or _could_be_in(desc.cell, comp["centroid"]))
             and (desc.rank is None or rank == desc.rank))
 
 
@@ -58,9 +67,9 @@ def phrase_of(desc: _Description) -> str:
     """'the elongated water area in the north-east', 'the largest tree cover area', ..."""
     size = {None: "", 0: "largest ", 1: "second-largest "}[desc.rank]
     shape = "elongated " if desc.elongated else ""
-    noun = "feature" if desc.elongated else "area"
+    noun = "feature" if desc.elongated else ("" if desc.class_name.endswith(" area") else "area")
     where = f" in the {COMPASS[desc.cell]}" if desc.cell else ""
-    return f"the {size}{shape}{desc.class_name} {noun}{where}"
+    return f"the {size}{shape}{desc.class_name}{' ' + noun if noun else ''}{where}"
 
 
 def _descriptions(comp: Mapping[str, Any], rank: int, clean: bool) -> list[_Description]:

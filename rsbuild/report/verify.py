@@ -3,21 +3,38 @@
 Streams the shards once; every annotation is checked again with `check_caption` (so captions
 edited or written by another tool are judged too), and captions the build already rejected
 (``caption_failures``) are counted with their recorded reasons.
+
+Rows derived from the stats (tasks vqa, referring, masks) are exact by construction, so verify
+re-derives each from the tile's statistics (`verify_derived_rows`: every VQA answer, every
+referring phrase and box, every mask's pixel count and box) and decodes each shard's masks
+against ``KEY.mask.png``; any mismatch is a failure (`rsbuild verify` exits 1).
 """
 
 from __future__ import annotations
 
+import io
+import json
 import re
 from collections import Counter
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
 from rsbuild.captions.check import check_caption
+from rsbuild.captions.referring import referring_expressions
+from rsbuild.captions.vqa import derive_answer
+from rsbuild.chips.masks import component_masks, decode_rle
+from rsbuild.dataset.layout import DATA_DIR
+from rsbuild.dataset.sft import DERIVED_ROW_TASKS
 from rsbuild.dataset.shards import list_shards, read_shard
 from rsbuild.errors import InputError
+from rsbuild.records import SPLITS, Sample
+from rsbuild.schemes import scheme_or_none
 
 _NUMBERS = re.compile(r"\d+(?:\.\d+)?")
 
@@ -37,9 +54,12 @@ def verify_dataset(dataset_dir: Path, top: int = 10) -> dict[str, Any]:
     rejected_at_build: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
     samples = 0
+    mask_failures: Counter[str] = Counter()
     for shard in shards:
         for sample in read_shard(shard):
             samples += 1
+            for problem in shard_mask_problems(sample):
+                mask_failures[problem] += 1
             for ann in sample.annotations:
                 subject = ann.get("class") if ann.get("task") == "class" else None
                 verdict = check_caption(str(ann.get("text", "")), sample.stats, subject=subject)
@@ -64,12 +84,121 @@ def verify_dataset(dataset_dir: Path, top: int = 10) -> dict[str, Any]:
             "rejected_at_build": rejected_at_build[task],
         }
     total = sum(passed.values()) + sum(failed.values())
-    return {
+    report: dict[str, Any] = {
         "samples": samples,
         "captions": total,
         "pass_rate": round(sum(passed.values()) / total, 4) if total else None,
         "rejected_at_build": sum(rejected_at_build.values()),
         "by_task": by_task,
+        "top_reasons": [{"reason": r, "count": c} for r, c in reasons.most_common(top)],
+    }
+    derived = verify_derived_rows(Path(dataset_dir), top)
+    if derived["rows"] or mask_failures:
+        derived["shard_mask_failures"] = sum(mask_failures.values())
+        derived["failures"] += derived["shard_mask_failures"]
+        derived["top_reasons"] = [{"reason": r, "count": c} for r, c in
+                                  (Counter({x["reason"]: x["count"] for x in derived["top_reasons"]}) + mask_failures).most_common(top)]
+        report["derived"] = derived
+    return report
+
+
+def shard_mask_problems(sample: Sample) -> list[str]:
+    """Masks of a shard sample that are not their component's pixels in ``KEY.mask.png``."""
+    if not sample.masks:
+        return []
+    scheme = scheme_or_none(sample.stats.get("scheme"))
+    if sample.mask_png is None or scheme is None:
+        return ["masks without a KEY.mask.png or a known scheme to check them against"]
+    labels = np.asarray(Image.open(io.BytesIO(sample.mask_png)))
+    try:
+        expected = component_masks(labels, sample.stats, scheme)
+    except ValueError as exc:
+        return [f"masks: {exc}"]
+    if len(expected) != len(sample.masks):
+        return [f"masks: {len(sample.masks)} masks for {len(expected)} components"]
+    return [f"mask of component {got.get('component')} is not its {got.get('class')} pixels"
+            for got, want in zip(sample.masks, expected, strict=True) if got != want]
+
+
+def _rows(out: Path) -> Iterator[dict[str, Any]]:
+    for split in SPLITS:
+        path = out / DATA_DIR / f"{split}.jsonl"
+        if path.exists():
+            with path.open(encoding="utf-8") as handle:
+                yield from (json.loads(line) for line in handle)
+
+
+def _sidecar_stats(out: Path, row: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The stats of a row's tile from its ``metadata/…/KEY.json`` (beside ``images/…/KEY.png``)."""
+    image = str(row["messages"][0]["content"][0]["image"])
+    if not image.startswith("images/"):
+        return None
+    path = out / ("metadata/" + image.removeprefix("images/").removesuffix(".png") + ".json")
+    if not path.is_file():
+        return None
+    return dict(json.loads(path.read_text(encoding="utf-8"))["label"]["stats"])
+
+
+def derived_row_problem(row: Mapping[str, Any], stats: Mapping[str, Any]) -> str | None:
+    """Why a derived row's answer does not follow from the stats (None: it does)."""
+    meta, answer = row["meta"], str(row["messages"][1]["content"][0]["text"])
+    detail = meta.get("detail") or {}
+    task = meta["task"]
+    if task == "vqa":
+        expected = derive_answer(stats, str(detail.get("kind")), list(detail.get("subjects", [])))
+        return None if expected == answer else f"vqa {detail.get('kind')}: answer {answer!r}, the stats give {expected!r}"
+    referents = {r.component: r for r in referring_expressions(stats).referents}
+    ref = referents.get(detail.get("component"))  # type: ignore[arg-type]
+    if ref is None or ref.phrase != detail.get("phrase"):
+        return f"{task}: component {detail.get('component')} has no unambiguous phrase {detail.get('phrase')!r}"
+    if task == "region_caption":
+        return None if answer == ref.phrase else f"region_caption: answer {answer!r}, the stats give {ref.phrase!r}"
+    if task == "referring":
+        want = [{"label": ref.class_name, "bbox": list(ref.bbox)}]
+        return None if json.loads(answer) == want else f"referring: box {answer} is not {ref.phrase}'s box"
+    comp = stats["components"][ref.component]
+    pixels = decode_rle(json.loads(answer))
+    ys, xs = np.nonzero(pixels)
+    box = [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1] if xs.size else []
+    if int(pixels.sum()) != int(comp["pixels"]) or box != list(comp["bbox_px"]):
+        return f"mask_grounding: mask of {ref.phrase} has {int(pixels.sum())} pixels in {box}, the stats say {comp['pixels']} in {comp['bbox_px']}"
+    return None
+
+
+def verify_derived_rows(out: Path, top: int = 10) -> dict[str, Any]:
+    """Every derived JSONL row re-derived from its tile's stats: counts, answer distributions of
+    the VQA kinds, components skipped as ambiguous, and the reasons of any mismatch."""
+    passed: Counter[str] = Counter()
+    failed: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
+    answers: dict[str, Counter[str]] = {}
+    ambiguous = 0
+    last_key, stats = None, None
+    for row in _rows(out):
+        task = row.get("meta", {}).get("task")
+        if task not in DERIVED_ROW_TASKS:
+            continue
+        if row["meta"]["key"] != last_key:  # a tile's rows are consecutive: one sidecar read per tile
+            last_key, stats = row["meta"]["key"], _sidecar_stats(out, row)
+            ambiguous += referring_expressions(stats).ambiguous if stats is not None else 0
+        try:
+            problem = "no metadata sidecar with the tile's stats" if stats is None else derived_row_problem(row, stats)
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            problem = f"{task}: unreadable answer ({exc})"
+        if problem is None:
+            passed[task] += 1
+        else:
+            failed[task] += 1
+            reasons[reason_kind(problem)] += 1
+        if task == "vqa":
+            answers.setdefault(str(row["meta"]["detail"]["kind"]), Counter())[row["messages"][1]["content"][0]["text"]] += 1
+    tasks = sorted(set(passed) | set(failed))
+    return {
+        "rows": sum(passed.values()) + sum(failed.values()),
+        "failures": sum(failed.values()),
+        "by_task": {t: {"rows": passed[t] + failed[t], "passed": passed[t], "failed": failed[t]} for t in tasks},
+        "vqa_answers": {kind: dict(sorted(c.items())) for kind, c in sorted(answers.items())},
+        "referring_ambiguous_components": ambiguous,
         "top_reasons": [{"reason": r, "count": c} for r, c in reasons.most_common(top)],
     }
 
@@ -90,3 +219,15 @@ def render_verify(report: dict[str, Any], console: Console) -> None:
         for item in report["top_reasons"]:
             reasons.add_row(item["reason"], str(item["count"]))
         console.print(reasons)
+    derived = report.get("derived")
+    if derived:
+        table = Table(title=f"rows derived from the stats: {derived['rows']} re-derived, {derived['failures']} wrong")
+        for column in ("task", "rows", "passed", "failed"):
+            table.add_column(column, justify="left" if column == "task" else "right")
+        for task, row in derived["by_task"].items():
+            table.add_row(task, str(row["rows"]), str(row["passed"]), str(row["failed"]))
+        console.print(table)
+        console.print(f"components without an unambiguous phrase (skipped): {derived['referring_ambiguous_components']}",
+                      markup=False, highlight=False)
+        for item in derived["top_reasons"]:
+            console.print(f"  {item['count']} x {item['reason']}", markup=False, highlight=False)
