@@ -286,6 +286,23 @@ def _loading_section() -> list[str]:
     ]
 
 
+def _derived_section(summary: Mapping[str, Any]) -> list[str]:
+    """Answer distributions of the VQA rows and the referring components skipped (tasks vqa / referring / masks)."""
+    derived = summary.get("derived")
+    if not derived:
+        return []
+    lines = ["## Rows derived from the statistics", "",
+             "VQA answers, referring phrases, boxes and masks follow exactly from the label statistics "
+             "(`rsbuild verify` re-derives each one).", ""]
+    answers = derived.get("vqa_answers", {})
+    if answers:
+        top = [(kind, ", ".join(f"{a}: {n}" for a, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:8]),
+                sum(counts.values())) for kind, counts in answers.items()]
+        lines += [*_table(["VQA kind", "questions", "answers (most frequent first)"], [(k, n, a) for k, a, n in top]), ""]
+    lines += [f"Components without an unambiguous referring phrase (skipped): {derived.get('referring_ambiguous_components', 0)}", ""]
+    return lines
+
+
 def render_card(
     summary: Mapping[str, Any],
     output_cfg: OutputConfig,
@@ -305,6 +322,7 @@ def render_card(
         "",
         *_counts_section(summary),
         *_classes_section(summary),
+        *_derived_section(summary),
         *_provenance_section(summary, config),
         *_licences_section(summary, scheme),
         *_layout_section(output_cfg),

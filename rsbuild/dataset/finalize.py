@@ -93,6 +93,8 @@ def finalize(
         summary["rows"] = sum(sum(r.values()) for r in tally.rows.values())
         tasks = sft.reported_tasks(tally.rows.values())
         summary["rows_by_split"] = {split: {t: tally.rows[split][t] for t in tasks} for split in SPLITS}
+        if tally.derived:
+            summary["derived"] = tally.derived.to_json()
         summary["files"] = {folder: sum(1 for p in (out_dir / folder).rglob("*") if p.is_file()) for folder in FOLDERS}
         card_text = card.render_card(summary, output_cfg, scheme, config)
         if output_cfg.write_plots and summary["tiles"]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -213,6 +214,34 @@ def derived_rows(sample: Sample, tasks: Iterable[str], modality: str = "sentinel
             rows.append(SftRow("mask_grounding", pick_prompt(key, "mask_grounding", modality, ref.phrase),
                                json.dumps(masks[ref.component], sort_keys=True), (box,), None, None, detail))
     return rows
+
+
+class DerivedCounts:
+    """Answer distributions of the VQA rows (per kind) and referring components skipped as
+    ambiguous: what the summary and the card report; empty (and absent) unless the tasks ran."""
+
+    def __init__(self) -> None:
+        self.answers: dict[str, Counter[str]] = {}
+        self.ambiguous = 0
+
+    def add(self, sample: Sample, rows: Sequence[SftRow], tasks: Iterable[str]) -> None:
+        for row in rows:
+            if row.task == "vqa" and row.detail is not None:
+                self.answers.setdefault(str(row.detail["kind"]), Counter())[row.answer] += 1
+        if set(tasks) & {"referring", "masks"}:
+            self.ambiguous += referring_expressions(sample.stats).ambiguous
+
+    def merge(self, doc: Mapping[str, Any]) -> None:
+        for kind, counts in doc.get("vqa_answers", {}).items():
+            self.answers.setdefault(kind, Counter()).update(counts)
+        self.ambiguous += int(doc.get("referring_ambiguous_components", 0))
+
+    def __bool__(self) -> bool:
+        return bool(self.answers) or self.ambiguous > 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"vqa_answers": {k: dict(sorted(c.items())) for k, c in sorted(self.answers.items())},
+                "referring_ambiguous_components": self.ambiguous}
 
 
 def build_rows(

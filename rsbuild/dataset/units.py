@@ -106,6 +106,7 @@ class Tally:
         self.scene_years: set[str] = set()
         self.plots = PlotCounts()
         self.plots_complete = True
+        self.derived = sft.DerivedCounts()  # vqa / referring / masks rows (absent from the JSON when none)
 
     def add_sample(self, sample: Sample) -> None:
         c = self.counters
@@ -139,6 +140,7 @@ class Tally:
             "valid_pixels": self.valid_pixels,
             "scene_years": sorted(self.scene_years),
             "plots": self.plots.to_json(),
+            **({"derived": self.derived.to_json()} if self.derived else {}),
         }
 
     def merge(self, doc: Mapping[str, Any]) -> None:
@@ -148,6 +150,7 @@ class Tally:
             self.rows[split].update(doc.get("rows", {}).get(split, {}))
         self.valid_pixels += int(doc.get("valid_pixels", 0))
         self.scene_years.update(doc.get("scene_years", []))
+        self.derived.merge(doc.get("derived", {}))
         if "plots" in doc:
             self.plots.merge(doc["plots"])
         else:
@@ -220,6 +223,7 @@ class UnitWriter:
         rows = sft.build_rows(sample, captions.class_min_share, captions.max_class_rows, self.modality, captions.tasks)
         if len(rows) > self.plan.rows_per_tile:
             raise RuntimeError(f"{sample.key} has {len(rows)} rows, more than the {self.plan.rows_per_tile} overlay slots")
+        self._tally.derived.add(sample, rows, captions.tasks)
         stream = self._stream(sample.split)
         for index, row in enumerate(rows):
             overlay = None

@@ -43,6 +43,7 @@ class Report:
     annotations_by_task: Counter = field(default_factory=Counter)
     shards: list[dict[str, Any]] = field(default_factory=list)
     failures_by_reason: Counter = field(default_factory=Counter)
+    vqa_answers: Counter = field(default_factory=Counter)  # (kind, answer) of vqa rows
     problems: list[str] = field(default_factory=list)
     problem_count: int = 0
 
@@ -58,6 +59,9 @@ class Report:
 
     def to_json(self) -> dict[str, Any]:
         tasks = reported_tasks(self.rows_by_split.values())
+        answers: dict[str, dict[str, int]] = {}
+        for (kind, answer), count in sorted(self.vqa_answers.items()):
+            answers.setdefault(kind, {})[answer] = count
         return {
             "out_dir": self.out_dir,
             "ok": self.ok,
@@ -75,6 +79,7 @@ class Report:
             "failures_by_reason": dict(sorted(self.failures_by_reason.items())),
             "problem_count": self.problem_count,
             "problems": self.problems,
+            **({"vqa_answers": answers} if answers else {}),
         }
 
 
@@ -170,6 +175,8 @@ def _check_jsonl(out: Path, keys: set[str], poi_ids: set[str], report: Report) -
                 report.rows_by_split[split][meta["task"]] += 1
                 if meta["class"]:
                     report.class_rows[meta["class"]] += 1
+                if meta["task"] == "vqa":
+                    report.vqa_answers[(meta["detail"]["kind"], row["messages"][1]["content"][0]["text"])] += 1
                 if meta["task"] == STILL_TASK and meta["key"] not in poi_ids:
                     report.problem(f"{where}: still of POI {meta['key']!r}, which has no tile in the shards")
                 elif meta["task"] != STILL_TASK and meta["key"] not in keys:
@@ -246,6 +253,13 @@ def render_report(report: Report, console: Console) -> None:
         for reason, count in data["failures_by_reason"].items():
             other.add_row(f"failed: {reason}", str(count))
         console.print(other)
+    if data.get("vqa_answers"):
+        vqa = Table(title="VQA answers", header_style="bold")
+        vqa.add_column("kind")
+        vqa.add_column("answers (count)")
+        for kind, answers in data["vqa_answers"].items():
+            vqa.add_row(kind, ", ".join(f"{a}: {n}" for a, n in sorted(answers.items(), key=lambda kv: (-kv[1], kv[0]))[:8]))
+        console.print(vqa)
     if report.ok:
         console.print("[bold green]valid[/]: every shard reads, keys are unique, every JSONL row parses and its image exists")
         return

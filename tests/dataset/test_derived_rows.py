@@ -87,6 +87,15 @@ def test_derived_rows_pass_verify_and_inspect(tmp_path):
     inspected = inspect_dataset(out)
     assert inspected.ok, inspected.problems
     assert inspected.rows_by_split["train"]["vqa"] == sum(per_tile)
+    answers = inspected.to_json()["vqa_answers"]
+    assert answers["presence"]["yes"] == answers["presence"]["no"] == derived["vqa_answers"]["presence"]["no"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["derived"]["vqa_answers"] == derived["vqa_answers"]
+    assert summary["derived"]["referring_ambiguous_components"] == derived["referring_ambiguous_components"]
+    card = (out / "README.md").read_text()
+    presence = derived["vqa_answers"]["presence"]
+    assert "## Rows derived from the statistics" in card
+    assert f"| presence | {presence['yes'] + presence['no']} | " in card
 
 
 def test_a_tampered_answer_fails_verify(tmp_path):
@@ -137,6 +146,8 @@ def test_no_derived_rows_unless_asked(tmp_path):
         sample.masks = []
         w.write(sample)
     assert "derived" not in verify(out)[1]
+    assert "derived" not in json.loads((out / "summary.json").read_text())
+    assert "Rows derived" not in (out / "README.md").read_text()
 
 
 def test_fetch_stage_masks_are_the_written_label_components(fixture_data, stac_api_rustac, label_urls):
