@@ -313,6 +313,8 @@ def row_problems(row: Any) -> list[str]:
     problems.extend(_meta_problems(row["meta"]))
     if not problems and row["meta"]["task"] in ("grounding", "class_grounding", "referring"):
         problems.extend(grounding_answer_problems(assistant["content"][0]["text"]))
+    if not problems and row["meta"]["task"] == "mask_grounding":
+        problems.extend(mask_answer_problems(assistant["content"][0]["text"]))
     return problems
 
 
@@ -350,6 +352,19 @@ def _detail_problems(task: str, detail: Any) -> list[str]:
     ok = (isinstance(detail, dict) and set(detail) == {"component", "phrase"} and isinstance(detail["component"], int)
           and isinstance(detail["phrase"], str))
     return [] if ok else [f"meta.detail of a {task} row must be {{'component': int, 'phrase': str}}"]
+
+
+def mask_answer_problems(answer: str) -> list[str]:
+    """Problems of a mask answer: JSON ``{"size": [height, width], "counts": compressed COCO string}``."""
+    try:
+        rle = json.loads(answer)
+    except json.JSONDecodeError:
+        return ["mask answer is not JSON"]
+    size = rle.get("size") if isinstance(rle, dict) else None
+    if (not isinstance(rle, dict) or set(rle) != {"size", "counts"} or not isinstance(rle["counts"], str)
+            or not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size))):
+        return ['mask answer must be {"size": [height, width], "counts": STRING} (COCO RLE)']
+    return []
 
 
 def grounding_answer_problems(answer: str) -> list[str]:

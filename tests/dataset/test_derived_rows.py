@@ -23,7 +23,7 @@ from rsbuild.chips.stats import compute_stats
 from rsbuild.cli import app
 from rsbuild.config import CaptionsConfig, OutputConfig, SplitsConfig
 from rsbuild.dataset.loader import load_hf
-from rsbuild.dataset.sft import derived_rows
+from rsbuild.dataset.sft import derived_rows, row_problems
 from rsbuild.dataset.writer import DatasetWriter
 from rsbuild.records import Poi, Sample
 from rsbuild.report.inspection import inspect_dataset
@@ -136,6 +136,17 @@ def test_rows_and_masks_load_with_datasets_and_webdataset(tmp_path):
             assert int(pixels.sum()) == comp["pixels"]
     hf = load_hf(out, "train")
     assert all(len(row["json"]["masks"]) == len(row["json"]["stats"]["components"]) for row in hf)
+
+
+def test_row_schema_of_derived_rows(tmp_path):
+    row = next(r for r in rows(build(tmp_path / "ds", tiles=1)) if r["meta"]["task"] == "mask_grounding")
+    assert row_problems(row) == []
+    row["messages"][1]["content"][0]["text"] = '{"size": [64], "counts": 3}'
+    assert row_problems(row) == ['mask answer must be {"size": [height, width], "counts": STRING} (COCO RLE)']
+    row["meta"]["detail"] = {"component": "first"}
+    assert "meta.detail of a mask_grounding row" in row_problems(row)[0]
+    del row["meta"]["detail"]
+    assert "detail on" in row_problems(row)[0]
 
 
 def test_no_derived_rows_unless_asked(tmp_path):
