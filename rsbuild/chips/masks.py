@@ -99,12 +99,16 @@ def component_masks(mask_index: np.ndarray, stats: Mapping[str, Any], scheme: Sc
 
 
 def _component_pixels(labelled: np.ndarray, sizes: np.ndarray, comp: Mapping[str, Any]) -> np.ndarray:
+    """The pixels of the labelled component with the stats' pixel count and box (searched in the box)."""
     x1, y1, x2, y2 = comp["bbox_px"]
-    for label in np.flatnonzero(sizes == int(comp["pixels"])):
-        if label == 0:
+    crop = labelled[y1:y2, x1:x2]
+    for label in np.unique(crop[crop > 0]):
+        if sizes[label] != int(comp["pixels"]):
             continue
-        pixels = labelled == label
-        ys, xs = np.nonzero(pixels)
-        if (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1) == (x1, y1, x2, y2):
+        inside = crop == label
+        rows, cols = np.flatnonzero(inside.any(axis=1)), np.flatnonzero(inside.any(axis=0))
+        if (rows[0], cols[0], rows[-1] + 1, cols[-1] + 1) == (0, 0, y2 - y1, x2 - x1) and inside.sum() == sizes[label]:
+            pixels = np.zeros(labelled.shape, dtype=bool)
+            pixels[y1:y2, x1:x2] = inside
             return pixels
     raise ValueError(f"no {comp['class']} component of {comp['pixels']} pixels in box {comp['bbox_px']}")
