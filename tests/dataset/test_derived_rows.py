@@ -177,3 +177,11 @@ def test_fetch_stage_masks_are_the_written_label_components(fixture_data, stac_a
             assert not (labels[pixels] == NODATA_INDEX).any()
     plain = fetch_config(fixture_data, stac_api_rustac.url, label_urls["EPSG:4326"], imagery__output_size=64)
     assert all(s.masks == [] for s in run_fetch_stage(plain, [poi]) if isinstance(s, Sample))
+
+
+def test_same_inputs_same_bytes(tmp_path):
+    first, second = build(tmp_path / "a", tiles=2), build(tmp_path / "b", tiles=2)
+    summaries = [json.loads((out / "summary.json").read_text()) for out in (first, second)]
+    assert summaries[0]["derived"] == summaries[1]["derived"]  # (summary.json also times the finalize step)
+    for rel in ("data/train.jsonl", "README.md", *(p.relative_to(first).as_posix() for p in (first / "shards").glob("*.tar"))):
+        assert (first / rel).read_bytes() == (second / rel).read_bytes(), rel
