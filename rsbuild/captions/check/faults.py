@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
 
 from rsbuild.captions.check.spans import DIR, Span, vector
+from rsbuild.captions.check.text import normalise
 
 # a "-land" compound ("rushland", "rough-land") that the vocabulary does not know: an invented class
 _INVENTED_LAND = re.compile(r"\b(?:[a-z]{3,}-?lands?)\b")
@@ -15,6 +17,9 @@ _DIRECTION_GLOSS = re.compile(
 REPEATED_SENTENCE_LIMIT = 3  # the same sentence this many times is degenerate text
 REPEATED_NGRAM_SHARE = 0.5  # ... as is text where this share of its word 4-grams repeat earlier ones
 MIN_WORDS_FOR_NGRAMS = 24
+COPIED_EXAMPLE_SHARE = 0.5  # a caption holding this share of a worked example's word 3-grams copies it ...
+COPIED_CAPTION_SHARE = 0.8  # ... as does one made mostly (this share) of an example's 3-grams
+COPIED_EXAMPLE_MIN_SHARE = 0.35  # ... when they are at least this share of the example
 
 
 def invented_classes(text: str, spans: Sequence[Span]) -> list[str]:
@@ -57,4 +62,46 @@ def degenerate(text: str) -> list[str]:
             seen.add(gram)
         if repeats / len(grams) >= REPEATED_NGRAM_SHARE:
             return ["repetitive text (most phrases repeat)"]
+    return []
+
+
+@lru_cache(maxsize=1)
+def worked_examples() -> tuple[str, ...]:
+    """The [assistant] turns of the shipped prompt templates: the answers the prompts show as examples."""
+    from rsbuild.captions.prompts import TURN_LINE, default_prompts_dir
+
+    examples = []
+    for entry in sorted(default_prompts_dir().iterdir(), key=lambda e: e.name):
+        if not entry.name.endswith(".j2"):
+            continue
+        role, body = "", list[str]()
+        for line in [*entry.read_text(encoding="utf-8").splitlines(), "[user]"]:
+            marker = TURN_LINE.match(line.strip())
+            if marker:
+                if role == "assistant" and "".join(body).strip():
+                    examples.append(" ".join(" ".join(body).split()))
+                role, body = marker.group(1), []
+            else:
+                body.append(line)
+    return tuple(examples)
+
+
+def _trigrams(text: str) -> set[tuple[str, ...]]:
+    words = re.findall(r"[a-z0-9%]+", normalise(text))
+    return {tuple(words[i:i + 3]) for i in range(len(words) - 2)}
+
+
+def copied_example(text: str, examples: Iterable[str]) -> list[str]:
+    """A reason when the caption repeats a prompt's worked example (whole, or most of it)."""
+    caption = _trigrams(text)
+    if not caption:
+        return []
+    for example in examples:
+        grams = _trigrams(example)
+        if not grams:
+            continue
+        shared = len(caption & grams)
+        if shared >= COPIED_EXAMPLE_SHARE * len(grams) or (
+                shared >= COPIED_CAPTION_SHARE * len(caption) and shared >= COPIED_EXAMPLE_MIN_SHARE * len(grams)):
+            return [f"copies the prompt's worked example ('{' '.join(example.split()[:8])} ...')"]
     return []

@@ -19,7 +19,7 @@ _LEXICON: dict[str, tuple[str, ...]] = {
               r"bays?", r"estuar(?:y|ies)", r"coast(?:line)?s?", r"shore(?:line)?s?", r"inlets?",
               r"tributar(?:y|ies)", r"watercourses?", r"waterways?", r"oxbows?"),
     "trees": (r"trees?", r"tree[- ]cover(?:ed)?", r"forests?", r"forested(?: areas?| land)?", r"woodlands?",
-              r"woods", r"wooded(?: areas?| land)?", r"treed", r"groves?", r"(?:tree )?canop(?:y|ies)"),
+              r"woods?", r"woodlots?", r"copses?", r"wooded(?: areas?| land)?", r"treed", r"groves?", r"(?:tree )?canop(?:y|ies)"),
     "crops": (r"croplands?", r"crops?", r"farmlands?", r"farms?", r"fields?", r"agricultural(?: land| fields?|"
               r" areas?| plots?| parcels?)?", r"agriculture", r"cultivated(?: land| fields?| areas?)?",
               r"cultivation", r"farming", r"arable(?: land)?", r"ploughed(?: fields?)?", r"tilled(?: land)?",
