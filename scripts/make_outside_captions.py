@@ -18,7 +18,8 @@ each is labelled from the *pixels* of its tile, not from the checker:
   ``no_fact`` captions state nothing checkable: both are wrong whatever the tile.
 
 Every row holds the text, label, kind of claim, a one-line reason and the tile's stats. Labels
-were then reviewed by reading rows against their stats (README beside the data).
+were then reviewed by reading rows against their stats (README beside the data). Rows with
+``author: "hand"`` were written by hand for twelve further tiles; a rerun keeps them.
 
     python scripts/make_outside_captions.py OUT.jsonl [--tiles 190] [--seed 12]
 """
@@ -215,7 +216,7 @@ def main() -> None:
             subject: str | None = None) -> None:
         style, _, reason = why.partition(": ")
         rows.append({"id": len(rows), "task": task, "subject": subject, "kind": kind, "label": label,
-                     "style": style, "text": text, "why": reason, "stats": scene.stats})
+                     "style": style, "text": text, "why": reason, "stats": scene.stats, "author": "generated"})
 
     for t in range(args.tiles):
         scene = make_scene(rng, SCHEMES[t % 3])
@@ -365,6 +366,10 @@ def main() -> None:
                            f"It spreads across {phrase} of the scene."])
         add(scene, "share", "wrong" if wrong else "correct", text,
             f"pronoun: {cls} is {shares[cls]:.0f}%, caption says {phrase}", task="class", subject=cls)
+    # captions written by hand (author "hand") live only in the data file: keep them
+    kept = [json.loads(line) for line in args.out.read_text().splitlines()] if args.out.is_file() else []
+    for row in (r for r in kept if r.get("author") == "hand"):
+        rows.append({**row, "id": len(rows)})
     with args.out.open("w") as fh:
         for row in rows:
             fh.write(json.dumps(row, sort_keys=True) + "\n")

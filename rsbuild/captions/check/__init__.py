@@ -95,7 +95,10 @@ def check_caption(text: str, stats: Mapping[str, Any], *, subject: str | None = 
     subject_span = Span(-1, -1, "subject", subject, subject or "") if subject else None
     pairs = attach(normalised, sentences, subject_span)
 
-    checker = Checker(normalised, stats, min_share)
+    asked_about = {subject} if subject else set()
+    if task == "linear":  # the linear prompt names the elongated features, however small
+        asked_about |= {str(c.get("class")) for c in stats.get("components", []) or [] if c.get("elongated")}
+    checker = Checker(normalised, stats, min_share, asked_about)
     claims_by_mention: dict[int, list[Span]] = {}
     mention_by_id: dict[int, Span] = {}
     for attr, mention in pairs:
@@ -122,4 +125,6 @@ def check_caption(text: str, stats: Mapping[str, Any], *, subject: str | None = 
         checker.fail(reason, "copied_example")
     if not any(sp.kind == "class" for sp in spans) and not (subject_span and id(subject_span) in claims_by_mention):
         checker.fail("states no checkable fact (names no land-cover class of the tile's scheme)", "no_fact")
+    elif task == "class" and not claims_by_mention and not denials:
+        checker.fail("states no checkable fact about the class (no share, place, count or shape)", "no_fact")
     return Verdict(not checker.reasons, checker.reasons, checker.codes)

@@ -18,7 +18,7 @@ REASON_CODES = ("class", "share", "count", "position", "direction", "rank", "rel
                 "text")
 """What a failed claim was about; ``Verdict.codes`` holds one per reason (runs count rejections by code)."""
 DEFAULT_MIN_SHARE = 0.01  # a named class must cover at least this share of the valid pixels
-NEGATED_PRESENT_SHARE = 0.05  # "there is no X" fails when X covers at least this share
+NEGATED_PRESENT_SHARE = 0.03  # "there is no X" fails when X covers at least this share
 TRACE_MAX_PERCENT = 12.0  # "hardly any X" fails when X covers more than this
 ORIENTATION_TOLERANCE_DEG = 35.0
 MIN_ELONGATION_FOR_DIRECTION = 1.5
@@ -194,11 +194,16 @@ def _orientation_agrees(claim: Any, cls: Mapping[str, Any], comps: list[Mapping[
     return False, " and ".join(sorted({_direction_name(d) for d in shaped}))
 
 
+_LARGE_BEFORE = re.compile(r"\b(?:large|big|major|main)\b[^.;!?]*$")
+
+
 class Checker:
-    def __init__(self, text: str, stats: Mapping[str, Any], min_share: float) -> None:
+    def __init__(self, text: str, stats: Mapping[str, Any], min_share: float,
+                 asked_about: Iterable[str] = ()) -> None:
         self.text = text
         self.facts = _Facts(stats)
         self.min_share = min_share
+        self.asked_about = set(asked_about)  # classes the prompt named (subject, linear features): no share floor
         self.reasons: list[str] = []
         self.codes: list[str] = []
 
@@ -226,7 +231,7 @@ class Checker:
             if not says_none:
                 self.fail(f"names {self.label(mention)}, which is not in the tile", "class")
             return False
-        if share < self.min_share and not says_none:
+        if share < self.min_share and not says_none and name not in self.asked_about:
             self.fail(f"names {self.label(mention)}, which covers only {_pct(share)} (< {_pct(self.min_share)})",
                       "class")
             return False
@@ -291,23 +296,33 @@ class Checker:
         if not _present_in(claim.value, cls, comps, self.facts.image_share(name), self.facts.total_pixels):
             self.fail(f"places {name} at '{claim.text.strip()}', but it lies in {_where(cls)}", "position")
 
-    def check_count(self, mention: Span, claim: Span) -> None:
+    def check_count(self, mention: Span, claim: Span, region: Region | None = None) -> None:
         """Counts ("three separate patches", "a single lake") against the class's connected parts.
 
         The lower bound is the class's substantial components (>= 5 % of its pixels), the upper
         bound all its parts (large components and small patches), with one of slack above two.
+        With a ``region`` ("two ponds in the north-east") only the components there count.
         """
         number, exact, size = claim.value
         cls = self.facts.classes[mention.value]
-        if size == "small" or "components" not in cls:
+        if "components" not in cls:
             return
         large, small = int(cls["components"]), int(cls.get("small_patches", 0))
         comps = self.facts.components.get(mention.value, [])
-        pixels = float(cls.get("pixels", 0)) or 1.0
+        if region is not None:
+            comps = [c for c in comps if _component_in(region, c, self.facts.total_pixels)]
+            large = len(comps)
+        pixels = float(sum(float(c.get("pixels", 0)) for c in comps) if region is not None else cls.get("pixels", 0)) or 1.0
         substantial = sum(float(c.get("pixels", 0)) >= 0.05 * pixels for c in comps) if comps else large
         slack = 0 if number <= 2 else 1 if number <= 6 else round(0.3 * number)
-        most = large if size == "large" else large + small
-        ok = (substantial - slack <= number <= most + slack) if exact else most >= number
+        beside_large = _LARGE_BEFORE.search(self.text[max(0, claim.start - 80):claim.start]) is not None
+        if size == "small" and beside_large:  # "2 large patches and a few small ones": the small patches
+            ok = number <= small + slack if exact else small >= 1
+        elif size == "small":  # "two small ponds": any of its parts may look small
+            ok = number <= large + small + slack if exact else large + small >= 2
+        else:
+            most = large if size == "large" else large + small
+            ok = (substantial - slack <= number <= most + slack) if exact else most >= number
         if not ok:
             parts = f"{large} part{'s' if large != 1 else ''}" + (f" and {small} small patches" if small else "")
             self.fail(f"says {mention.value} lies in '{claim.text.strip()}', but it has {parts}", "count")
@@ -357,8 +372,9 @@ def check_claim(checker: Checker, mention: Span, claim: Span, clause: Clause | N
         checker.check_orientation(mention, claim)
     elif claim.kind == "relative":
         checker.check_relative(mention, claim, spans)
-    elif claim.kind == "count" and not regional:
-        checker.check_count(mention, claim)
+    elif claim.kind == "count":
+        regions = [a.value for a in (clause.attributes if clause else []) if a.kind == "position"]
+        checker.check_count(mention, claim, regions[0] if len(regions) == 1 else None)
 
 
 def check_denials(checker: Checker, sentences: Iterable[Sentence], denials: list[tuple[Span, bool]]) -> None:
@@ -386,12 +402,14 @@ _COMPARE_GAPS = (
                r"(?:of\s+the\s+\w+\s+|area\s+|ground\s+|space\s+|land\s+|room\s+|surface\s+|extensive\s+|widespread\s+"
                r"|common\s+|abundant\s+)?than\s+(?:the\s+)?(?:do(?:es)?\s+)?"),
     re.compile(r"\s+(?:is|are|was|were|appears?|seems?|looks?)\s+(?:to be\s+)?(?:much\s+|far\s+|clearly\s+|slightly\s+|"
-               r"a bit\s+|considerably\s+|somewhat\s+)?(?P<cmp>larger|bigger|greater|wider|smaller|rarer|scarcer)\s+"
+               r"a bit\s+|considerably\s+|somewhat\s+)?(?P<cmp>larger|bigger|greater|wider|smaller|rarer|scarcer|"
+               r"(?:more|less) (?:extensive|widespread|common|abundant|prevalent|dominant))\s+"
                r"(?:in (?:area|extent)\s+)?than\s+(?:the\s+)?"),
     re.compile(r"\s+(?:clearly\s+|seems? to\s+|far\s+|easily\s+)?(?P<cmp>outweighs?|exceeds?|outnumbers?|surpasses?|"
                r"outstrips?|outsizes?|dwarfs?|is outweighed by|is exceeded by|is dwarfed by)\s+(?:the\s+)?"),
 )
-_SMALLER = ("less", "fewer", "smaller", "rarer", "scarcer", "is outweighed by", "is exceeded by", "is dwarfed by")
+_SMALLER = ("less", "fewer", "smaller", "rarer", "scarcer", "is outweighed by", "is exceeded by", "is dwarfed by",
+            "less extensive", "less widespread", "less common", "less abundant", "less prevalent", "less dominant")
 COMPARISON_TOLERANCE = 0.02  # "more X than Y" fails when X covers this much less than Y
 
 

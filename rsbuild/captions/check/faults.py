@@ -17,9 +17,9 @@ _DIRECTION_GLOSS = re.compile(
 REPEATED_SENTENCE_LIMIT = 3  # the same sentence this many times is degenerate text
 REPEATED_NGRAM_SHARE = 0.5  # ... as is text where this share of its word 4-grams repeat earlier ones
 MIN_WORDS_FOR_NGRAMS = 24
-COPIED_EXAMPLE_SHARE = 0.5  # a caption holding this share of a worked example's word 3-grams copies it ...
-COPIED_CAPTION_SHARE = 0.8  # ... as does one made mostly (this share) of an example's 3-grams
-COPIED_EXAMPLE_MIN_SHARE = 0.35  # ... when they are at least this share of the example
+COPIED_RUN_MIN_WORDS = 8  # a copy repeats at least this many words of a worked example in a row ...
+COPIED_EXAMPLE_SHARE = 0.55  # ... that are this share of the example's words ...
+COPIED_SENTENCE_SHARE = 0.8  # ... or this share of the caption sentence they are in
 
 
 def invented_classes(text: str, spans: Sequence[Span]) -> list[str]:
@@ -86,22 +86,33 @@ def worked_examples() -> tuple[str, ...]:
     return tuple(examples)
 
 
-def _trigrams(text: str) -> set[tuple[str, ...]]:
-    words = re.findall(r"[a-z0-9%]+", normalise(text))
-    return {tuple(words[i:i + 3]) for i in range(len(words) - 2)}
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9%]+", normalise(text))
+
+
+def _longest_run(a: Sequence[str], b: Sequence[str]) -> int:
+    """Length of the longest run of words that ``a`` and ``b`` share."""
+    best = 0
+    previous = [0] * (len(b) + 1)
+    for word in a:
+        current = [0] * (len(b) + 1)
+        for j, other in enumerate(b, 1):
+            if word == other:
+                current[j] = previous[j - 1] + 1
+                best = max(best, current[j])
+        previous = current
+    return best
 
 
 def copied_example(text: str, examples: Iterable[str]) -> list[str]:
-    """A reason when the caption repeats a prompt's worked example (whole, or most of it)."""
-    caption = _trigrams(text)
-    if not caption:
-        return []
+    """A reason when the caption repeats a prompt's worked example: a run of words that is most of
+    the example, or most of one of the caption's sentences (a copied example sentence)."""
+    sentences = [_words(s) for s in re.split(r"[.!?;\n]+", text)]
     for example in examples:
-        grams = _trigrams(example)
-        if not grams:
-            continue
-        shared = len(caption & grams)
-        if shared >= COPIED_EXAMPLE_SHARE * len(grams) or (
-                shared >= COPIED_CAPTION_SHARE * len(caption) and shared >= COPIED_EXAMPLE_MIN_SHARE * len(grams)):
-            return [f"copies the prompt's worked example ('{' '.join(example.split()[:8])} ...')"]
+        words = _words(example)
+        for sentence in sentences:
+            run = _longest_run(sentence, words)
+            if run >= COPIED_RUN_MIN_WORDS and (run >= COPIED_EXAMPLE_SHARE * len(words)
+                                               or run >= COPIED_SENTENCE_SHARE * len(sentence)):
+                return [f"copies the prompt's worked example ('{' '.join(example.split()[:8])} ...')"]
     return []

@@ -64,6 +64,8 @@ _RELATIVE = re.compile(
     rf"(?!(?:the |a |an |its |this )?(?:{_TILE}|center|middle|it|its|whole|entire|overall)\b)(?:the |a |an |some )?"
     r"|\b(?:above|below|beneath) the (?!(?:\d|average|rest|remainder))"
 )
+# "east of the centre": the side of the tile, not a relation to another class
+_SIDE_OF_CENTRE = re.compile(rf"\b(?P<core>{DIR})(?:ern)?(?: part)? of the (?:center|middle)\b")
 _POSITION = re.compile(
     rf"\b(?P<pre>(?:far|extreme|very|outer)[- ])?"
     rf"(?P<core>{_DIR_ADJ}|{_IMG_SIDE}|center|central|centrally|middle|midst|heart)"
@@ -126,7 +128,7 @@ _COUNT_ADJ = (r"(?P<adj>(?:(?:separate|distinct|isolated|individual|discrete|dis
               r"little|irregular|elongated|narrow|long|wide|dense|scattered|similar|rectangular|round|oval)[ ,]+"
               r"(?:and )?)*)")
 _COUNT_UNIT = (r"(?:patch(?:es)?|areas?|blocks?|clusters?|pockets?|parts?|pieces?|sections?|zones?|bod(?:y|ies)|stands?|"
-               r"clumps?|parcels?|islands?|fragments?|segments?|tracts?|expanses?|spots?|plots?|stretch(?:es)?|strips?)")
+               r"clumps?|parcels?|islands?|fragments?|segments?|tracts?|expanses?|spots?|plots?|stretch(?:es)?|strips?|ones)")
 # a number of countable things: "three separate patches", "a single lake" (the class word itself is the unit)
 _COUNT = re.compile(
     rf"\b{_COUNT_NUMBER}\s+{_COUNT_ADJ}(?:{_COUNT_UNIT}\b|(?=(?:lakes?|ponds?|reservoirs?|rivers?|streams?|canals?|"
@@ -142,10 +144,11 @@ _RANK = re.compile(
     r"|\b(?:the )?(?P<last>smallest|least (?:common|extensive|abundant|widespread)|rarest) (?:land[- ]?cover )?"
     r"(?:class|category|type)\b"
     # predicative superlatives: "water is the largest (part)", "grassland is the smallest part of the image"
-    r"|\b(?:is|are|was|were|as|being|remains?|forms?|makes? up|constitutes?) (?:by far |clearly |easily |also )?"
+    r"|\b(?:is|are|was|were|as|being|remains?|forms?|makes? up|constitutes?|provides?|occupies|occupy|covers?|takes? up|"
+    r"accounts? for|has|have) (?:by far |clearly |easily |also )?"
     r"the (?:single )?(?:(?P<pfirst>largest|biggest|most (?:common|extensive|widespread|abundant|prevalent|populated|"
     r"prominent|dominant)|dominant|main|principal|predominant)|(?P<plast>smallest|least (?:common|extensive|abundant|"
-    r"widespread|populated|prominent)|rarest))(?: (?:part|parts|feature|area|class|share|portion|component|category|"
+    r"widespread|populated|prominent)|rarest))(?: (?:part|parts|patch|feature|area|class|share|portion|component|category|"
     r"type|cover|one|land[- ]?cover(?: class| type)?))?(?=\s*(?:[.,;:!?)]|$|and\b|but\b|while\b|with\b|in\b|of "
     r"(?:the |this )?(?:image|tile|scene|area|picture)\b|here\b|at\b|covering\b))"
 )
@@ -324,6 +327,13 @@ def _position_value(m: re.Match[str], text: str) -> Any:
     return Region(v, h, depth, kind)
 
 
+def _side_region(word: str) -> Region:
+    """The half (or quadrant) of the tile on a compass side: "north", "south-east"."""
+    dx, dy = vector(word)
+    v, h = {-1: "N", 1: "S"}.get(dy), {-1: "W", 1: "E"}.get(dx)
+    return Region(v, h, 0.5, "quadrant" if (v and h) else "side")
+
+
 def _fraction_percent(m: re.Match[str]) -> float | None:
     if m.group("den"):
         num = {"a": 1, "an": 1}.get(m.group("num")) or int(m.group("num"))
@@ -341,7 +351,7 @@ def _fraction_percent(m: re.Match[str]) -> float | None:
 
 def _share_band(value: float, qualifier: str | None) -> tuple[float, float, float]:
     """(low, high, slack) in percent for a stated share and its qualifier."""
-    point_slack = max(6.0, min(12.0, 0.4 * value))
+    point_slack = max(3.0, min(9.0, 0.25 * value))
     bound_slack = max(2.5, min(10.0, 0.35 * value))
     q = (qualifier or "").strip()
     if re.search(r"no more|not more|under|(?<!no )(?<!not )less than|below|at most|up to|fewer", q):
@@ -388,11 +398,13 @@ def scan(text: str, vocab: Vocabulary) -> list[Span]:
     s.scan(_ORIENT_PAIR, "orient", _pair_value)
     s.scan(_ORIENT_MOTION, "orient", _motion_value)
     s.scan(_ORIENT_WORD, "orient", _orient_word_value)
+    s.scan(_COUNT, "count", _count_value)  # before traces: "a few small patches" is a count
     s.scan(_TRACE, "trace")
     s.scan(_OTHER_SHARE, "sink")
     for start, end, owner in vocab.find(text):
         if s.free(start, end):
             s.add(start, end, "sink" if owner is None else "class", owner)
+    s.scan(_SIDE_OF_CENTRE, "position", lambda m: _side_region(m.group("core")))
     s.scan(_RELATIVE, "relative", lambda m: m.group("d") or m.group(0).split()[0])
     s.scan(_RANK, "rank", _rank_value)
     s.scan(_POSITION, "position", lambda m: _position_value(m, text))
@@ -408,7 +420,6 @@ def scan(text: str, vocab: Vocabulary) -> list[Span]:
     for pattern, band in _SHARE_WORDS:
         s.scan(pattern, "share", lambda m, band=band: False if (_WHOLE_TILE_SPREAD.search(text[:m.start()])
                                                               or _FRAME_OF.search(text[:m.start()])) else band)
-    s.scan(_COUNT, "count", _count_value)
     s.scan(_DOMINANT, "dominant", lambda m: "follow" if m.group("adv") else "any")
     s.scan(_NEG_POST, "neg_post")
     s.scan(_NEG_PRE, "neg_pre", lambda m: "strong" if m.group("strong") else "weak")

@@ -46,8 +46,9 @@ _LEXICON: dict[str, tuple[str, ...]] = {
     "snow": (r"snow(?:[- ]covered|[- ]capped)?", r"snowy", r"snowfields?", r"ice", r"icy", r"ice[- ]covered",
              r"glaciers?", r"glacial", r"frozen"),
     "wetland": (r"wetlands?", r"herbaceous wetlands?", r"marsh(?:es|land|y)?", r"swamps?", r"swampy", r"bogs?",
-                r"boggy", r"fens?", r"mires?", r"reed ?beds?", r"reeds", r"peatlands?", r"waterlogged",
-                r"flooded(?: vegetation| grass(?:land)?| areas?| land)?"),
+                r"boggy", r"fens?", r"mires?", r"reed ?beds?", r"reeds", r"peatlands?",
+                r"(?:waterlogged|wetland|marsh(?:y|land)?|swamp(?:y)?|boggy|aquatic)(?: vegetation| ground| land| areas?)?",
+                r"flooded(?: vegetation| grass(?:land)?| areas?| land)?", r"floating vegetation"),
     "mangroves": (r"mangroves?(?: forests?)?",),
     "moss": (r"moss(?:es)?", r"lichens?", r"moss and lichens?", r"tundra"),
 }
