@@ -93,6 +93,8 @@ def attach(text: str, sentences: list[Sentence], subject: Span | None) -> list[t
                 target = _target(text, sentence, ci, attr, fallback)
                 if target is not None:
                     pairs.append((attr, target))
+                    if attr.kind == "position" and target.end <= attr.start:
+                        pairs.extend((attr, m) for m in _listed_before(text, sentence, target))
         if sentence.mentions:
             previous_first = sentence.mentions[0]
     return pairs
@@ -132,6 +134,26 @@ def _target(text: str, sentence: Sentence, ci: int, attr: Span, fallback: Span |
     if before:
         return before[-1]
     return fallback
+
+
+_LIST_COMMA = re.compile(r"\s*,\s*(?:and\s+|or\s+)?|\s+(?:and|or|&)\s+")
+
+
+def _listed_before(text: str, sentence: Sentence, last: Span) -> list[Span]:
+    """Mentions listed before ``last`` ("crops, built-up area and shrubs fill the corner"): the
+    place is claimed for each, unless one of them has its own attributes."""
+    mentions = [m for m in sentence.mentions if m.end <= last.start]
+    listed: list[Span] = []
+    current = last
+    for m in reversed(mentions):
+        if not _LIST_COMMA.fullmatch(text[m.end:current.start]):
+            break
+        listed.append(m)
+        current = m
+    starts = [a.start for c in sentence.clauses for a in c.attributes]
+    if listed and any(listed[-1].start <= start < last.start for start in starts):
+        return []
+    return listed
 
 
 def _respectively(text: str, sentence: Sentence) -> list[tuple[Span, Span]]:

@@ -90,6 +90,12 @@ def _words(text: str) -> list[str]:
     return re.findall(r"[a-z0-9%]+", normalise(text))
 
 
+@lru_cache(maxsize=64)
+def _example_words(example: str) -> tuple[list[str], frozenset[tuple[str, ...]]]:
+    words = _words(example)
+    return words, frozenset(zip(words, words[1:], words[2:]))
+
+
 def _longest_run(a: Sequence[str], b: Sequence[str]) -> int:
     """Length of the longest run of words that ``a`` and ``b`` share."""
     best = 0
@@ -108,8 +114,11 @@ def copied_example(text: str, examples: Iterable[str]) -> list[str]:
     """A reason when the caption repeats a prompt's worked example: a run of words that is most of
     the example, or most of one of the caption's sentences (a copied example sentence)."""
     sentences = [_words(s) for s in re.split(r"[.!?;\n]+", text)]
+    grams = {g for sentence in sentences for g in zip(sentence, sentence[1:], sentence[2:])}
     for example in examples:
-        words = _words(example)
+        words, example_grams = _example_words(example)
+        if len(grams & example_grams) < COPIED_RUN_MIN_WORDS - 2:  # no run of that length is possible
+            continue
         for sentence in sentences:
             run = _longest_run(sentence, words)
             if run >= COPIED_RUN_MIN_WORDS and (run >= COPIED_EXAMPLE_SHARE * len(words)

@@ -122,7 +122,7 @@ _WHOLE_TILE_SPREAD = re.compile(r"(?:across|throughout|over|around|all over|scat
 # "40% of the whole image is X", "of the entire tile, a third is X": the whole tile is the frame, not a claim
 _FRAME_OF = re.compile(r"\bof\s*$")
 _COUNT_NUMBER = (r"(?P<n>\d{1,2}(?: single)?|a single|only (?:a single|1)|just (?:a single|1)|single|several|multiple|many|"
-                 r"numerous|a few|a couple of|a pair of|a handful of)")
+                 r"numerous|a few|a couple(?: of)?|a pair of|a handful of)")
 _COUNT_ADJ = (r"(?P<adj>(?:(?:separate|distinct|isolated|individual|discrete|disconnected|detached|continuous|connected|"
               r"contiguous|unbroken|solid|compact|large|big|major|main|sizeable|sizable|larger|bigger|small|smaller|tiny|"
               r"little|irregular|elongated|narrow|long|wide|dense|scattered|similar|rectangular|round|oval)[ ,]+"
@@ -377,7 +377,7 @@ def _count_value(m: re.Match[str]) -> tuple[int, bool, str | None]:
             else "large" if re.search(r"\b(?:large|big|major|main|sizeable|sizable|larger|bigger)\b", adjectives) else None)
     if word in _COUNT_WORDS:
         return _COUNT_WORDS[word], False, size
-    if word in ("a couple of", "a pair of"):
+    if word in ("a couple of", "a couple", "a pair of"):
         return 2, True, size
     digits = re.search(r"\d+", word)
     return (int(digits.group(0)) if digits else 1), True, size
