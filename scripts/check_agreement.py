@@ -24,7 +24,12 @@ each labelled by hand as correct or wrong (with its error kind: class / share / 
 direction / garbage) and a one-line justification. Both figures go into one JSON report under
 ``synthetic`` and ``model_captions``.
 
+First it prints, per kind of claim, the agreement on the labelled evidence sets of
+``tests/data/captions/`` (outside phrasing and real-model captions; README there); with
+``--evidence-only`` it prints only those tables and their JSON.
+
     python scripts/check_agreement.py [--scenes 400] [--seed 0] [--show 10] [--model-captions PATH]
+                                      [--evidence-only]
 """
 
 from __future__ import annotations
@@ -44,6 +49,9 @@ import numpy as np
 from rsbuild.captions.check import check_caption
 from rsbuild.chips.stats import compute_stats
 from rsbuild.schemes import get_scheme
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the per-kind table is the agreement test's
+from tests.captions.check.test_agreement import kind_table
 
 SIZE = 96
 ERROR_KINDS = ("class", "share", "position", "direction", "left_is_east")
@@ -618,26 +626,20 @@ EVIDENCE_SETS = ("outside_set.jsonl", "model_set.jsonl")
 
 def evidence_table(path: Path, show: int = 0) -> dict[str, dict[str, Any]]:
     """Per kind of claim: wrong captions caught and correct captions rejected, on one labelled set."""
+    shown: list[str] = []
+
+    def disagreement(row: dict[str, Any], verdict: Any) -> None:
+        if len(shown) < show:
+            shown.append(f"* {row['label']} {row['kind']} #{row['id']}: {row['text']!r}\n  {verdict.reasons} ({row['why']})")
+
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    table: dict[str, dict[str, Any]] = {}
-    shown = 0
-    for row in rows:
-        verdict = check_caption(row["text"], row["stats"], subject=row.get("subject"), task=row.get("task"))
-        entry = table.setdefault(row["kind"], {"wrong": 0, "caught": 0, "correct": 0, "rejected": 0})
-        if row["label"] == "wrong":
-            entry["wrong"] += 1
-            entry["caught"] += not verdict.ok
-        else:
-            entry["correct"] += 1
-            entry["rejected"] += not verdict.ok
-        if verdict.ok == (row["label"] == "wrong") and shown < show:
-            shown += 1
-            print(f"* {row['label']} {row['kind']} #{row['id']}: {row['text']!r}\n  {verdict.reasons} ({row['why']})",
-                  file=sys.stderr)
+    table: dict[str, dict[str, Any]] = dict(kind_table(rows, disagreement))
+    for line in shown:
+        print(line, file=sys.stderr)
     for entry in table.values():
         entry["caught_rate"] = round(entry["caught"] / entry["wrong"], 4) if entry["wrong"] else None
         entry["rejected_rate"] = round(entry["rejected"] / entry["correct"], 4) if entry["correct"] else None
-    return dict(sorted(table.items()))
+    return table
 
 
 def print_table(name: str, table: dict[str, dict[str, Any]]) -> None:

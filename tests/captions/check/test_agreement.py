@@ -9,12 +9,13 @@ on real model output are listed with what it does reach, so a regression still f
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from rsbuild.captions.check import check_caption
+from rsbuild.captions.check import Verdict, check_caption
 
 EVIDENCE = Path(__file__).parents[2] / "data" / "captions"
 MIN_CAUGHT = 0.95
@@ -25,11 +26,14 @@ MAX_REJECTED = 0.02
 REACHED = {"model_set.jsonl": {"garbage": 0.45, "no_fact": 0.6, "class": 0.9, "position": 0.8, "count": 0.85}}
 
 
-def _rows(name: str) -> list[dict[str, Any]]:
+def rows_of(name: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (EVIDENCE / name).read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def _table(rows: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+def kind_table(rows: list[dict[str, Any]],
+               disagreement: Callable[[dict[str, Any], Verdict], None] | None = None) -> dict[str, dict[str, int]]:
+    """Per kind of claim: wrong captions and how many the check caught, correct ones and how many it
+    rejected (``scripts/check_agreement.py`` prints this table). ``disagreement`` sees each miss."""
     table: dict[str, dict[str, int]] = {}
     for row in rows:
         verdict = check_caption(row["text"], row["stats"], subject=row.get("subject"), task=row.get("task"))
@@ -40,12 +44,14 @@ def _table(rows: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
         else:
             entry["correct"] += 1
             entry["rejected"] += not verdict.ok
-    return table
+        if disagreement is not None and verdict.ok == (row["label"] == "wrong"):
+            disagreement(row, verdict)
+    return dict(sorted(table.items()))
 
 
 @pytest.mark.parametrize("name, size", [("outside_set.jsonl", 300), ("model_set.jsonl", 480)])
 def test_evidence_sets_are_labelled(name: str, size: int) -> None:
-    rows = _rows(name)
+    rows = rows_of(name)
     assert len(rows) >= size
     assert {r["label"] for r in rows} == {"correct", "wrong"}
     assert all(r["text"].strip() and r["why"] and r["kind"] and r["stats"]["classes"] for r in rows)
@@ -55,14 +61,14 @@ def test_evidence_sets_are_labelled(name: str, size: int) -> None:
 
 
 def test_the_model_set_holds_each_engine() -> None:
-    sources = {r["source"] for r in _rows("model_set.jsonl")}
+    sources = {r["source"] for r in rows_of("model_set.jsonl")}
     assert {"vllm", "llama.cpp", "template"} <= sources
-    assert sum(r["source"] == "vllm" for r in _rows("model_set.jsonl")) >= 300
+    assert sum(r["source"] == "vllm" for r in rows_of("model_set.jsonl")) >= 300
 
 
 @pytest.mark.parametrize("name", ["outside_set.jsonl", "model_set.jsonl"])
 def test_per_kind_agreement(name: str) -> None:
-    table = _table(_rows(name))
+    table = kind_table(rows_of(name))
     floors = REACHED.get(name, {})
     for kind, entry in table.items():
         if entry["wrong"]:
