@@ -118,9 +118,12 @@ def check_caption(text: str, stats: Mapping[str, Any], *, subject: str | None = 
                 check_claim(checker, mention_by_id[mention_id], claim, clause_of.get(id(claim)), spans)
     check_denials(checker, sentences, denials)
     check_comparisons(checker, sentences)
-    for reason in (*invented_classes(normalised, spans), *contradictory_directions(normalised),
-                   *degenerate(normalised)):
-        checker.fail(reason)
+    for reason in invented_classes(normalised, spans):
+        checker.fail(reason, "class")
+    for reason in contradictory_directions(normalised):
+        checker.fail(reason, "position")
+    for reason in degenerate(normalised):
+        checker.fail(reason, "text")
     for reason in copied_example(text, worked_examples() if examples is None else examples):
         checker.fail(reason, "copied_example")
     if not any(sp.kind == "class" for sp in spans) and not (subject_span and id(subject_span) in claims_by_mention):

@@ -14,6 +14,16 @@ _INVENTED_LAND = re.compile(r"\b(?:[a-z]{3,}-?lands?)\b")
 _DIRECTION_GLOSS = re.compile(
     rf"\b(?P<compass>{DIR})(?:ern)?(?:\s*\(|-)(?P<side>(?:top|upper|bottom|lower)(?:[- ](?:left|right))?|left|right)"
     r"(?:[- ](?:side|corner|edge|half))?(?:\)|\b)")
+# the subject of a share at the start of a sentence or list line: "X covers about 24%", "X: 19%"
+_SHARE_SUBJECT = re.compile(
+    r"(?:^|(?<=[.!?\n])\s*|(?<=[.!?]) )(?P<noun>[a-z][a-z'-]+(?: [a-z'-]+)?)(?:\s*:\s*~?|\s+(?:covers?|takes? up|"
+    r"occupies|occupy|fills?|makes? up|accounts? for|spans?)\s+(?:about |roughly |around |nearly |almost |"
+    r"approximately |some |only |just )?)\d+(?:\.\d+)?\s*(?:%|percent|per cent)")
+_NOT_A_CLASS = re.compile(
+    r"(?:it|its|this|that|which|what|each|one|they|these|those|everything|nothing|total|the total|share|coverage|"
+    r"area|the area|land|the land|the rest|rest|remainder|the remainder|the image|image|the tile|tile|the scene|"
+    r"scene|the picture|the class|this class|class|cover|land cover|it also|and|but|while|with|about|roughly|"
+    r"around|nearly|almost|approximately|some|only|just|facts?|share|the share|percentage|the percentage)")
 REPEATED_SENTENCE_LIMIT = 3  # the same sentence this many times is degenerate text
 REPEATED_NGRAM_SHARE = 0.5  # ... as is text where this share of its word 4-grams repeat earlier ones
 MIN_WORDS_FOR_NGRAMS = 24
@@ -23,7 +33,8 @@ COPIED_SENTENCE_SHARE = 0.8  # ... or this share of the caption sentence they ar
 
 
 def invented_classes(text: str, spans: Sequence[Span]) -> list[str]:
-    """Reasons for land-cover nouns of the "-land" kind that name no class ("rushland covers a fifth")."""
+    """Reasons for land-cover nouns that name no class: "-land" words ("rushland covers a fifth"),
+    and the subject of a share that is no class word ("Sovereignty takes up about 24%", "Sphinx: 19%")."""
     covered = bytearray(len(text))
     for sp in spans:
         covered[sp.start:sp.end] = b"\x01" * (sp.end - sp.start)
@@ -31,6 +42,10 @@ def invented_classes(text: str, spans: Sequence[Span]) -> list[str]:
     for match in _INVENTED_LAND.finditer(text):
         if not any(covered[match.start():match.end()]):
             reasons.append(f"names '{match.group(0)}', which is no land-cover class")
+    for match in _SHARE_SUBJECT.finditer(text):
+        noun = match.group("noun")
+        if not any(covered[match.start("noun"):match.end("noun")]) and not _NOT_A_CLASS.fullmatch(noun):
+            reasons.append(f"names '{noun}', which is no land-cover class")
     return reasons
 
 

@@ -135,3 +135,16 @@ def test_every_code_is_known_and_template_captions_pass(lakes: dict) -> None:
         assert verdict.ok, (text, verdict.reasons)
     verdict = check_caption("Snow covers the north. A single lake. Forest: 60%.", lakes)
     assert len(verdict.codes) == len(verdict.reasons) and set(verdict.codes) <= set(REASON_CODES)
+
+
+@pytest.mark.parametrize("caption", ["Sovereignty takes up about 10% of the image.", "Grass: 83%\nSphinx: 9%",
+                                     "Rushland covers a fifth of the tile."])
+def test_a_share_of_no_class_is_an_invented_class(lakes: dict, caption: str) -> None:
+    verdict = check_caption(caption, lakes)
+    assert not verdict.ok and "class" in verdict.codes, verdict.reasons
+
+
+@pytest.mark.parametrize("caption", ["The rest: 8%.", "Total: 100%.", "It covers about 9% of the tile."])
+def test_frames_and_pronouns_before_a_share_are_not_classes(lakes: dict, caption: str) -> None:
+    verdict = check_caption(caption, lakes, subject="tree cover", task="class")
+    assert not any("which is no land-cover class" in r for r in verdict.reasons), verdict.reasons
