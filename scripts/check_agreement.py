@@ -24,7 +24,12 @@ each labelled by hand as correct or wrong (with its error kind: class / share / 
 direction / garbage) and a one-line justification. Both figures go into one JSON report under
 ``synthetic`` and ``model_captions``.
 
+First it prints, per kind of claim, the agreement on the labelled evidence sets of
+``tests/data/captions/`` (outside phrasing and real-model captions; README there); with
+``--evidence-only`` it prints only those tables and their JSON.
+
     python scripts/check_agreement.py [--scenes 400] [--seed 0] [--show 10] [--model-captions PATH]
+                                      [--evidence-only]
 """
 
 from __future__ import annotations
@@ -45,10 +50,13 @@ from rsbuild.captions.check import check_caption
 from rsbuild.chips.stats import compute_stats
 from rsbuild.schemes import get_scheme
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the per-kind table is the agreement test's
+from tests.captions.check.test_agreement import kind_table
+
 SIZE = 96
 ERROR_KINDS = ("class", "share", "position", "direction", "left_is_east")
 MODEL_CAPTIONS = Path(__file__).resolve().parents[1] / "tests" / "data" / "model_captions.jsonl"
-MODEL_ERROR_KINDS = ("class", "share", "position", "direction", "garbage")
+MODEL_ERROR_KINDS = ("class", "share", "position", "direction", "garbage", "copy")
 
 # ------------------------------------------------------------------------------------------
 # Words a person might use for each class (independent of the checker's lexicon).
@@ -612,6 +620,40 @@ def model_caption_agreement(path: Path = MODEL_CAPTIONS, show: int = 0) -> dict[
     }
 
 
+EVIDENCE = Path(__file__).resolve().parents[1] / "tests" / "data" / "captions"
+EVIDENCE_SETS = ("outside_set.jsonl", "model_set.jsonl")
+
+
+def evidence_table(path: Path, show: int = 0) -> dict[str, dict[str, Any]]:
+    """Per kind of claim: wrong captions caught and correct captions rejected, on one labelled set."""
+    shown: list[str] = []
+
+    def disagreement(row: dict[str, Any], verdict: Any) -> None:
+        if len(shown) < show:
+            shown.append(f"* {row['label']} {row['kind']} #{row['id']}: {row['text']!r}\n  {verdict.reasons} ({row['why']})")
+
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    table: dict[str, dict[str, Any]] = dict(kind_table(rows, disagreement))
+    for line in shown:
+        print(line, file=sys.stderr)
+    for entry in table.values():
+        entry["caught_rate"] = round(entry["caught"] / entry["wrong"], 4) if entry["wrong"] else None
+        entry["rejected_rate"] = round(entry["rejected"] / entry["correct"], 4) if entry["correct"] else None
+    return table
+
+
+def print_table(name: str, table: dict[str, dict[str, Any]]) -> None:
+    print(f"\n{name}\n{'kind':<10} {'wrong':>6} {'caught':>7} {'correct':>8} {'rejected':>9}", file=sys.stderr)
+    for kind, e in table.items():
+        caught = f"{100 * e['caught_rate']:.1f}%" if e["caught_rate"] is not None else "-"
+        rejected = f"{100 * e['rejected_rate']:.1f}%" if e["rejected_rate"] is not None else "-"
+        print(f"{kind:<10} {e['wrong']:>6} {caught:>7} {e['correct']:>8} {rejected:>9}", file=sys.stderr)
+    wrong, correct = sum(e["wrong"] for e in table.values()), sum(e["correct"] for e in table.values())
+    caught, rejected = sum(e["caught"] for e in table.values()), sum(e["rejected"] for e in table.values())
+    print(f"{'all':<10} {wrong:>6} {100 * caught / max(1, wrong):>6.1f}% {correct:>8} "
+          f"{100 * rejected / max(1, correct):>8.1f}%", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenes", type=int, default=400, help="number of scenes (one correct caption each)")
@@ -619,7 +661,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--show", type=int, default=0, help="print this many misses and false rejections")
     parser.add_argument("--model-captions", type=Path, default=MODEL_CAPTIONS,
                         help="hand-labelled real model captions (JSONL)")
+    parser.add_argument("--evidence-only", action="store_true",
+                        help="only the per-kind tables of the labelled sets in tests/data/captions/")
     args = parser.parse_args(argv)
+    evidence = {name: evidence_table(EVIDENCE / name, args.show) for name in EVIDENCE_SETS
+                if (EVIDENCE / name).is_file()}
+    for name, table in evidence.items():
+        print_table(name, table)
+    if args.evidence_only:
+        print(json.dumps(evidence, indent=2))
+        return evidence
 
     correct: list[tuple[str, Scene]] = []
     wrong: list[tuple[str, str, Scene, str]] = []  # (kind, caption, scene, correct version)
@@ -663,7 +714,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "overall_detection_rate": round(sum(caught.values()) / max(1, len(wrong)), 4),
         "false_rejection_rate": round(len(false_rejections) / max(1, len(correct)), 4),
     }
-    report = {"synthetic": report, "model_captions": model_caption_agreement(args.model_captions, args.show)}
+    report = {"synthetic": report, "model_captions": model_caption_agreement(args.model_captions, args.show),
+              **evidence}
     print(json.dumps(report, indent=2))
     if args.show:
         print("\n--- false rejections", file=sys.stderr)

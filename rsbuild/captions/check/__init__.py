@@ -28,52 +28,65 @@ contradiction, and every failure comes with a short reason naming the class and 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from rsbuild.captions.check.clauses import attach, split_sentences
-from rsbuild.captions.check.compare import DEFAULT_MIN_SHARE, Checker, check_claim, check_denials
+from rsbuild.captions.check.compare import DEFAULT_MIN_SHARE, Checker, check_claim, check_comparisons, check_denials
 from rsbuild.captions.check.compare import MIN_ELONGATION_FOR_DIRECTION as MIN_ELONGATION_FOR_DIRECTION
 from rsbuild.captions.check.compare import NEGATED_PRESENT_SHARE as NEGATED_PRESENT_SHARE
 from rsbuild.captions.check.compare import ORIENTATION_TOLERANCE_DEG as ORIENTATION_TOLERANCE_DEG
+from rsbuild.captions.check.compare import REASON_CODES as REASON_CODES
 from rsbuild.captions.check.compare import THIN_ELONGATION as THIN_ELONGATION
 from rsbuild.captions.check.compare import TRACE_MAX_PERCENT as TRACE_MAX_PERCENT
 from rsbuild.captions.check.faults import MIN_WORDS_FOR_NGRAMS as MIN_WORDS_FOR_NGRAMS
 from rsbuild.captions.check.faults import REPEATED_NGRAM_SHARE as REPEATED_NGRAM_SHARE
 from rsbuild.captions.check.faults import REPEATED_SENTENCE_LIMIT as REPEATED_SENTENCE_LIMIT
-from rsbuild.captions.check.faults import contradictory_directions, degenerate, invented_classes
+from rsbuild.captions.check.faults import (
+    contradictory_directions,
+    copied_example,
+    degenerate,
+    invented_classes,
+    worked_examples,
+)
 from rsbuild.captions.check.negation import apply_negation
 from rsbuild.captions.check.spans import Span, scan
 from rsbuild.captions.check.text import normalise
 from rsbuild.captions.check.vocabulary import unknown_class_names, vocabulary_for
 
-__all__ = ["Verdict", "check_caption", "DEFAULT_MIN_SHARE"]
+__all__ = ["Verdict", "check_caption", "DEFAULT_MIN_SHARE", "REASON_CODES"]
 
 
 @dataclass
 class Verdict:
-    """Result of the check: ``ok`` and one short human-readable reason per contradiction."""
+    """Result of the check: ``ok``, one short human-readable reason per contradiction, and per
+    reason its code (``REASON_CODES``: class, share, count, position, direction, rank, relative,
+    copied_example, no_fact, text) for counting rejections by kind."""
 
     ok: bool
     reasons: list[str] = field(default_factory=list)
+    codes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {"ok": self.ok, "reasons": list(self.reasons)}
+        return {"ok": self.ok, "reasons": list(self.reasons), "codes": list(self.codes)}
 
 
-def check_caption(text: str, stats: Mapping[str, Any], *, subject: str | None = None,
-                  min_share: float = DEFAULT_MIN_SHARE) -> Verdict:
+def check_caption(text: str, stats: Mapping[str, Any], *, subject: str | None = None, task: str | None = None,
+                  min_share: float = DEFAULT_MIN_SHARE, examples: Sequence[str] | None = None) -> Verdict:
     """Check a caption against a tile's ``stats`` (ARCHITECTURE.md schema).
 
     Fails when the caption names a class that is absent or below ``min_share`` of the valid
     pixels, states a share far from the true one, places a class where it is not, or gives a
     wrong direction for an elongated feature. ``subject`` (a class name) is the class a
     single-class caption is about; sentences that name no class ("It lies in the south.") are
-    then read as being about it. Returns ``Verdict(ok, reasons)``.
+    then read as being about it. ``task`` names what the caption was asked for (its facts are
+    then required). A caption that repeats one of ``examples`` (default: the worked examples of
+    the shipped prompts) fails as a copy; one that states no checkable fact fails too. Returns
+    ``Verdict(ok, reasons, codes)``.
     """
     if not isinstance(text, str) or not text.strip():
-        return Verdict(False, ["caption is empty"])
+        return Verdict(False, ["caption is empty"], ["no_fact"])
     vocab = vocabulary_for(str(stats.get("scheme", "")), unknown_class_names(stats))
     normalised = normalise(text)
     spans = scan(normalised, vocab)
@@ -82,7 +95,10 @@ def check_caption(text: str, stats: Mapping[str, Any], *, subject: str | None = 
     subject_span = Span(-1, -1, "subject", subject, subject or "") if subject else None
     pairs = attach(normalised, sentences, subject_span)
 
-    checker = Checker(normalised, stats, min_share)
+    asked_about = {subject} if subject else set()
+    if task == "linear":  # the linear prompt names the elongated features, however small
+        asked_about |= {str(c.get("class")) for c in stats.get("components", []) or [] if c.get("elongated")}
+    checker = Checker(normalised, stats, min_share, asked_about)
     claims_by_mention: dict[int, list[Span]] = {}
     mention_by_id: dict[int, Span] = {}
     for attr, mention in pairs:
@@ -101,7 +117,17 @@ def check_caption(text: str, stats: Mapping[str, Any], *, subject: str | None = 
             for claim in claims:
                 check_claim(checker, mention_by_id[mention_id], claim, clause_of.get(id(claim)), spans)
     check_denials(checker, sentences, denials)
-    for reason in (*invented_classes(normalised, spans), *contradictory_directions(normalised),
-                   *degenerate(normalised)):
-        checker.fail(reason)
-    return Verdict(not checker.reasons, checker.reasons)
+    check_comparisons(checker, sentences)
+    for reason in invented_classes(normalised, spans):
+        checker.fail(reason, "class")
+    for reason in contradictory_directions(normalised):
+        checker.fail(reason, "position")
+    for reason in degenerate(normalised):
+        checker.fail(reason, "text")
+    for reason in copied_example(text, worked_examples() if examples is None else examples):
+        checker.fail(reason, "copied_example")
+    if not any(sp.kind == "class" for sp in spans) and not (subject_span and id(subject_span) in claims_by_mention):
+        checker.fail("states no checkable fact (names no land-cover class of the tile's scheme)", "no_fact")
+    elif task == "class" and not claims_by_mention and not denials:
+        checker.fail("states no checkable fact about the class (no share, place, count or shape)", "no_fact")
+    return Verdict(not checker.reasons, checker.reasons, checker.codes)

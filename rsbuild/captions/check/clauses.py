@@ -5,7 +5,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from rsbuild.captions.check.spans import BOUNDARY, NEW_CLAUSE_LOCATIVE, PRONOUN_START, RESPECTIVELY, SENTENCE, Span
+from rsbuild.captions.check.spans import (
+    ATTRIBUTE_KINDS,
+    BOUNDARY,
+    NEW_CLAUSE_LOCATIVE,
+    PRONOUN_START,
+    RESPECTIVELY,
+    SENTENCE,
+    Span,
+)
 
 
 @dataclass
@@ -49,8 +57,7 @@ def split_sentences(text: str, spans: list[Span]) -> list[Sentence]:
             clauses.append(Clause(
                 c0, c1,
                 mentions=[m for m in members if m.kind in ("class", "sink") and not m.negated],
-                attributes=[m for m in members if m.kind in ("share", "position", "orient", "rank", "dominant",
-                                                             "relative") and not m.negated],
+                attributes=[m for m in members if m.kind in ATTRIBUTE_KINDS and not m.negated],
             ))
         sentences.append(Sentence(a, b, clauses))
     return sentences
@@ -86,6 +93,8 @@ def attach(text: str, sentences: list[Sentence], subject: Span | None) -> list[t
                 target = _target(text, sentence, ci, attr, fallback)
                 if target is not None:
                     pairs.append((attr, target))
+                    if attr.kind == "position" and target.end <= attr.start:
+                        pairs.extend((attr, m) for m in _listed_before(text, sentence, target))
         if sentence.mentions:
             previous_first = sentence.mentions[0]
     return pairs
@@ -95,11 +104,17 @@ _FOLLOW_GAP = re.compile(r"\s*(?:(?:covered|dominated|occupied|taken up) (?:by|w
                          r"consisting of |of |(?:an? )?)?(?:[a-z-]+ )?")
 
 
+_LIST_JOIN = re.compile(r"\s*(?:,\s*(?:and\s+|or\s+)?|and\s+|or\s+|&\s*|/\s*)(?:some\s+|the\s+)?(?:[a-z-]+\s+)?")
+
+
 def _target(text: str, sentence: Sentence, ci: int, attr: Span, fallback: Span | None) -> Span | None:
     clause = sentence.clauses[ci]
     if attr.kind == "dominant" and attr.value == "follow":  # "mostly cropland", "mainly covered by trees"
         following = [m for c in sentence.clauses[ci:] for m in c.mentions if m.start >= attr.end]
         if following and _FOLLOW_GAP.fullmatch(text[attr.end:following[0].start]):
+            rest = following[1:]
+            if rest and _LIST_JOIN.fullmatch(text[following[0].end:rest[0].start]):
+                return None  # "mostly marsh and shrubland": the two together, not each
             return following[0]
         return None
     if attr.kind == "relative":  # "X lies north of Y": the subject comes before
@@ -119,6 +134,26 @@ def _target(text: str, sentence: Sentence, ci: int, attr: Span, fallback: Span |
     if before:
         return before[-1]
     return fallback
+
+
+_LIST_COMMA = re.compile(r"\s*,\s*(?:and\s+|or\s+)?|\s+(?:and|or|&)\s+")
+
+
+def _listed_before(text: str, sentence: Sentence, last: Span) -> list[Span]:
+    """Mentions listed before ``last`` ("crops, built-up area and shrubs fill the corner"): the
+    place is claimed for each, unless one of them has its own attributes."""
+    mentions = [m for m in sentence.mentions if m.end <= last.start]
+    listed: list[Span] = []
+    current = last
+    for m in reversed(mentions):
+        if not _LIST_COMMA.fullmatch(text[m.end:current.start]):
+            break
+        listed.append(m)
+        current = m
+    starts = [a.start for c in sentence.clauses for a in c.attributes]
+    if listed and any(listed[-1].start <= start < last.start for start in starts):
+        return []
+    return listed
 
 
 def _respectively(text: str, sentence: Sentence) -> list[tuple[Span, Span]]:

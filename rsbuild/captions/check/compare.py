@@ -14,8 +14,11 @@ from typing import Any
 from rsbuild.captions.check.clauses import Clause, Sentence
 from rsbuild.captions.check.spans import LINEAR_CUE, LINEAR_NOUN, REGIONAL_SHARE_TAIL, TOGETHER, Region, Span, vector
 
+REASON_CODES = ("class", "share", "count", "position", "direction", "rank", "relative", "copied_example", "no_fact",
+                "text")
+"""What a failed claim was about; ``Verdict.codes`` holds one per reason (runs count rejections by code)."""
 DEFAULT_MIN_SHARE = 0.01  # a named class must cover at least this share of the valid pixels
-NEGATED_PRESENT_SHARE = 0.05  # "there is no X" fails when X covers at least this share
+NEGATED_PRESENT_SHARE = 0.03  # "there is no X" fails when X covers at least this share
 TRACE_MAX_PERCENT = 12.0  # "hardly any X" fails when X covers more than this
 ORIENTATION_TOLERANCE_DEG = 35.0
 MIN_ELONGATION_FOR_DIRECTION = 1.5
@@ -191,16 +194,24 @@ def _orientation_agrees(claim: Any, cls: Mapping[str, Any], comps: list[Mapping[
     return False, " and ".join(sorted({_direction_name(d) for d in shaped}))
 
 
+_LARGE_BEFORE = re.compile(r"\b(?:large|big|major|main)\b[^.;!?]*$")
+
+
 class Checker:
-    def __init__(self, text: str, stats: Mapping[str, Any], min_share: float) -> None:
+    def __init__(self, text: str, stats: Mapping[str, Any], min_share: float,
+                 asked_about: Iterable[str] = ()) -> None:
         self.text = text
         self.facts = _Facts(stats)
         self.min_share = min_share
+        self.asked_about = set(asked_about)  # classes the prompt named (subject, linear features): no share floor
         self.reasons: list[str] = []
+        self.codes: list[str] = []
 
-    def fail(self, reason: str) -> None:
+    def fail(self, reason: str, code: str = "text") -> None:
+        """Record a contradiction once, with its reason code (``REASON_CODES``)."""
         if reason not in self.reasons:
             self.reasons.append(reason)
+            self.codes.append(code)
 
     def label(self, mention: Span) -> str:
         name = mention.value
@@ -213,15 +224,16 @@ class Checker:
         share = self.facts.share(name)
         if mention.trace:
             if share * 100 > TRACE_MAX_PERCENT:
-                self.fail(f"says there is hardly any {name}, but it covers {_pct(share)}")
+                self.fail(f"says there is hardly any {name}, but it covers {_pct(share)}", "share")
             return False
         says_none = any(c.kind == "share" and c.value[1] <= 0.5 for c in claims)  # "0% water"
         if name not in self.facts.classes:
             if not says_none:
-                self.fail(f"names {self.label(mention)}, which is not in the tile")
+                self.fail(f"names {self.label(mention)}, which is not in the tile", "class")
             return False
-        if share < self.min_share and not says_none:
-            self.fail(f"names {self.label(mention)}, which covers only {_pct(share)} (< {_pct(self.min_share)})")
+        if share < self.min_share and not says_none and name not in self.asked_about:
+            self.fail(f"names {self.label(mention)}, which covers only {_pct(share)} (< {_pct(self.min_share)})",
+                      "class")
             return False
         return True
 
@@ -231,7 +243,7 @@ class Checker:
         shares = [self.facts.share(name), self.facts.image_share(name)]
         if any(low - slack <= 100 * s <= high + slack for s in shares):
             return
-        self.fail(f"says {name} covers {claim.text.strip()}, but it covers {_pct(shares[0])}")
+        self.fail(f"says {name} covers {claim.text.strip()}, but it covers {_pct(shares[0])}", "share")
 
     def check_dominant(self, mention: Span, claim: Span) -> None:
         name = mention.value
@@ -239,7 +251,8 @@ class Checker:
         top = self.facts.ranked[0] if self.facts.ranked else None
         if top is None or share >= 0.4 or share >= 0.75 * float(top.get("share", 0.0)):
             return
-        self.fail(f"says {name} dominates, but it covers {_pct(share)} (largest: {top['name']} {_pct(top['share'])})")
+        self.fail(f"says {name} dominates, but it covers {_pct(share)} (largest: {top['name']} {_pct(top['share'])})",
+                  "rank")
 
     def check_rank(self, mention: Span, claim: Span) -> None:
         name = mention.value
@@ -257,7 +270,7 @@ class Checker:
                 return
         ordinal = {-1: "smallest", 1: "largest", 2: "second-largest", 3: "third-largest"}[claim.value]
         self.fail(f"says {name} is the {ordinal} class, but that is {wanted['name']} "
-                  f"({_pct(float(wanted['share']))}; {name} {_pct(self.facts.share(name))})")
+                  f"({_pct(float(wanted['share']))}; {name} {_pct(self.facts.share(name))})", "rank")
 
     def linear_parts(self, mention: Span) -> list[Mapping[str, Any]]:
         """The elongated components a linear mention ("the river", "a strip of water") refers to."""
@@ -277,10 +290,42 @@ class Checker:
         parts = self.linear_parts(mention)
         if parts:
             if not any(_component_in(claim.value, comp, self.facts.total_pixels) for comp in parts):
-                self.fail(f"places the {mention.text} ({name}) at '{claim.text.strip()}', but it lies elsewhere")
+                self.fail(f"places the {mention.text} ({name}) at '{claim.text.strip()}', but it lies elsewhere",
+                          "position")
             return
         if not _present_in(claim.value, cls, comps, self.facts.image_share(name), self.facts.total_pixels):
-            self.fail(f"places {name} at '{claim.text.strip()}', but it lies in {_where(cls)}")
+            self.fail(f"places {name} at '{claim.text.strip()}', but it lies in {_where(cls)}", "position")
+
+    def check_count(self, mention: Span, claim: Span, region: Region | None = None) -> None:
+        """Counts ("three separate patches", "a single lake") against the class's connected parts.
+
+        The lower bound is the class's substantial components (>= 5 % of its pixels), the upper
+        bound all its parts (large components and small patches), with one of slack above two.
+        With a ``region`` ("two ponds in the north-east") only the components there count.
+        """
+        number, exact, size = claim.value
+        cls = self.facts.classes[mention.value]
+        if "components" not in cls:
+            return
+        large, small = int(cls["components"]), int(cls.get("small_patches", 0))
+        comps = self.facts.components.get(mention.value, [])
+        if region is not None:
+            comps = [c for c in comps if _component_in(region, c, self.facts.total_pixels)]
+            large = len(comps)
+        pixels = float(sum(float(c.get("pixels", 0)) for c in comps) if region is not None else cls.get("pixels", 0)) or 1.0
+        substantial = sum(float(c.get("pixels", 0)) >= 0.05 * pixels for c in comps) if comps else large
+        slack = 0 if number <= 2 else 1 if number <= 6 else round(0.3 * number)
+        beside_large = _LARGE_BEFORE.search(self.text[max(0, claim.start - 80):claim.start]) is not None
+        if size == "small" and beside_large:  # "2 large patches and a few small ones": the small patches
+            ok = number <= small + slack if exact else small >= 1
+        elif size == "small":  # "two small ponds": any of its parts may look small
+            ok = number <= large + small + slack if exact else large + small >= 2
+        else:
+            most = large if size == "large" else large + small
+            ok = (substantial - slack <= number <= most + slack) if exact else most >= number
+        if not ok:
+            parts = f"{large} part{'s' if large != 1 else ''}" + (f" and {small} small patches" if small else "")
+            self.fail(f"says {mention.value} lies in '{claim.text.strip()}', but it has {parts}", "count")
 
     def check_orientation(self, mention: Span, claim: Span) -> None:
         name = mention.value
@@ -288,7 +333,7 @@ class Checker:
         elongated = [c for c in comps if c.get("elongated") or float(c.get("elongation", 0.0)) >= 3.0]
         ok, actual = _orientation_agrees(claim.value, self.facts.classes[name], elongated or comps)
         if not ok:
-            self.fail(f"says {name} runs '{claim.text.strip()}', but its elongated parts run {actual}")
+            self.fail(f"says {name} runs '{claim.text.strip()}', but its elongated parts run {actual}", "direction")
 
     def check_relative(self, mention: Span, claim: Span, spans: list[Span]) -> None:
         other = next((m for m in spans if m.kind == "class" and not m.negated and claim.end <= m.start
@@ -305,7 +350,7 @@ class Checker:
         bx, by = (float(v) for v in b["centroid"])
         if (dx and dx * (ax - bx) < -0.1) or (dy and dy * (ay - by) < -0.1):
             self.fail(f"says {mention.value} lies '{claim.text.strip()}' {other.value}, but its centre is on the "
-                      f"other side")
+                      f"other side", "position")
 
 
 def check_claim(checker: Checker, mention: Span, claim: Span, clause: Clause | None, spans: list[Span]) -> None:
@@ -327,6 +372,9 @@ def check_claim(checker: Checker, mention: Span, claim: Span, clause: Clause | N
         checker.check_orientation(mention, claim)
     elif claim.kind == "relative":
         checker.check_relative(mention, claim, spans)
+    elif claim.kind == "count":
+        regions = [a.value for a in (clause.attributes if clause else []) if a.kind == "position"]
+        checker.check_count(mention, claim, regions[0] if len(regions) == 1 else None)
 
 
 def check_denials(checker: Checker, sentences: Iterable[Sentence], denials: list[tuple[Span, bool]]) -> None:
@@ -343,4 +391,53 @@ def check_denials(checker: Checker, sentences: Iterable[Sentence], denials: list
                 continue
         share = checker.facts.share(mention.value)
         if share >= NEGATED_PRESENT_SHARE:
-            checker.fail(f"says there is no {mention.value}, but it covers {_pct(share)}")
+            checker.fail(f"says there is no {mention.value}, but it covers {_pct(share)}", "class")
+
+
+_MORE_BEFORE = re.compile(r"\b(?P<cmp>more|less|fewer)\s+(?:of\s+)?(?:the\s+)?$")
+_THAN_GAP = re.compile(r"\s+than\s+(?:the\s+|there is\s+|of\s+)?")
+_COMPARE_GAPS = (
+    re.compile(r"\s+(?:covers?|occupies|occupy|takes? up|has|have|spans?|claims?|fills?|accounts? for|is|are)\s+"
+               r"(?:much\s+|far\s+|slightly\s+|a bit\s+|a little\s+|somewhat\s+|considerably\s+)?(?P<cmp>more|less)\s+"
+               r"(?:of\s+the\s+\w+\s+|area\s+|ground\s+|space\s+|land\s+|room\s+|surface\s+|extensive\s+|widespread\s+"
+               r"|common\s+|abundant\s+)?than\s+(?:the\s+)?(?:do(?:es)?\s+)?"),
+    re.compile(r"\s+(?:is|are|was|were|appears?|seems?|looks?)\s+(?:to be\s+)?(?:much\s+|far\s+|clearly\s+|slightly\s+|"
+               r"a bit\s+|considerably\s+|somewhat\s+)?(?P<cmp>larger|bigger|greater|wider|smaller|rarer|scarcer|"
+               r"(?:more|less) (?:extensive|widespread|common|abundant|prevalent|dominant))\s+"
+               r"(?:in (?:area|extent)\s+)?than\s+(?:the\s+)?"),
+    re.compile(r"\s+(?:clearly\s+|seems? to\s+|far\s+|easily\s+)?(?P<cmp>outweighs?|exceeds?|outnumbers?|surpasses?|"
+               r"outstrips?|outsizes?|dwarfs?|is outweighed by|is exceeded by|is dwarfed by)\s+(?:the\s+)?"),
+)
+_SMALLER = ("less", "fewer", "smaller", "rarer", "scarcer", "is outweighed by", "is exceeded by", "is dwarfed by",
+            "less extensive", "less widespread", "less common", "less abundant", "less prevalent", "less dominant")
+COMPARISON_TOLERANCE = 0.02  # "more X than Y" fails when X covers this much less than Y
+
+
+def check_comparisons(checker: Checker, sentences: Iterable[Sentence]) -> None:
+    """'More X than Y', 'X covers less of the image than Y', 'X is larger than Y', 'X outweighs Y'."""
+    text = checker.text
+    for sentence in sentences:
+        clauses_attrs = [a for c in sentence.clauses for a in c.attributes]
+        if any(a.kind in ("position", "relative") for a in clauses_attrs):
+            continue  # a regional comparison ("in the north, more X than Y")
+        mentions = [m for m in sentence.mentions if m.kind == "class"]
+        for first, second in zip(mentions, mentions[1:]):
+            gap = text[first.end:second.start]
+            cmp = None
+            before = _MORE_BEFORE.search(text, sentence.start, first.start)
+            if before and before.end() == first.start and _THAN_GAP.fullmatch(gap):
+                cmp = before.group("cmp")
+            for pattern in _COMPARE_GAPS:
+                match = pattern.fullmatch(gap)
+                if match:
+                    cmp = match.group("cmp")
+            if cmp is None or first.value == second.value:
+                continue
+            if first.value not in checker.facts.classes or second.value not in checker.facts.classes:
+                continue
+            a, b = checker.facts.share(first.value), checker.facts.share(second.value)
+            smaller = cmp in _SMALLER
+            if (a < b - COMPARISON_TOLERANCE) if not smaller else (a > b + COMPARISON_TOLERANCE):
+                relation = "less" if smaller else "more"
+                checker.fail(f"says there is {relation} {first.value} than {second.value}, but they cover {_pct(a)} "
+                             f"and {_pct(b)}", "relative")

@@ -3,22 +3,38 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
 
 from rsbuild.captions.check.spans import DIR, Span, vector
+from rsbuild.captions.check.text import normalise
 
 # a "-land" compound ("rushland", "rough-land") that the vocabulary does not know: an invented class
 _INVENTED_LAND = re.compile(r"\b(?:[a-z]{3,}-?lands?)\b")
 _DIRECTION_GLOSS = re.compile(
     rf"\b(?P<compass>{DIR})(?:ern)?(?:\s*\(|-)(?P<side>(?:top|upper|bottom|lower)(?:[- ](?:left|right))?|left|right)"
     r"(?:[- ](?:side|corner|edge|half))?(?:\)|\b)")
+# the subject of a share at the start of a sentence or list line: "X covers about 24%", "X: 19%"
+_SHARE_SUBJECT = re.compile(
+    r"(?:^|(?<=[.!?\n])\s*|(?<=[.!?]) )(?P<noun>[a-z][a-z'-]+(?: [a-z'-]+)?)(?:\s*:\s*~?|\s+(?:covers?|takes? up|"
+    r"occupies|occupy|fills?|makes? up|accounts? for|spans?)\s+(?:about |roughly |around |nearly |almost |"
+    r"approximately |some |only |just )?)\d+(?:\.\d+)?\s*(?:%|percent|per cent)")
+_NOT_A_CLASS = re.compile(
+    r"(?:it|its|this|that|which|what|each|one|they|these|those|everything|nothing|total|the total|share|coverage|"
+    r"area|the area|land|the land|the rest|rest|remainder|the remainder|the image|image|the tile|tile|the scene|"
+    r"scene|the picture|the class|this class|class|cover|land cover|it also|and|but|while|with|about|roughly|"
+    r"around|nearly|almost|approximately|some|only|just|facts?|share|the share|percentage|the percentage)")
 REPEATED_SENTENCE_LIMIT = 3  # the same sentence this many times is degenerate text
 REPEATED_NGRAM_SHARE = 0.5  # ... as is text where this share of its word 4-grams repeat earlier ones
 MIN_WORDS_FOR_NGRAMS = 24
+COPIED_RUN_MIN_WORDS = 8  # a copy repeats at least this many words of a worked example in a row ...
+COPIED_EXAMPLE_SHARE = 0.55  # ... that are this share of the example's words ...
+COPIED_SENTENCE_SHARE = 0.8  # ... or this share of the caption sentence they are in
 
 
 def invented_classes(text: str, spans: Sequence[Span]) -> list[str]:
-    """Reasons for land-cover nouns of the "-land" kind that name no class ("rushland covers a fifth")."""
+    """Reasons for land-cover nouns that name no class: "-land" words ("rushland covers a fifth"),
+    and the subject of a share that is no class word ("Sovereignty takes up about 24%", "Sphinx: 19%")."""
     covered = bytearray(len(text))
     for sp in spans:
         covered[sp.start:sp.end] = b"\x01" * (sp.end - sp.start)
@@ -26,6 +42,10 @@ def invented_classes(text: str, spans: Sequence[Span]) -> list[str]:
     for match in _INVENTED_LAND.finditer(text):
         if not any(covered[match.start():match.end()]):
             reasons.append(f"names '{match.group(0)}', which is no land-cover class")
+    for match in _SHARE_SUBJECT.finditer(text):
+        noun = match.group("noun")
+        if not any(covered[match.start("noun"):match.end("noun")]) and not _NOT_A_CLASS.fullmatch(noun):
+            reasons.append(f"names '{noun}', which is no land-cover class")
     return reasons
 
 
@@ -57,4 +77,66 @@ def degenerate(text: str) -> list[str]:
             seen.add(gram)
         if repeats / len(grams) >= REPEATED_NGRAM_SHARE:
             return ["repetitive text (most phrases repeat)"]
+    return []
+
+
+@lru_cache(maxsize=1)
+def worked_examples() -> tuple[str, ...]:
+    """The [assistant] turns of the shipped prompt templates: the answers the prompts show as examples."""
+    from rsbuild.captions.prompts import TURN_LINE, default_prompts_dir
+
+    examples = []
+    for entry in sorted(default_prompts_dir().iterdir(), key=lambda e: e.name):
+        if not entry.name.endswith(".j2"):
+            continue
+        role, body = "", list[str]()
+        for line in [*entry.read_text(encoding="utf-8").splitlines(), "[user]"]:
+            marker = TURN_LINE.match(line.strip())
+            if marker:
+                if role == "assistant" and "".join(body).strip():
+                    examples.append(" ".join(" ".join(body).split()))
+                role, body = marker.group(1), []
+            else:
+                body.append(line)
+    return tuple(examples)
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9%]+", normalise(text))
+
+
+@lru_cache(maxsize=64)
+def _example_words(example: str) -> tuple[list[str], frozenset[tuple[str, ...]]]:
+    words = _words(example)
+    return words, frozenset(zip(words, words[1:], words[2:]))
+
+
+def _longest_run(a: Sequence[str], b: Sequence[str]) -> int:
+    """Length of the longest run of words that ``a`` and ``b`` share."""
+    best = 0
+    previous = [0] * (len(b) + 1)
+    for word in a:
+        current = [0] * (len(b) + 1)
+        for j, other in enumerate(b, 1):
+            if word == other:
+                current[j] = previous[j - 1] + 1
+                best = max(best, current[j])
+        previous = current
+    return best
+
+
+def copied_example(text: str, examples: Iterable[str]) -> list[str]:
+    """A reason when the caption repeats a prompt's worked example: a run of words that is most of
+    the example, or most of one of the caption's sentences (a copied example sentence)."""
+    sentences = [_words(s) for s in re.split(r"[.!?;\n]+", text)]
+    grams = {g for sentence in sentences for g in zip(sentence, sentence[1:], sentence[2:])}
+    for example in examples:
+        words, example_grams = _example_words(example)
+        if len(grams & example_grams) < COPIED_RUN_MIN_WORDS - 2:  # no run of that length is possible
+            continue
+        for sentence in sentences:
+            run = _longest_run(sentence, words)
+            if run >= COPIED_RUN_MIN_WORDS and (run >= COPIED_EXAMPLE_SHARE * len(words)
+                                               or run >= COPIED_SENTENCE_SHARE * len(sentence)):
+                return [f"copies the prompt's worked example ('{' '.join(example.split()[:8])} ...')"]
     return []

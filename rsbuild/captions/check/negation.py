@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from rsbuild.captions.check.spans import BOUNDARY, HARD_STOP, Span
+from rsbuild.captions.check.spans import ATTRIBUTE_KINDS, BOUNDARY, HARD_STOP, Span
 
 # between two denied classes: the first one's head noun, a separator, an adjective ("no wooded terrain or open marsh")
 _LIST_GAP = re.compile(r"^(?:\s+[a-z-]+){0,2}?\s*(?:,\s*(?:or|nor)?|\bor\b|\bnor\b|and/or)\s*(?:[a-z-]+\s+)?$")
@@ -20,7 +20,7 @@ def _words_between(text: str, a: int, b: int) -> str:
 def apply_negation(text: str, spans: list[Span]) -> list[tuple[Span, bool]]:
     """Mark negated / trace mentions and negated attributes; return (mention, strong) denials."""
     mentions = [sp for sp in spans if sp.kind in ("class", "sink")]
-    attributes = [sp for sp in spans if sp.kind in ("share", "position", "orient", "rank", "dominant", "relative")]
+    attributes = [sp for sp in spans if sp.kind in ATTRIBUTE_KINDS]
     denials: list[tuple[Span, bool]] = []
     for sp in spans:
         if sp.kind in ("neg_pre", "trace"):

@@ -14,12 +14,14 @@ from typing import Any
 
 from rsbuild.captions.check.vocabulary import Vocabulary
 
+ATTRIBUTE_KINDS = ("share", "position", "orient", "rank", "dominant", "relative", "count")
+
 
 @dataclass
 class Span:
     start: int
     end: int
-    kind: str  # class sink share dominant rank position orient relative trace neg_pre neg_post meta
+    kind: str  # class sink share dominant rank position orient relative count trace neg_pre neg_post meta
     value: Any = None
     text: str = ""
     negated: bool = False
@@ -62,6 +64,8 @@ _RELATIVE = re.compile(
     rf"(?!(?:the |a |an |its |this )?(?:{_TILE}|center|middle|it|its|whole|entire|overall)\b)(?:the |a |an |some )?"
     r"|\b(?:above|below|beneath) the (?!(?:\d|average|rest|remainder))"
 )
+# "east of the centre": the side of the tile, not a relation to another class
+_SIDE_OF_CENTRE = re.compile(rf"\b(?P<core>{DIR})(?:ern)?(?: part)? of the (?:center|middle)\b")
 _POSITION = re.compile(
     rf"\b(?P<pre>(?:far|extreme|very|outer)[- ])?"
     rf"(?P<core>{_DIR_ADJ}|{_IMG_SIDE}|center|central|centrally|middle|midst|heart)"
@@ -115,6 +119,22 @@ _SHARE_WORDS: tuple[tuple[re.Pattern[str], tuple[float, float, float]], ...] = t
     )
 )
 _WHOLE_TILE_SPREAD = re.compile(r"(?:across|throughout|over|around|all over|scattered|spread|distributed|dotted)\s*$")
+# "40% of the whole image is X", "of the entire tile, a third is X": the whole tile is the frame, not a claim
+_FRAME_OF = re.compile(r"\bof\s*$")
+_COUNT_NUMBER = (r"(?P<n>\d{1,2}(?: single)?|a single|only (?:a single|1)|just (?:a single|1)|single|several|multiple|many|"
+                 r"numerous|a few|a couple(?: of)?|a pair of|a handful of)")
+_COUNT_ADJ = (r"(?P<adj>(?:(?:separate|distinct|isolated|individual|discrete|disconnected|detached|continuous|connected|"
+              r"contiguous|unbroken|solid|compact|large|big|major|main|sizeable|sizable|larger|bigger|small|smaller|tiny|"
+              r"little|irregular|elongated|narrow|long|wide|dense|scattered|similar|rectangular|round|oval)[ ,]+"
+              r"(?:and )?)*)")
+_COUNT_UNIT = (r"(?:patch(?:es)?|areas?|blocks?|clusters?|pockets?|parts?|pieces?|sections?|zones?|bod(?:y|ies)|stands?|"
+               r"clumps?|parcels?|islands?|fragments?|segments?|tracts?|expanses?|spots?|plots?|stretch(?:es)?|strips?|ones)")
+# a number of countable things: "three separate patches", "a single lake" (the class word itself is the unit)
+_COUNT = re.compile(
+    rf"\b{_COUNT_NUMBER}\s+{_COUNT_ADJ}(?:{_COUNT_UNIT}\b|(?=(?:lakes?|ponds?|reservoirs?|rivers?|streams?|canals?|"
+    r"creeks?|roads?|highways?|towns?|villages?|settlements?|forests?|woods|woodlands?|meadows?|glaciers?|lagoons?)\b))"
+)
+_COUNT_WORDS = {"several": 2, "multiple": 2, "many": 2, "numerous": 2, "a few": 2, "a handful of": 2}
 _RANK = re.compile(
     r"\b(?:the )?(?P<ord>second|third|2nd|3rd)[- ](?:largest|biggest|most (?:common|extensive|widespread|abundant|"
     r"prevalent|dominant)|dominant|main|major)\b(?: (?:land[- ]?cover )?(?:class|category|type|cover|surface))?"
@@ -124,10 +144,11 @@ _RANK = re.compile(
     r"|\b(?:the )?(?P<last>smallest|least (?:common|extensive|abundant|widespread)|rarest) (?:land[- ]?cover )?"
     r"(?:class|category|type)\b"
     # predicative superlatives: "water is the largest (part)", "grassland is the smallest part of the image"
-    r"|\b(?:is|are|was|were|as|being|remains?|forms?|makes? up|constitutes?) (?:by far |clearly |easily |also )?"
+    r"|\b(?:is|are|was|were|as|being|remains?|forms?|makes? up|constitutes?|provides?|occupies|occupy|covers?|takes? up|"
+    r"accounts? for|has|have) (?:by far |clearly |easily |also )?"
     r"the (?:single )?(?:(?P<pfirst>largest|biggest|most (?:common|extensive|widespread|abundant|prevalent|populated|"
     r"prominent|dominant)|dominant|main|principal|predominant)|(?P<plast>smallest|least (?:common|extensive|abundant|"
-    r"widespread|populated|prominent)|rarest))(?: (?:part|parts|feature|area|class|share|portion|component|category|"
+    r"widespread|populated|prominent)|rarest))(?: (?:part|parts|patch|feature|area|class|share|portion|component|category|"
     r"type|cover|one|land[- ]?cover(?: class| type)?))?(?=\s*(?:[.,;:!?)]|$|and\b|but\b|while\b|with\b|in\b|of "
     r"(?:the |this )?(?:image|tile|scene|area|picture)\b|here\b|at\b|covering\b))"
 )
@@ -174,7 +195,8 @@ RESPECTIVELY = re.compile(r"\brespectively\b")
 LINEAR_NOUN = re.compile(r"(?:rivers?|streams?|canals?|creeks?|channels?|tributar(?:y|ies)|waterways?|watercourses?|"
                           r"roads?|streets?|highways?|motorways?|railways?|railroads?)")
 LINEAR_CUE = re.compile(r"\b(?:strips?|bands?|lines?|ribbons?|corridors?|belts?|stripes?)\s+of\s+(?:the\s+)?$")
-SENTENCE = re.compile(r"[.!?;:]+(?=\s|$)|\n+")
+SENTENCE = re.compile(r"[.!?;]+(?=\s|$)|:(?=\s|$)(?!\s*(?:~|about |around |roughly |approx\S* |some |nearly |almost )?\d)"
+                      r"|\n+")
 
 _VECTORS: dict[str, tuple[int, int]] = {
     "north": (0, -1), "south": (0, 1), "east": (1, 0), "west": (-1, 0), "top": (0, -1), "upper": (0, -1),
@@ -294,8 +316,8 @@ def _position_value(m: re.Match[str], text: str) -> Any:
         depth = 2 / 3
     elif mod_word == "third":
         depth = 1 / 3
-    elif mod_word == "quarter":
-        depth = 0.25
+    elif mod_word == "quarter":  # "the lower-left quarter" is a quadrant; "the northern quarter" a strip
+        depth = 0.5 if (v and h) else 0.25
     elif mod_word.startswith("corner"):
         depth, kind = 0.35, "corner"
     elif re.match(r"edge|border|margin|fringe|periphery|boundary|rim|strip|band|tip|end", mod_word):
@@ -303,6 +325,13 @@ def _position_value(m: re.Match[str], text: str) -> Any:
     if pre:
         depth, kind = min(depth, 0.25), ("corner" if (v and h) else "edge")
     return Region(v, h, depth, kind)
+
+
+def _side_region(word: str) -> Region:
+    """The half (or quadrant) of the tile on a compass side: "north", "south-east"."""
+    dx, dy = vector(word)
+    v, h = {-1: "N", 1: "S"}.get(dy), {-1: "W", 1: "E"}.get(dx)
+    return Region(v, h, 0.5, "quadrant" if (v and h) else "side")
 
 
 def _fraction_percent(m: re.Match[str]) -> float | None:
@@ -322,7 +351,7 @@ def _fraction_percent(m: re.Match[str]) -> float | None:
 
 def _share_band(value: float, qualifier: str | None) -> tuple[float, float, float]:
     """(low, high, slack) in percent for a stated share and its qualifier."""
-    point_slack = max(6.0, min(12.0, 0.4 * value))
+    point_slack = max(3.0, min(9.0, 0.25 * value))
     bound_slack = max(2.5, min(10.0, 0.35 * value))
     q = (qualifier or "").strip()
     if re.search(r"no more|not more|under|(?<!no )(?<!not )less than|below|at most|up to|fewer", q):
@@ -340,6 +369,20 @@ def _range_value(m: re.Match[str]) -> Any:
     return low, high, max(5.0, min(10.0, 0.35 * high))
 
 
+def _count_value(m: re.Match[str]) -> tuple[int, bool, str | None]:
+    """(number, exact, size): "3 large patches" -> (3, True, "large"); "several areas" -> (2, False, None)."""
+    word = m.group("n")
+    adjectives = m.group("adj") or ""
+    size = ("small" if re.search(r"\b(?:small|smaller|tiny|little)\b", adjectives)
+            else "large" if re.search(r"\b(?:large|big|major|main|sizeable|sizable|larger|bigger)\b", adjectives) else None)
+    if word in _COUNT_WORDS:
+        return _COUNT_WORDS[word], False, size
+    if word in ("a couple of", "a couple", "a pair of"):
+        return 2, True, size
+    digits = re.search(r"\d+", word)
+    return (int(digits.group(0)) if digits else 1), True, size
+
+
 def _rank_value(m: re.Match[str]) -> int:
     """1 for the largest class, 2 / 3 for the second / third largest, -1 for the smallest."""
     if m.group("ord"):
@@ -355,11 +398,13 @@ def scan(text: str, vocab: Vocabulary) -> list[Span]:
     s.scan(_ORIENT_PAIR, "orient", _pair_value)
     s.scan(_ORIENT_MOTION, "orient", _motion_value)
     s.scan(_ORIENT_WORD, "orient", _orient_word_value)
+    s.scan(_COUNT, "count", _count_value)  # before traces: "a few small patches" is a count
     s.scan(_TRACE, "trace")
     s.scan(_OTHER_SHARE, "sink")
     for start, end, owner in vocab.find(text):
         if s.free(start, end):
             s.add(start, end, "sink" if owner is None else "class", owner)
+    s.scan(_SIDE_OF_CENTRE, "position", lambda m: _side_region(m.group("core")))
     s.scan(_RELATIVE, "relative", lambda m: m.group("d") or m.group(0).split()[0])
     s.scan(_RANK, "rank", _rank_value)
     s.scan(_POSITION, "position", lambda m: _position_value(m, text))
@@ -373,7 +418,8 @@ def scan(text: str, vocab: Vocabulary) -> list[Span]:
 
     s.scan(_SHARE_FRACTION, "share", fraction)
     for pattern, band in _SHARE_WORDS:
-        s.scan(pattern, "share", lambda m, band=band: False if _WHOLE_TILE_SPREAD.search(text[:m.start()]) else band)
+        s.scan(pattern, "share", lambda m, band=band: False if (_WHOLE_TILE_SPREAD.search(text[:m.start()])
+                                                              or _FRAME_OF.search(text[:m.start()])) else band)
     s.scan(_DOMINANT, "dominant", lambda m: "follow" if m.group("adv") else "any")
     s.scan(_NEG_POST, "neg_post")
     s.scan(_NEG_PRE, "neg_pre", lambda m: "strong" if m.group("strong") else "weak")

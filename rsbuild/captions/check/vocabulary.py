@@ -19,7 +19,7 @@ _LEXICON: dict[str, tuple[str, ...]] = {
               r"bays?", r"estuar(?:y|ies)", r"coast(?:line)?s?", r"shore(?:line)?s?", r"inlets?",
               r"tributar(?:y|ies)", r"watercourses?", r"waterways?", r"oxbows?"),
     "trees": (r"trees?", r"tree[- ]cover(?:ed)?", r"forests?", r"forested(?: areas?| land)?", r"woodlands?",
-              r"woods", r"wooded(?: areas?| land)?", r"treed", r"groves?", r"(?:tree )?canop(?:y|ies)"),
+              r"woods?", r"woodlots?", r"copses?", r"wooded(?: areas?| land)?", r"treed", r"groves?", r"(?:tree )?canop(?:y|ies)"),
     "crops": (r"croplands?", r"crops?", r"farmlands?", r"farms?", r"fields?", r"agricultural(?: land| fields?|"
               r" areas?| plots?| parcels?)?", r"agriculture", r"cultivated(?: land| fields?| areas?)?",
               r"cultivation", r"farming", r"arable(?: land)?", r"ploughed(?: fields?)?", r"tilled(?: land)?",
@@ -46,8 +46,9 @@ _LEXICON: dict[str, tuple[str, ...]] = {
     "snow": (r"snow(?:[- ]covered|[- ]capped)?", r"snowy", r"snowfields?", r"ice", r"icy", r"ice[- ]covered",
              r"glaciers?", r"glacial", r"frozen"),
     "wetland": (r"wetlands?", r"herbaceous wetlands?", r"marsh(?:es|land|y)?", r"swamps?", r"swampy", r"bogs?",
-                r"boggy", r"fens?", r"mires?", r"reed ?beds?", r"reeds", r"peatlands?", r"waterlogged",
-                r"flooded(?: vegetation| grass(?:land)?| areas?| land)?"),
+                r"boggy", r"fens?", r"mires?", r"reed ?beds?", r"reeds", r"peatlands?",
+                r"(?:waterlogged|wetland|marsh(?:y|land)?|swamp(?:y)?|boggy|aquatic)(?: vegetation| ground| land| areas?)?",
+                r"flooded(?: vegetation| grass(?:land)?| areas?| land)?", r"floating vegetation"),
     "mangroves": (r"mangroves?(?: forests?)?",),
     "moss": (r"moss(?:es)?", r"lichens?", r"moss and lichens?", r"tundra"),
 }

@@ -15,8 +15,6 @@ from rsbuild.captions.check import Verdict, check_caption
 from rsbuild.chips.stats import compute_stats
 from rsbuild.schemes import get_scheme
 
-DATA = Path(__file__).parents[1] / "data"
-
 
 def _stats(scheme_name: str, fill: str, shapes: list[tuple[str, tuple[slice, slice]]], size: int = 120) -> dict:
     scheme = get_scheme(scheme_name)
@@ -242,26 +240,6 @@ def test_grassed_means_grassland() -> None:
     assert not verdict.ok and "grassland" in verdict.reasons[0]
 
 
-def test_agreement_on_hand_labelled_model_captions() -> None:
-    """Real SmolLM2-135M captions labelled by hand (tests/data/model_captions.jsonl).
-
-    Targets are >= 95 % of wrong captions caught and <= 2 % of correct ones rejected; on these
-    real captions the check reaches less (semantic nonsense without a checkable claim is
-    missed, and the correct set is small), so this asserts what it reaches, not the target.
-    """
-    rows = [json.loads(line) for line in (DATA / "model_captions.jsonl").read_text().splitlines() if line]
-    assert len(rows) >= 60 and {r["label"] for r in rows} == {"correct", "wrong"}
-    verdicts = [(r, check_caption(r["text"], r["stats"], subject=r.get("subject"))) for r in rows]
-    wrong = [v for r, v in verdicts if r["label"] == "wrong"]
-    correct = [v for r, v in verdicts if r["label"] == "correct"]
-    detected = sum(not v.ok for v in wrong) / len(wrong)
-    falsely_rejected = sum(not v.ok for v in correct) / len(correct)
-    assert detected >= 0.85, detected
-    assert falsely_rejected <= 0.12, falsely_rejected
-    checkable = [v for r, v in verdicts if r["label"] == "wrong" and r["error"] in ("class", "share")]
-    assert sum(not v.ok for v in checkable) / len(checkable) >= 0.95
-
-
 # --------------------------------------------------------------------------------------------
 # The package rsbuild/captions/check/: its public names, and modules that import only earlier ones
 
@@ -274,7 +252,7 @@ PIPELINE = ("vocabulary", "text", "spans", "negation", "clauses", "compare", "fa
 def test_check_package_keeps_its_public_names() -> None:
     package = importlib.import_module("rsbuild.captions.check")
     assert [name for name in PUBLIC_NAMES if not hasattr(package, name)] == []
-    assert package.__all__ == ["Verdict", "check_caption", "DEFAULT_MIN_SHARE"]
+    assert package.__all__ == ["Verdict", "check_caption", "DEFAULT_MIN_SHARE", "REASON_CODES"]
     assert Verdict.__module__ == check_caption.__module__ == "rsbuild.captions.check"
 
 

@@ -1,0 +1,150 @@
+"""The grammar of claims: counts, shares after any verb, frames of reference, quadrants, comparisons,
+copies of the prompts' examples and fact-free text, on real statistics of small label maps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rsbuild.captions.check import REASON_CODES, check_caption
+from rsbuild.captions.engines.template import area_caption, class_caption, linear_caption
+from rsbuild.chips.stats import compute_stats
+from rsbuild.schemes import get_scheme
+
+
+@pytest.fixture(scope="module")
+def lakes() -> dict:
+    """Grassland (~83 %) with three separate lakes (north-west, north-east, south) and a forest
+    block in the lower-left quarter (~9 %)."""
+    scheme = get_scheme("esa_worldcover")
+    grid = np.full((120, 120), scheme.index_of("grassland"), dtype=np.uint8)
+    for rows, cols in ((slice(5, 20), slice(5, 20)), (slice(5, 20), slice(95, 110)), (slice(100, 112), slice(50, 65))):
+        grid[rows, cols] = scheme.index_of("water")
+    grid[70:105, 5:45] = scheme.index_of("tree cover")
+    return compute_stats(grid, scheme)
+
+
+def test_fixture_is_what_the_captions_assume(lakes: dict) -> None:
+    classes = {c["name"]: c for c in lakes["classes"]}
+    assert classes["water"]["components"] == 3 and classes["tree cover"]["components"] == 1
+    assert 0.08 < classes["tree cover"]["share"] < 0.11 and classes["grassland"]["share"] > 0.8
+
+
+@pytest.mark.parametrize("caption", [
+    "There are three separate patches of water.",
+    "Water appears as 3 distinct ponds scattered over the grassland.",
+    "Forest forms a single continuous block in the lower-left quarter.",
+    "Several small lakes dot the meadow.",
+])
+def test_true_counts_pass(lakes: dict, caption: str) -> None:
+    verdict = check_caption(caption, lakes)
+    assert verdict.ok, verdict.reasons
+
+
+@pytest.mark.parametrize("caption", [
+    "A single lake lies in the grassland.",
+    "Water forms one connected area.",
+    "There are five separate patches of water.",
+    "The woodland is split into three parts.",
+])
+def test_wrong_counts_fail_with_the_count_code(lakes: dict, caption: str) -> None:
+    verdict = check_caption(caption, lakes)
+    assert not verdict.ok and "count" in verdict.codes, verdict.reasons
+
+
+@pytest.mark.parametrize("verb", ["covers", "takes up", "spreads over", "extends across", "occupies", "accounts for",
+                                  "sprawls across", "stretches over", "blankets", "makes up"])
+def test_shares_after_any_verb_are_read(lakes: dict, verb: str) -> None:
+    assert check_caption(f"Meadow {verb} about 80% of the image.", lakes).ok
+    verdict = check_caption(f"Meadow {verb} about 30% of the image.", lakes)
+    assert not verdict.ok and verdict.codes == ["share"], verdict.reasons
+
+
+@pytest.mark.parametrize("caption", [
+    "Roughly 10% of the whole image is forest.", "A tenth of the entire tile consists of woodland.",
+    "Of the entire scene, about 80 percent is grass.", "Forest: ~9 %.", "Woods (about 10 %) lie in the south-west.",
+])
+def test_a_frame_of_reference_is_not_a_claim(lakes: dict, caption: str) -> None:
+    verdict = check_caption(caption, lakes)
+    assert verdict.ok, verdict.reasons
+
+
+def test_a_share_after_a_colon_is_read(lakes: dict) -> None:
+    verdict = check_caption("Forest: 60%.", lakes)
+    assert not verdict.ok and verdict.codes == ["share"]
+
+
+def test_quadrants_are_quarters_of_the_image_not_corners(lakes: dict) -> None:
+    assert check_caption("Forest fills the lower-left quarter.", lakes).ok
+    assert check_caption("Trees occupy the south-western quadrant.", lakes).ok
+    verdict = check_caption("Forest fills the upper-right quarter.", lakes)
+    assert not verdict.ok and verdict.codes == ["position"]
+
+
+@pytest.mark.parametrize("caption, ok", [
+    ("There is more grassland than forest.", True), ("There is more forest than grassland.", False),
+    ("Woodland covers less of the image than meadow.", True), ("Meadow covers less of the image than woodland.", False),
+    ("Grass is larger than the forest.", True), ("The forest is bigger than the grassland.", False),
+    ("Water outweighs the forest.", False), ("Mostly grass.", True), ("Mostly water.", False),
+    ("Grassland is the largest class.", True), ("Forest is the largest class.", False),
+])
+def test_relative_size_claims(lakes: dict, caption: str, ok: bool) -> None:
+    verdict = check_caption(caption, lakes)
+    assert verdict.ok is ok, verdict.reasons
+    if not ok:
+        assert set(verdict.codes) <= {"relative", "rank"}
+
+
+@pytest.mark.parametrize("caption", [
+    "A thin river crosses the image from north to south along its west side.",
+    "Tree cover takes up about a third of the image, mostly in the south-west, in three large patches and a few "
+    "small ones.",
+    "Cropland covers about three fifths of the image, across the center.",
+])
+def test_copies_of_the_prompts_examples_fail(caption: str) -> None:
+    """The examples' own facts: a copy fails as a copy even on a tile where it happens to be true."""
+    scheme = get_scheme("esa_worldcover")
+    grid = np.full((90, 90), scheme.index_of("tree cover"), dtype=np.uint8)
+    grid[:, 8:12] = scheme.index_of("water")
+    verdict = check_caption(caption, compute_stats(grid, scheme))
+    assert not verdict.ok and "copied_example" in verdict.codes
+    assert check_caption(caption, compute_stats(grid, scheme), examples=()).codes.count("copied_example") == 0
+
+
+@pytest.mark.parametrize("caption", [
+    "This is a satellite image of the Earth's surface.", "An aerial view with a mix of colours and textures.",
+    "Vegetation and other surfaces appear throughout the scene.",
+])
+def test_fact_free_text_fails_with_its_own_code(lakes: dict, caption: str) -> None:
+    verdict = check_caption(caption, lakes)
+    assert not verdict.ok and verdict.codes == ["no_fact"]
+
+
+def test_a_class_caption_about_its_subject_states_facts(lakes: dict) -> None:
+    assert check_caption("It covers about a tenth of the tile, in the south-west.", lakes, subject="tree cover",
+                         task="class").ok
+    assert check_caption("It is an interesting part of the image.", lakes, subject="tree cover",
+                         task="class").codes == ["no_fact"]
+
+
+def test_every_code_is_known_and_template_captions_pass(lakes: dict) -> None:
+    captions = [area_caption(lakes, i) for i in range(10)] + [class_caption(lakes, "water", i) for i in range(10)]
+    captions += [linear_caption(lakes, i) for i in range(3)]
+    for text in filter(None, captions):
+        verdict = check_caption(text, lakes)
+        assert verdict.ok, (text, verdict.reasons)
+    verdict = check_caption("Snow covers the north. A single lake. Forest: 60%.", lakes)
+    assert len(verdict.codes) == len(verdict.reasons) and set(verdict.codes) <= set(REASON_CODES)
+
+
+@pytest.mark.parametrize("caption", ["Sovereignty takes up about 10% of the image.", "Grass: 83%\nSphinx: 9%",
+                                     "Rushland covers a fifth of the tile."])
+def test_a_share_of_no_class_is_an_invented_class(lakes: dict, caption: str) -> None:
+    verdict = check_caption(caption, lakes)
+    assert not verdict.ok and "class" in verdict.codes, verdict.reasons
+
+
+@pytest.mark.parametrize("caption", ["The rest: 8%.", "Total: 100%.", "It covers about 9% of the tile."])
+def test_frames_and_pronouns_before_a_share_are_not_classes(lakes: dict, caption: str) -> None:
+    verdict = check_caption(caption, lakes, subject="tree cover", task="class")
+    assert not any("which is no land-cover class" in r for r in verdict.reasons), verdict.reasons
