@@ -101,8 +101,13 @@ class ThreadedEngine(SpyEngine):
     of order); records how many requests were open at once and the order they were sent in."""
 
     def __init__(self, name: str = "rsbuild-template", slots: int = 16, delay_s: float = 0.004,
-                 slow_keys: frozenset[str] = frozenset()) -> None:
+                 slow_keys: frozenset[str] = frozenset(), hold_until_full: bool = False) -> None:
         super().__init__(name)
+        # with hold_until_full, no answer comes before `slots` requests were open at once (or 30 s
+        # passed): whether the driver fills the engine then does not depend on the machine's load
+        self.full = threading.Event()
+        if not hold_until_full:
+            self.full.set()
         self.max_in_flight = slots
         self.delay_s, self.slow_keys = delay_s, slow_keys
         self.pool = ThreadPoolExecutor(max_workers=slots)
@@ -115,6 +120,8 @@ class ThreadedEngine(SpyEngine):
         with self.lock:
             self.open += 1
             self.max_open = max(self.max_open, self.open)
+            if self.open >= self.max_in_flight:
+                self.full.set()
             self.sent.append((request.key, request.task, self.slow_open))
             slow = request.key in self.slow_keys
             self.slow_open += slow
@@ -122,6 +129,7 @@ class ThreadedEngine(SpyEngine):
         delay = (0.25 if slow else self.delay_s * (1 + digest[0] % 4))
 
         def answer() -> CaptionResult:
+            self.full.wait(timeout=30)
             time.sleep(delay)
             (result,) = self.generate([request])
             with self.lock:
@@ -140,7 +148,7 @@ def test_stream_is_lazy_bounded_ordered_and_independent_of_timing() -> None:
             pulled.append(i)
             yield _sample(i)
 
-    engine = ThreadedEngine(slots=8)
+    engine = ThreadedEngine(slots=8, hold_until_full=True)
     out = annotate(source(), engine, _cfg(tasks=["area", "class"]), window=12)
     assert pulled == []  # nothing happens before the first sample is asked for
     first = next(out)
