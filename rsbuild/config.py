@@ -398,9 +398,14 @@ lat_column = "lat"
 lon_column = "lon"
 
 [scenes]
-preset = "earth-search-v1"   # earth-search-v1 | earth-search-c1 | planetary-computer | cdse | custom (the default);
+preset = "earth-search-c1"   # earth-search-c1 | earth-search-v1 | planetary-computer | cdse | custom (the default);
                              # a preset fills catalog, collection, layout, cloud_property and sign_hrefs,
-                             # and any of them written here wins (e.g. a local mirror's catalog URL)
+                             # and any of them written here wins (e.g. a local mirror's catalog URL).
+                             # earth-search-c1 (Sentinel-2 Collection 1) is Element 84's maintained collection:
+                             # ESA's DN unchanged, scale/offset declared right on every item, no credentials.
+                             # earth-search-v1 (the older sentinel-2-l2a) flags scenes whose -1000 DN offset
+                             # Element 84 removed (earthsearch:boa_offset_applied), and some scenes flagged
+                             # false had it removed too, which no metadata reveals.
 # catalog = "https://earth-search.aws.element84.com/v1"  # required with preset = "custom": STAC API root or catalog.json
 # collection = "sentinel-2-l2a"
 datetime = "2024-06-01/2024-08-31"

@@ -61,7 +61,8 @@ class LabelPreset:
 SCENE_PRESETS: dict[str, ScenePreset] = {
     CUSTOM: ScenePreset("any catalog: set scenes.catalog (and collection / layout when they differ from the defaults)"),
     "earth-search-v1": ScenePreset(
-        "Element 84 Earth Search v1, collection sentinel-2-l2a (COGs on AWS, raster:bands scale/offset)",
+        "Element 84 Earth Search v1, collection sentinel-2-l2a (older; earthsearch:boa_offset_applied honoured, "
+        "some scenes flagged false had the offset removed anyway: prefer earth-search-c1)",
         catalog=EARTH_SEARCH_URL,
         collection="sentinel-2-l2a",
         layout="earth-search-v1",
@@ -69,7 +70,8 @@ SCENE_PRESETS: dict[str, ScenePreset] = {
         sign_hrefs="none",
     ),
     "earth-search-c1": ScenePreset(
-        "Element 84 Earth Search v1, Sentinel-2 Collection 1 (sentinel-2-c1-l2a, reprocessed, same asset keys)",
+        "Element 84 Earth Search v1, Sentinel-2 Collection 1 (sentinel-2-c1-l2a: maintained, reprocessed to "
+        "baseline >= 05.00, ESA's DN with scale/offset declared per item; the example config's default)",
         catalog=EARTH_SEARCH_URL,
         collection="sentinel-2-c1-l2a",
         layout="earth-search-v1",
