@@ -42,6 +42,7 @@ EXTERNAL_HOMES: dict[str, set[str]] = {
     "typer": {"rsbuild.cli"},
     "jinja2": {"rsbuild.captions.prompts"},
     "fsspec": {"rsbuild.run.recaption", "rsbuild.dataset.loader"},
+    "boto3": {"rsbuild.testing.servers"},  # only to set up the loopback S3 server (rsbuild itself goes through fsspec)
 }
 
 
