@@ -141,3 +141,53 @@ def test_missing_keys_and_bad_endpoint_stop_with_a_message_naming_the_fix(clean_
     merged = ScenesConfig(preset="cdse", s3={"credentials_file": "~/.cdse"})
     assert merged.s3 is not None and (merged.s3.endpoint, merged.s3.credentials_file) == (CDSE_S3_ENDPOINT, "~/.cdse")
     assert gdal_config(S3Config(anonymous=True), environ={})["AWS_NO_SIGN_REQUEST"] == "YES"
+
+
+def test_rsbuild_fetch_on_cdse_reads_scenes_and_labels_from_s3(
+    cdse: dict[str, Any], clean_environment: None, tmp_path: Path
+) -> None:
+    """The whole fetch half from a config: the cdse preset, keys in the environment, s3:// labels too."""
+    import tomli_w
+    import webdataset as wds
+    from typer.testing import CliRunner
+
+    from rsbuild.cli import app
+    from rsbuild.dataset.shards import list_shards
+    from rsbuild.records import Grid
+
+    s3: MotoS3Server = cdse["s3"]
+    where = cdse["where"]
+    a, _, c, _, e, f = CDSE.transform
+    window = Grid(CDSE.crs, (a, 0.0, c + where.col0 * a, 0.0, e, f + where.row0 * e), 64, 64)
+    labels = np.where(np.arange(64)[np.newaxis, :] < 32, 10, 80).repeat(64, axis=0).astype(np.uint8)  # tree | water
+    raster_io.write_geotiff(str(tmp_path / "labels.tif"), labels, window, nodata=0)
+    s3.client().upload_file(str(tmp_path / "labels.tif"), BUCKET, "labels/worldcover.tif")
+    (tmp_path / "pois.csv").write_text(f"id,lat,lon\ncdse1,{where.poi.lat},{where.poi.lon}\n")
+    config = {
+        "pois": {"path": str(tmp_path / "pois.csv")},
+        "scenes": {"preset": "cdse", "catalog": cdse["stac"], "datetime": "2025-03-30", "max_cloud_cover": 100.0,
+                   "s3": {"endpoint": s3.url}},
+        "imagery": {"aoi_size": 32, "tile_size": 32, "tile_stride": 32, "output_size": 32, "cpu_workers": 0,
+                    "max_tile_cloud": 1.0},
+        "labels": {"source": "cog", "url": f"s3://{BUCKET}/labels/worldcover.tif"},
+    }  # fmt: skip
+    (tmp_path / "rsbuild.toml").write_text(tomli_w.dumps(config))
+    keys_in_environment(s3)
+    result = CliRunner().invoke(app, ["fetch", "--config", str(tmp_path / "rsbuild.toml"), "--out", str(tmp_path / "chips"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert s3.secret_key not in result.output
+    for path in (tmp_path / "chips").rglob("*"):
+        assert not path.is_file() or s3.secret_key.encode() not in path.read_bytes(), path
+    samples = [s for shard in list_shards(tmp_path / "chips") for s in wds.WebDataset(str(shard), shardshuffle=False).decode()]
+    assert len(samples) == 1
+    doc = samples[0]["json"]
+    assert doc["metadata"]["scene"]["id"] == cdse["item"]["id"]
+    grid = doc["metadata"]["grid"]
+    col0 = round((grid["transform"][2] - c) / a)
+    row0 = round((grid["transform"][5] - f) / e)
+    rows, cols = np.mgrid[row0 : row0 + 32, col0 : col0 + 32]
+    for index, limits in enumerate(doc["metadata"]["rgb"]["stretch"]):  # recorded in reflectance, offset applied once
+        expected = np.percentile(tile_dn(rows, cols, index) * 1e-4 - 0.1, [2.0, 98.0])
+        assert limits == pytest.approx(expected, abs=1e-5)
+    shares = {entry["name"]: entry["share"] for entry in doc["stats"]["classes"]}
+    assert shares == pytest.approx({"tree cover": 0.5, "water": 0.5}, abs=0.05)
