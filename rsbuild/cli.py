@@ -84,7 +84,7 @@ def fetch(
     from rsbuild.dataset.remote import staged_output
     from rsbuild.run.pipeline import WorkerSlice, run_fetch
 
-    with staged_output(out) as folder:  # s3://: staged locally, each finished unit uploaded
+    with staged_output(out, overwrite=overwrite) as folder:  # s3://: staged locally, each finished unit uploaded
         summary = run_fetch(_load(config), folder, console=console, show_progress=not quiet, overwrite=overwrite,
                             workers=WorkerSlice(num_shards, shard_index))
     console.print(summary.table())
@@ -128,7 +128,7 @@ def build(
         raise ConfigError(f"--executor must be 'local' or 'ray', not {executor!r}")
     from rsbuild.dataset.remote import staged_output
 
-    with staged_output(out) as folder:  # s3://: staged locally, each finished unit uploaded
+    with staged_output(out, overwrite=overwrite) as folder:  # s3://: staged locally, each finished unit uploaded
         if executor == "ray":
             from rsbuild.run.ray_executor import run_build_ray
 
@@ -185,7 +185,7 @@ def recaption(
     from rsbuild.run.recaption import run_recaption
 
     overrides = _caption_overrides(engine, prompts, tasks, server_url, model, paraphrases)
-    with staged_output(out) as folder:  # s3://: staged locally, each finished unit uploaded
+    with staged_output(out, overwrite=overwrite) as folder:  # s3://: staged locally, each finished unit uploaded
         summary = run_recaption(source, str(folder), overrides, console, show_progress=not quiet, overwrite=overwrite)
     console.print(summary.table())
 

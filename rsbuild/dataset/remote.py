@@ -76,6 +76,12 @@ class RemoteOutput:
             count += 1
         return count
 
+    def clear(self) -> None:
+        """Delete everything under the remote prefix (``--overwrite``)."""
+        if self.fs.exists(self.root):
+            self.fs.rm(self.root, recursive=True)
+        self._sent.clear()
+
     def push(self) -> int:
         """Upload new or changed staged files, markers last; returns files uploaded."""
         with self._lock:
@@ -116,14 +122,20 @@ class _Uploader(threading.Thread):
 
 
 @contextmanager
-def staged_output(target: str | Path, *, interval_s: float = SYNC_INTERVAL_S) -> Iterator[Path]:
-    """A local folder for ``target``: the folder itself, or a staging copy mirrored to the URL."""
+def staged_output(target: str | Path, *, overwrite: bool = False, interval_s: float = SYNC_INTERVAL_S) -> Iterator[Path]:
+    """A local folder for ``target``: the folder itself, or a staging copy mirrored to the URL.
+
+    ``overwrite`` (the commands' ``--overwrite``) empties the remote prefix first instead of
+    resuming from it, as ``prepare_run`` empties a local folder."""
     if not is_remote(target):
         yield Path(target)
         return
     staging = Path(tempfile.mkdtemp(prefix="rsbuild-staging-"))
     remote = RemoteOutput(str(target), staging)
-    remote.pull()
+    if overwrite:
+        remote.clear()
+    else:
+        remote.pull()
     uploader = _Uploader(remote, interval_s)
     uploader.start()
     try:

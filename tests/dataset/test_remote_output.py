@@ -105,6 +105,14 @@ def test_build_to_s3_matches_a_local_build_and_resumes(
     unit_markers = [m for m in markers if m.endswith(".json") and m[6:12].isdigit()]
     assert summary["units_skipped"] == len(unit_markers) - 1  # only the lost unit was fetched again
 
+    # --overwrite starts afresh: what the prefix held before is gone, the dataset is whole again
+    client.put_object(Bucket=BUCKET, Key="run/shards/train-999999.tar", Body=b"stale")
+    result = runner.invoke(app, ["build", "--config", str(config), "--out", f"s3://{BUCKET}/run", "--quiet", "--overwrite"])
+    assert result.exit_code == 0, result.output
+    fresh = remote_files(s3_environment, "run")
+    assert "shards/train-999999.tar" not in fresh and json.loads(fresh["run_summary.json"])["units_skipped"] == 0
+    same_dataset(fresh, local)
+
 
 def test_recaption_reads_s3_and_writes_s3(
     tmp_path: Path, fixture_data: FixtureInfo, stac_api_rustac: Any, label_url: str, s3_environment: MotoS3Server
