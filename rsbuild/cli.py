@@ -29,7 +29,7 @@ console = Console()
 err_console = Console(stderr=True)
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="TOML config file (see `rsbuild init`)")]
-OutOption = Annotated[Path, typer.Option("--out", "-o", help="output folder")]
+OutOption = Annotated[str, typer.Option("--out", "-o", help="output folder: a local path or s3://bucket/prefix")]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")]
 OverwriteOption = Annotated[bool, typer.Option("--overwrite", help="replace a dataset already in --out")]
 NumShardsOption = Annotated[int, typer.Option("--num-shards", help="job arrays: number of workers sharing the units")]
@@ -81,10 +81,12 @@ def fetch(
 
     Rerunning the same command resumes where it stopped.
     """
+    from rsbuild.dataset.remote import staged_output
     from rsbuild.run.pipeline import WorkerSlice, run_fetch
 
-    summary = run_fetch(_load(config), out, console=console, show_progress=not quiet, overwrite=overwrite,
-                        workers=WorkerSlice(num_shards, shard_index))
+    with staged_output(out, overwrite=overwrite) as folder:  # s3://: staged locally, each finished unit uploaded
+        summary = run_fetch(_load(config), folder, console=console, show_progress=not quiet, overwrite=overwrite,
+                            workers=WorkerSlice(num_shards, shard_index))
     console.print(summary.table())
 
 
@@ -122,15 +124,18 @@ def build(
     if split_by:
         data["splits"]["by"] = split_by
     cfg = config_from_dict(data, source=f"{config} with command-line options")
-    if executor == "ray":
-        from rsbuild.run.ray_executor import run_build_ray
-
-        summary = run_build_ray(cfg, out, console, address=ray_address, overwrite=overwrite)
-    elif executor == "local":
-        summary = run_build(cfg, out, console=console, show_progress=not quiet, overwrite=overwrite,
-                            workers=WorkerSlice(num_shards, shard_index))
-    else:
+    if executor not in ("local", "ray"):
         raise ConfigError(f"--executor must be 'local' or 'ray', not {executor!r}")
+    from rsbuild.dataset.remote import staged_output
+
+    with staged_output(out, overwrite=overwrite) as folder:  # s3://: staged locally, each finished unit uploaded
+        if executor == "ray":
+            from rsbuild.run.ray_executor import run_build_ray
+
+            summary = run_build_ray(cfg, folder, console, address=ray_address, overwrite=overwrite)
+        else:
+            summary = run_build(cfg, folder, console=console, show_progress=not quiet, overwrite=overwrite,
+                                workers=WorkerSlice(num_shards, shard_index))
     console.print(summary.table())
     console.print(Text.assemble("dataset written to ", (str(out), "bold"), "; check it with ", (f"rsbuild inspect {out}", "bold")))
 
@@ -176,10 +181,12 @@ def recaption(
     Annotations of the chosen tasks are replaced, others kept; captions whose template did not
     change are kept without asking the engine. Rerunning the same command resumes.
     """
+    from rsbuild.dataset.remote import staged_output
     from rsbuild.run.recaption import run_recaption
 
     overrides = _caption_overrides(engine, prompts, tasks, server_url, model, paraphrases)
-    summary = run_recaption(source, out, overrides, console, show_progress=not quiet, overwrite=overwrite)
+    with staged_output(out, overwrite=overwrite) as folder:  # s3://: staged locally, each finished unit uploaded
+        summary = run_recaption(source, str(folder), overrides, console, show_progress=not quiet, overwrite=overwrite)
     console.print(summary.table())
 
 

@@ -32,6 +32,21 @@ class PoisConfig(_Section):
     id_precision: int = Field(5, ge=0, le=9, description="decimals of lat/lon hashed into a missing id")
 
 
+class S3Config(_Section):
+    """Where ``s3://`` scene hrefs live (``rsbuild.sources.object_store``): endpoint, addressing, keys.
+
+    Keys come from ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` or from ``credentials_file``
+    (an AWS shared-credentials file); rsbuild never reads or writes the secret itself.
+    """
+
+    endpoint: str | None = Field(None, description="S3 endpoint URL, e.g. https://eodata.dataspace.copernicus.eu (none: AWS)")
+    virtual_hosting: bool = Field(False, description="bucket.host/key addressing instead of host/bucket/key (path-style)")
+    region: str | None = None
+    anonymous: bool = Field(False, description="unsigned requests (public buckets only)")
+    credentials_file: str | None = Field(None, description="AWS shared-credentials file holding the keys")
+    profile: str | None = Field(None, description="profile of credentials_file (default: 'default')")
+
+
 class ScenesConfig(_Section):
     """Scene search in a STAC API or a static catalog.
 
@@ -50,6 +65,7 @@ class ScenesConfig(_Section):
     layout: Literal["auto", "earth-search-v1", "earth-search-v0", "planetary-computer", "cdse"] = "auto"
     max_items: int = Field(50, ge=1, description="candidate scenes examined per POI")
     sign_hrefs: Literal["none", "planetary-computer"] = "none"
+    s3: S3Config | None = Field(None, description="object store of s3:// hrefs (the cdse preset sets CDSE's endpoint)")
     aoi_cloud_candidates: int = Field(
         3, ge=0, description="best scenes whose AOI cloud share is measured to pick the clearest (0 = scene cloud cover only)"
     )
@@ -68,7 +84,10 @@ class ScenesConfig(_Section):
                 "scenes.catalog is required (a STAC API root URL or the path / URL of a catalog.json) "
                 f"unless scenes.preset names a public catalog: {named}"
             )
-        return {**values, **data}
+        merged = {**values, **data}
+        if isinstance(values.get("s3"), dict) and isinstance(data.get("s3"), dict):
+            merged["s3"] = {**values["s3"], **data["s3"]}  # e.g. cdse's endpoint + the user's credentials_file
+        return merged
 
     @field_validator("datetime")
     @classmethod
@@ -409,9 +428,14 @@ lat_column = "lat"
 lon_column = "lon"
 
 [scenes]
-preset = "earth-search-v1"   # earth-search-v1 | earth-search-c1 | planetary-computer | cdse | custom (the default);
+preset = "earth-search-c1"   # earth-search-c1 | earth-search-v1 | planetary-computer | cdse | custom (the default);
                              # a preset fills catalog, collection, layout, cloud_property and sign_hrefs,
-                             # and any of them written here wins (e.g. a local mirror's catalog URL)
+                             # and any of them written here wins (e.g. a local mirror's catalog URL).
+                             # earth-search-c1 (Sentinel-2 Collection 1) is Element 84's maintained collection:
+                             # ESA's DN unchanged, scale/offset declared right on every item, no credentials.
+                             # earth-search-v1 (the older sentinel-2-l2a) flags scenes whose -1000 DN offset
+                             # Element 84 removed (earthsearch:boa_offset_applied), and some scenes flagged
+                             # false had it removed too, which no metadata reveals.
 # catalog = "https://earth-search.aws.element84.com/v1"  # required with preset = "custom": STAC API root or catalog.json
 # collection = "sentinel-2-l2a"
 datetime = "2024-06-01/2024-08-31"
@@ -421,6 +445,9 @@ filter_mode = "auto"         # auto (from the server's conformance) | filter | q
 # layout = "auto"            # auto | earth-search-v1 | earth-search-v0 | planetary-computer | cdse
 # cloud_property = "eo:cloud_cover"
 # sign_hrefs = "none"        # none | planetary-computer (pip install 'rsbuild[pc]')
+# s3 = { endpoint = "https://eodata.dataspace.copernicus.eu" }  # where s3:// hrefs live (preset cdse sets this);
+#                            # keys from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or credentials_file = "~/.cdse-keys",
+#                            # virtual_hosting = false (path-style), anonymous = true only for public buckets
 aoi_cloud_candidates = 3     # best scenes whose cloud share over the AOI is read to pick the clearest (0 = off)
 
 [imagery]

@@ -24,6 +24,7 @@ CUSTOM = "custom"
 EARTH_SEARCH_URL = "https://earth-search.aws.element84.com/v1"
 PLANETARY_COMPUTER_URL = "https://planetarycomputer.microsoft.com/api/stac/v1"
 CDSE_URL = "https://stac.dataspace.copernicus.eu/v1"
+CDSE_S3_ENDPOINT = "https://eodata.dataspace.copernicus.eu"  # path-style; keys from the CDSE S3 keys manager
 
 # Earth Engine datasets ``labels.ee_dataset`` may name, and the class scheme of each
 # (rsbuild.sources.labels.earthengine.EE_DATASETS holds the rest: asset id, band, composite).
@@ -40,6 +41,7 @@ class ScenePreset:
     layout: str | None = None  # key of rsbuild.sources.assets.LAYOUTS
     cloud_property: str | None = None
     sign_hrefs: str | None = None
+    s3: Mapping[str, Any] | None = None  # rsbuild.config.S3Config fields, for s3:// hrefs
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,8 @@ class LabelPreset:
 SCENE_PRESETS: dict[str, ScenePreset] = {
     CUSTOM: ScenePreset("any catalog: set scenes.catalog (and collection / layout when they differ from the defaults)"),
     "earth-search-v1": ScenePreset(
-        "Element 84 Earth Search v1, collection sentinel-2-l2a (COGs on AWS, raster:bands scale/offset)",
+        "Element 84 Earth Search v1, collection sentinel-2-l2a (older; earthsearch:boa_offset_applied honoured, "
+        "some scenes flagged false had the offset removed anyway: prefer earth-search-c1)",
         catalog=EARTH_SEARCH_URL,
         collection="sentinel-2-l2a",
         layout="earth-search-v1",
@@ -69,7 +72,8 @@ SCENE_PRESETS: dict[str, ScenePreset] = {
         sign_hrefs="none",
     ),
     "earth-search-c1": ScenePreset(
-        "Element 84 Earth Search v1, Sentinel-2 Collection 1 (sentinel-2-c1-l2a, reprocessed, same asset keys)",
+        "Element 84 Earth Search v1, Sentinel-2 Collection 1 (sentinel-2-c1-l2a: maintained, reprocessed to "
+        "baseline >= 05.00, ESA's DN with scale/offset declared per item; the example config's default)",
         catalog=EARTH_SEARCH_URL,
         collection="sentinel-2-c1-l2a",
         layout="earth-search-v1",
@@ -85,12 +89,13 @@ SCENE_PRESETS: dict[str, ScenePreset] = {
         sign_hrefs="planetary-computer",
     ),
     "cdse": ScenePreset(
-        "Copernicus Data Space Ecosystem, collection sentinel-2-l2a (B0x_10m keys, s3://eodata hrefs)",
+        "Copernicus Data Space Ecosystem, collection sentinel-2-l2a (B0x_10m keys, s3://eodata hrefs on CDSE's S3: keys needed)",
         catalog=CDSE_URL,
         collection="sentinel-2-l2a",
         layout="cdse",
         cloud_property="eo:cloud_cover",
         sign_hrefs="none",
+        s3={"endpoint": CDSE_S3_ENDPOINT, "virtual_hosting": False},
     ),
 }
 

@@ -41,7 +41,8 @@ EXTERNAL_HOMES: dict[str, set[str]] = {
     "matplotlib": {"rsbuild.dataset.plots"},
     "typer": {"rsbuild.cli"},
     "jinja2": {"rsbuild.captions.prompts"},
-    "fsspec": {"rsbuild.run.recaption", "rsbuild.dataset.loader"},
+    "fsspec": {"rsbuild.run.recaption", "rsbuild.dataset.loader", "rsbuild.dataset.remote"},
+    "boto3": {"rsbuild.testing.servers"},  # only to set up the loopback S3 server (rsbuild itself goes through fsspec)
 }
 
 

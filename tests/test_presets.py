@@ -118,7 +118,7 @@ def test_aoi_cloud_candidates_zero_disables_and_negative_is_refused() -> None:
 
 
 def test_resolved_config_records_what_the_preset_filled(tmp_path: Path) -> None:
-    (tmp_path / "rsbuild.toml").write_text(EXAMPLE_CONFIG.replace('preset = "earth-search-v1"', 'preset = "planetary-computer"', 1))
+    (tmp_path / "rsbuild.toml").write_text(EXAMPLE_CONFIG.replace('preset = "earth-search-c1"', 'preset = "planetary-computer"', 1))
     dumped = load_config(tmp_path / "rsbuild.toml").dump()["scenes"]
     assert dumped["preset"] == "planetary-computer"
     assert dumped["catalog"] == "https://planetarycomputer.microsoft.com/api/stac/v1"

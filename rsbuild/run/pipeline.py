@@ -124,8 +124,10 @@ def _count_rows(reader: PoiReader) -> int | None:
 
 def make_searcher(cfg: Config) -> Any:
     """The scene searcher for the configured catalog (opens it once)."""
+    from rsbuild.sources.object_store import configure_gdal
     from rsbuild.sources.stac import SceneSearcher
 
+    configure_gdal(cfg.scenes.s3)  # endpoint and keys of s3:// hrefs (CDSE), before any read
     required = ("visual",) if cfg.imagery.rgb_source == "visual" else ("red", "green", "blue")
     return SceneSearcher(cfg.scenes, required=required)
 

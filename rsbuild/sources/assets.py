@@ -17,6 +17,18 @@ Scale, offset and nodata come, first found wins, from:
    ``BOA_ADD_OFFSET = -1000``, i.e. offset -0.1 (unless the catalog says it already removed it);
 4. defaults: scale 1, offset 0, the layout's nodata (0 for every Sentinel-2 L2A product).
 
+One rule comes before all of these for the reflectance offset: where the DN carry no
+``BOA_ADD_OFFSET`` the offset is 0 whatever the item declares. That is the case when the
+catalog says it removed the offset itself (Earth Search v1 ``sentinel-2-l2a`` sets
+``earthsearch:boa_offset_applied: true`` and still declares ``raster:bands`` offset -0.1: the
+flag is the truth, Element84/earth-search#9), and for products of a baseline before 04.00
+(ESA's DN are reflectance x 10000 there; the baseline, not the sensing date, decides, since
+Collection 1 reprocessed 2016 scenes at 05.00). Known exceptions: some Earth Search v1
+``sentinel-2-l2a`` items flagged ``false`` hold COGs whose offset was removed anyway
+(cirrus-geo/cirrus-earth-search#33, Element84/earth-search#66 and #71); nothing in the item
+tells them apart, so rsbuild applies the declared -0.1 there and the ``earth-search-c1`` preset
+(Collection 1: ESA's DN unchanged, offsets declared per item, no flag) is the default.
+
 Items may be plain dicts or ``pystac.Item``-like objects (anything with ``to_dict()``);
 pystac itself is imported only in ``rsbuild.sources.stac``.
 """
@@ -62,6 +74,8 @@ LAYOUTS: dict[str, Layout] = {
             name="earth-search-v1",
             keys={"red": "red", "green": "green", "blue": "blue", "visual": "visual", "scl": "scl"},
             baseline_properties=("s2:processing_baseline",),
+            product_id_properties=("s2:product_uri",),
+            offset_removed_property="earthsearch:boa_offset_applied",  # sentinel-2-l2a only; c1 has none
         ),
         Layout(
             name="cdse",
@@ -157,6 +171,8 @@ def _radiometry(
     band: str, asset: Mapping[str, Any], properties: Mapping[str, Any], layout: Layout
 ) -> tuple[float, float, float | None]:
     declared = [_declared(asset), _declared(properties)]
+    if band in REFLECTANCE_BANDS and not _dn_carry_boa_offset(properties, layout):
+        declared.insert(0, {"offset": 0.0})
     if layout.derive_reflectance and band in REFLECTANCE_BANDS:
         declared.append({"scale": QUANTIFICATION, "offset": _derived_offset(properties, layout)})
     declared.append({"scale": 1.0, "offset": 0.0, "nodata": layout.nodata})
@@ -202,11 +218,18 @@ def processing_baseline(properties: Mapping[str, Any], layout: Layout) -> tuple[
     return None
 
 
-def _derived_offset(properties: Mapping[str, Any], layout: Layout) -> float:
+def _dn_carry_boa_offset(properties: Mapping[str, Any], layout: Layout) -> bool:
+    """False when the DN surely hold no BOA_ADD_OFFSET: the catalog removed it, or baseline < 04.00."""
     if layout.offset_removed_property and properties.get(layout.offset_removed_property) is True:
-        return 0.0
+        return False
     baseline = processing_baseline(properties, layout)
-    return BOA_ADD_OFFSET if baseline is not None and baseline >= OFFSET_BASELINE else 0.0
+    return baseline is None or baseline >= OFFSET_BASELINE
+
+
+def _derived_offset(properties: Mapping[str, Any], layout: Layout) -> float:
+    baseline = processing_baseline(properties, layout)
+    known_new = baseline is not None and baseline >= OFFSET_BASELINE
+    return BOA_ADD_OFFSET if known_new and _dn_carry_boa_offset(properties, layout) else 0.0
 
 
 def scene_from_item(

@@ -6,6 +6,8 @@
 * ``RustacServer`` runs ``rustac serve`` (an in-memory STAC API: bbox, datetime, collections,
   ids via POST /search; no ``query`` / ``filter``).
 * ``StacFastapiStaticServer`` runs stac-fastapi-static over a static catalog (CQL2 ``filter``).
+* ``MotoS3Server`` runs moto's S3-compatible server with signed requests enforced (an object
+  store with credentials, like Copernicus Data Space's S3).
 
 Every server is a context manager with a ``.url``. The subprocess servers are built on
 ``rsbuild.testing.processes.ServerProcess``: each runs in its own process group, is terminated
@@ -36,6 +38,7 @@ from rsbuild.testing.processes import LOOPBACK, ServerProcess, ServerStartError,
 __all__ = [
     "LOOPBACK",
     "ByteRangeError",
+    "MotoS3Server",
     "RangeHTTPServer",
     "RequestRecord",
     "RustacServer",
@@ -456,3 +459,53 @@ class StacFastapiStaticServer(_SubprocessServer):
         if self._workdir is not None:
             self._workdir.cleanup()
             self._workdir = None
+
+
+class MotoS3Server(_SubprocessServer):
+    """moto's S3 server (PyPI ``moto[server]``) on loopback, answering only signed requests.
+
+    With ``INITIAL_NO_AUTH_ACTION_COUNT=3`` the first three requests go unchecked: they create an
+    IAM user, its policy (all of S3) and its access key. Every later request must carry a valid
+    signature of that key (a wrong secret gets ``SignatureDoesNotMatch``, an unsigned request 403),
+    as on an object store that needs credentials. The key pair (test-only) is ``access_key`` /
+    ``secret_key``; ``client()`` is a boto3 S3 client signed with it.
+    """
+
+    name = "moto server"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.access_key = ""
+        self.secret_key = ""
+
+    def _command(self, port: int) -> list[str]:
+        return [sys.executable, "-m", "moto.server", "-H", LOOPBACK, "-p", str(port)]
+
+    def _environment(self, port: int) -> dict[str, str]:
+        return {"INITIAL_NO_AUTH_ACTION_COUNT": "3"}
+
+    def _probe_path(self) -> str:
+        return "/moto-api/"  # the dashboard: not an S3 action, so not counted
+
+    def start(self) -> Self:
+        super().start()
+        if not self.access_key:
+            import json
+
+            import boto3
+
+            iam = boto3.client("iam", endpoint_url=self.url, region_name="us-east-1",
+                               aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap")  # fmt: skip
+            iam.create_user(UserName="rsbuild-test")
+            policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+            iam.put_user_policy(UserName="rsbuild-test", PolicyName="s3", PolicyDocument=json.dumps(policy))
+            key = iam.create_access_key(UserName="rsbuild-test")["AccessKey"]
+            self.access_key, self.secret_key = key["AccessKeyId"], key["SecretAccessKey"]
+        return self
+
+    def client(self) -> Any:
+        """A boto3 S3 client signed with the server's key pair."""
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.url, region_name="us-east-1",
+                            aws_access_key_id=self.access_key, aws_secret_access_key=self.secret_key)  # fmt: skip
