@@ -34,6 +34,8 @@ QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="no progress ba
 OverwriteOption = Annotated[bool, typer.Option("--overwrite", help="replace a dataset already in --out")]
 NumShardsOption = Annotated[int, typer.Option("--num-shards", help="job arrays: number of workers sharing the units")]
 ShardIndexOption = Annotated[int, typer.Option("--shard-index", help="job arrays: this worker's index in [0, --num-shards)")]
+RetryOption = Annotated[bool, typer.Option(
+    "--retry-failed", help="also redo finished units that lost POIs to transient errors (timeouts, 5xx, refused connections)")]
 FailureShareOption = Annotated[float | None, typer.Option(
     "--max-failure-share", help="exit 1 when a larger share of the POI rows gives no tile (default: output.max_failure_share, 0.5)")]
 
@@ -54,7 +56,7 @@ def _friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
 def _print_error(message: str) -> None:
     """``error: message`` on stderr, printed literally (keeps ``[pois]``, ``rsbuild[pc]``)."""
-    err_console.print(Text.assemble(("error: ", "bold red"), message), highlight=False)
+    err_console.print(Text.assemble(("error: ", "bold red"), message), highlight=False, soft_wrap=True)
 
 
 def _load(config: Path) -> Any:
@@ -108,6 +110,7 @@ def fetch(
     num_shards: NumShardsOption = 1,
     shard_index: ShardIndexOption = 0,
     max_failure_share: FailureShareOption = None,
+    retry_failed: RetryOption = False,
 ) -> None:
     """Fetch half: POIs → scenes → aligned chips, masks and statistics in chip shards.
 
@@ -117,7 +120,7 @@ def fetch(
     from rsbuild.run.pipeline import WorkerSlice, run_fetch
 
     summary = run_fetch(_load_with(config, max_failure_share), out, console=console, show_progress=not quiet,
-                        overwrite=overwrite, workers=WorkerSlice(num_shards, shard_index))
+                        overwrite=overwrite, workers=WorkerSlice(num_shards, shard_index), retry_failed=retry_failed)
     console.print(summary.table())
     _exit_on_problem(summary)
 
@@ -138,6 +141,7 @@ def build(
     executor: Annotated[str, typer.Option(help="local | ray")] = "local",
     ray_address: Annotated[str | None, typer.Option(help="Ray cluster address (default: start or join a local one)")] = None,
     max_failure_share: FailureShareOption = None,
+    retry_failed: RetryOption = False,
 ) -> None:
     """The whole job: fetch → caption → shards, SFT JSONL, folders and dataset card.
 
@@ -164,7 +168,7 @@ def build(
         summary = run_build_ray(cfg, out, console, address=ray_address, overwrite=overwrite)
     elif executor == "local":
         summary = run_build(cfg, out, console=console, show_progress=not quiet, overwrite=overwrite,
-                            workers=WorkerSlice(num_shards, shard_index))
+                            workers=WorkerSlice(num_shards, shard_index), retry_failed=retry_failed)
     else:
         raise ConfigError(f"--executor must be 'local' or 'ray', not {executor!r}")
     console.print(summary.table())

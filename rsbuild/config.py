@@ -10,14 +10,13 @@ from __future__ import annotations
 import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlparse
 from typing import Any, Literal
+from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from rsbuild.errors import ConfigError
 from rsbuild.presets import CUSTOM, EE_DATASET_SCHEMES, LABEL_PRESETS, SCENE_PRESETS, label_preset_values, scene_preset_values
-
 
 DATE_FORMS = "'YYYY-MM-DD' (or YYYY, YYYY-MM, or an RFC 3339 time such as 2024-06-01T00:00:00Z)"
 URL_SCHEMES = ("http", "https", "file", "s3", "gs", "az", "abfs")
@@ -42,7 +41,7 @@ def check_interval(value: str) -> str:
     """A date or ``start/end`` interval (``..`` leaves one side open) whose start is not after its end."""
     parts = value.split("/")
     if len(parts) not in (1, 2) or not all(p.strip() for p in parts) or parts == ["..", ".."]:
-        raise ValueError(f"{value!r} is not a date or interval; use 'YYYY-MM-DD/YYYY-MM-DD' (or one date)")
+        raise ValueError(f"use 'YYYY-MM-DD/YYYY-MM-DD' (or one date), not {value!r}")
     bounds = [None if p.strip() == ".." else parse_date(p) for p in parts]
     if len(bounds) == 2 and bounds[0] is not None and bounds[1] is not None and bounds[0] > bounds[1]:
         raise ValueError(f"the interval {value!r} starts after its end; swap the two dates")

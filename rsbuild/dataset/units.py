@@ -195,6 +195,7 @@ class UnitWriter:
         self._tally = Tally()
         self._footprints: list[list[Any]] = []
         self._stills: list[tuple[int, str, dict[str, Any] | Failure]] = []  # (POI row, split, row or failure)
+        self._transient = 0  # failures a retry may fix (`--retry-failed` redoes the unit)
 
     def write(self, sample: Sample) -> None:
         """Add one tile: shard members and, for a dataset, image, sidecar, JSONL rows, overlays."""
@@ -271,6 +272,7 @@ class UnitWriter:
     def record_failure_json(self, record: Mapping[str, Any]) -> None:
         """Keep a failure record as written earlier (``Failure.to_json`` shape), e.g. carried over by recaption."""
         self._failures.write(dict(record))
+        self._transient += bool(record.get("transient"))
         self._tally.add_failure(Failure(record.get("stage", ""), record.get("reason", "unknown")))
 
     def finish(self) -> dict[str, Any]:
@@ -287,6 +289,7 @@ class UnitWriter:
             "tally": self._tally.to_json(),
             "footprints": self._footprints,
             **({"inputs_sha256": self.inputs_sha256} if self.inputs_sha256 else {}),
+            **({"transient_failures": self._transient} if self._transient else {}),
         }  # no timings: markers are byte-identical across identical runs
         write_atomic(marker_path(self.out_dir, self.unit), pretty_json(marker))
         return marker
@@ -324,29 +327,31 @@ def unit_inputs_sha256(fingerprint: str, rows_sha256: str) -> str:
     return hashlib.sha256(f"{fingerprint}\x1f{rows_sha256}".encode()).hexdigest()
 
 
+def _marker(out_dir: Path, unit: int) -> dict[str, Any]:
+    try:
+        doc = json.loads(marker_path(out_dir, unit).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def units_with_transient_failures(out_dir: Path, done: Iterable[int]) -> set[int]:
+    """Done units that recorded failures a retry may fix (``Failure.transient``)."""
+    return {unit for unit in done if _marker(out_dir, unit).get("transient_failures")}
+
+
 def changed_units(out_dir: Path, done: set[int], expected: Mapping[int, str]) -> set[int]:
     """Done units whose marker was made from other inputs than ``expected`` (unit → inputs sha256):
     an edited POI table, or units past the end of a table that shrank. A marker without the hash
     (older rsbuild) cannot vouch for its inputs and counts as changed."""
-    changed = set()
-    for unit in done:
-        try:
-            recorded = json.loads(marker_path(out_dir, unit).read_text(encoding="utf-8")).get("inputs_sha256")
-        except (OSError, ValueError):
-            recorded = None
-        if recorded is None or recorded != expected.get(unit):
-            changed.add(unit)
-    return changed
+    return {unit for unit in done if _marker(out_dir, unit).get("inputs_sha256") != expected.get(unit, "")}
 
 
 def forget_unit(out_dir: Path, unit: int) -> None:
     """Remove a done unit made from other inputs: its folder files (images, sidecars, overlays,
     stills of the keys its marker lists), then everything `clean_unit` removes."""
     out_dir = Path(out_dir)
-    try:
-        marker = json.loads(marker_path(out_dir, unit).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        marker = {}
+    marker = _marker(out_dir, unit)
     keys = {str(entry[0]) for entry in marker.get("footprints", []) if entry}
     pois = {key.rsplit("_t", 1)[0] for key in keys}
     if keys:

@@ -53,10 +53,12 @@ class RunSummary:
     units_done: int = 0
     units_skipped: int = 0
     units_redone: int = 0  # done units whose POI rows changed since they were made
+    units_retried: int = 0  # done units redone by --retry-failed (they had transient failures)
     pois_attempted: int = 0  # POI rows of the units this run did
     pois_failed: Counter[str] = field(default_factory=Counter)  # "stage/reason" of POI rows that gave no tile
     caption_failures: Counter[str] = field(default_factory=Counter)  # reason of captions not kept
     failure_examples: dict[str, str] = field(default_factory=dict)  # "stage/reason" -> one detail
+    failures_transient: int = 0  # failures a retry may fix (rerun with --retry-failed)
     problem: str = ""  # why the run counts as failed (exit code 1); empty when it did its job
     finalized: bool = False
     filter_mode: str = ""
@@ -82,10 +84,10 @@ class RunSummary:
         """Set ``problem`` when the run made nothing or lost more POI rows than allowed."""
         failed = sum(self.pois_failed.values())
         if self.pois_attempted and not self.tiles_written:
-            head = f"no tile was written: {_every_or_some(failed, self.pois_attempted)}"
+            head = "no tile was written"
         elif self.pois_attempted and failed / self.pois_attempted > max_failure_share:
             head = (f"{failed} of {self.pois_attempted} POIs gave no tile, a share above --max-failure-share "
-                    f"{max_failure_share:g} (output.max_failure_share)")
+                    f"{max_failure_share:g} (output.max_failure_share; pass a larger one to accept it)")
         elif captions_wanted and self.tiles_written and self.captions and not self.captions.get("captions_kept"):
             reasons = ", ".join(f"{r}: {n}" for r, n in self.caption_failures.most_common())
             example = self.failure_examples.get("caption")
@@ -95,11 +97,22 @@ class RunSummary:
             return
         else:
             return
-        groups = [f"{_count(n, FAILED_AT.get(name.split('/')[0], 'POIs failed at ' + name.split('/')[0]))} "
-                  f"({name.split('/')[1]}" + (f", e.g. {self.failure_examples[name]}" if name in self.failure_examples else "")
-                  + ")" for name, n in self.pois_failed.most_common()]
-        hints = dict.fromkeys(HINTS[name.split("/")[0]] for name in self.pois_failed if name.split("/")[0] in HINTS)
-        self.problem = f"{head} — " + "; ".join(groups) + ". " + " ".join(hints)
+        stages: dict[str, Counter[str]] = {}
+        for name, n in self.pois_failed.most_common():
+            stage, reason = name.split("/", 1)
+            stages.setdefault(stage, Counter())[reason] += n
+        groups = []
+        for stage, by_reason in stages.items():
+            n = sum(by_reason.values())
+            what = FAILED_AT.get(stage, f"POIs failed at {stage}")
+            example = self.failure_examples.get(f"{stage}/{by_reason.most_common(1)[0][0]}")
+            groups.append(("all " if n == self.pois_attempted else "") + _count(n, what) + f" ({_reasons(by_reason)}"
+                          + (f"; e.g. {example}" if example else "") + ")")
+        hints = dict.fromkeys(HINTS[stage] for stage in stages if stage in HINTS)
+        self.problem = f"{head}: " + "; ".join(groups) + ". " + " ".join(hints)
+        if self.failures_transient:
+            self.problem += (f" {self.failures_transient} of the failures were transient (a server did not answer): "
+                             "rerun with --retry-failed once it is back.")
 
     def table(self) -> Table:
         """A rich table of the run."""
@@ -138,6 +151,11 @@ class RunSummary:
             table.add_row("units already done", str(self.units_skipped), "resumed: skipped")
         if self.units_redone:
             table.add_row("units redone", str(self.units_redone), "their POI rows changed since they were made")
+        if self.units_retried:
+            table.add_row("units retried", str(self.units_retried), "--retry-failed: they had transient failures")
+        transient = self.failures_transient
+        if transient:
+            table.add_row("transient failures", str(transient), "a server did not answer; rerun with --retry-failed")
         if not self.finalized:
             table.add_row("dataset", "incomplete", "other units remain (job array?); rerun to finish")
         table.add_row("elapsed", f"{self.elapsed_s:.1f} s", self.out_dir)
@@ -164,12 +182,23 @@ def _count(n: int, what: str) -> str:
     return f"{n} {what}" if n != 1 else f"1 {what.replace('POIs', 'POI').replace('rows were', 'row was')}"
 
 
-def _every_or_some(failed: int, attempted: int) -> str:
-    return f"all {attempted} POI rows gave none" if failed == attempted else f"{failed} of {attempted} POI rows gave none"
-
-
 def _reasons(counter: Counter[str]) -> str:
     return ", ".join(f"{reason}: {count}" for reason, count in sorted(counter.items()))
+
+
+def _check_label_raster(path: str) -> None:
+    """A local label raster opens and has a CRS (only local files: a URL is read per POI, with retries)."""
+    from rsbuild.errors import SampleError
+    from rsbuild.sources.raster_io import raster_info
+
+    try:
+        info = raster_info(path)
+    except SampleError as exc:
+        raise ConfigError(f"labels.url = {path!r} is not a readable raster ({exc}); point labels.url at a "
+                          "GeoTIFF / COG of land-cover codes") from None
+    if not info.grid.crs:
+        raise ConfigError(f"labels.url = {path!r} has no CRS, so its pixels cannot be placed on the chips; assign "
+                          "the right one (e.g. gdal_edit.py -a_srs EPSG:4326 FILE) or use another file")
 
 
 class NothingProduced(RsbuildError):
@@ -186,6 +215,8 @@ def check_local_inputs(cfg: Config) -> None:
         if value and "://" not in value and not Path(value).exists():
             raise ConfigError(f"{field_name} = {value!r}: the file does not exist; fix the path (relative paths "
                               "start at the config file's folder) or give a URL")
+    if cfg.labels.source == "cog" and cfg.labels.url and "://" not in cfg.labels.url:
+        _check_label_raster(cfg.labels.url)
     prompts = cfg.captions.prompts_dir
     if prompts is not None and not prompts.is_dir():
         raise ConfigError(f"prompts folder {prompts} does not exist (captions.prompts_dir / --prompts); "
@@ -235,6 +266,7 @@ class _Tracker:
             else:
                 self.summary.scenes_found += 1
             tiles = [r for r in records if isinstance(r, Sample)]
+            self.summary.failures_transient += sum(f.transient for f in failures)
             if not tiles:
                 first = failures[0] if failures else Failure("tile", "no_tiles", poi.poi_id)
                 self.summary.count_failed_poi(first.stage, first.reason, first.detail)
@@ -321,10 +353,12 @@ def _run(
     workers: WorkerSlice = EVERY_UNIT,
     units: list[int] | None = None,
     finalize_run: bool = True,
+    retry_failed: bool = False,
 ) -> RunSummary:
     """Fetch (and caption) every unfinished unit this worker owns, then finalize when all are done.
 
-    ``units`` restricts the run to those units (the Ray executor's fetch tasks)."""
+    ``units`` restricts the run to those units (the Ray executor's fetch tasks). Done units whose
+    POI rows changed are redone; with ``retry_failed`` so are done units with transient failures."""
     from rsbuild.dataset.units import (
         UnitRouter,
         UnitWriter,
@@ -334,13 +368,14 @@ def _run(
         prepare_run,
         run_fingerprint,
         unit_inputs_sha256,
+        units_with_transient_failures,
     )
     from rsbuild.schemes import get_scheme
 
     started = time.perf_counter()
     summary = RunSummary(out_dir=str(out_dir))
-    check_local_inputs(cfg)
     reader = PoiReader(cfg.pois)
+    check_local_inputs(cfg)
     plan = plan_for(cfg)
     table = reader.scan(plan.unit_pois)
     rows = table.rows
@@ -353,10 +388,13 @@ def _run(
     fingerprint = run_fingerprint(cfg.dump())
     inputs = {u: unit_inputs_sha256(fingerprint, digest) for u, digest in enumerate(table.unit_sha256)}
     mine = {u for u in done if workers.owns(u) and (units is None or u in wanted or u not in all_units)}
-    for unit in sorted(changed_units(out_dir, mine, inputs)):  # the POI table changed under them: redo
+    changed = changed_units(out_dir, mine, inputs)
+    retry = units_with_transient_failures(out_dir, mine - changed) if retry_failed else set()
+    for unit in sorted(changed | retry):  # the POI table changed under them, or they lost POIs to a flaky server
         forget_unit(out_dir, unit)
         done.discard(unit)
-        summary.units_redone += unit in all_units
+        summary.units_redone += unit in changed and unit in all_units
+    summary.units_retried = len(retry)
     todo = [u for u in all_units if u in wanted and workers.owns(u) and u not in done]
     summary.units_skipped = sum(1 for u in all_units if workers.owns(u) and u in done)
     scheme = get_scheme(cfg.labels.scheme)
@@ -474,10 +512,11 @@ def run_fetch(
     workers: WorkerSlice = EVERY_UNIT,
     units: list[int] | None = None,
     finalize_run: bool = True,
+    retry_failed: bool = False,
 ) -> RunSummary:
     """The fetch half: chip shards (image, mask, stats; no captions) under ``out_dir``."""
     return _run(cfg, out_dir, console or Console(), dataset=False, show_progress=show_progress, overwrite=overwrite,
-                workers=workers, units=units, finalize_run=finalize_run)
+                workers=workers, units=units, finalize_run=finalize_run, retry_failed=retry_failed)
 
 
 def count_units(cfg: Config) -> int:
@@ -504,6 +543,7 @@ def run_build(
     engines: list[Any] | None = None,
     overwrite: bool = False,
     workers: WorkerSlice = EVERY_UNIT,
+    retry_failed: bool = False,
 ) -> RunSummary:
     """The whole job: fetch → caption → shards, JSONL, folders and card under ``out_dir``.
 
@@ -516,7 +556,7 @@ def run_build(
     caption_stage = make_caption_stage(cfg, out_dir, engines)
     try:
         return _run(cfg, out_dir, console or Console(), dataset=True, caption_stage=caption_stage,
-                    show_progress=show_progress, overwrite=overwrite, workers=workers)
+                    show_progress=show_progress, overwrite=overwrite, workers=workers, retry_failed=retry_failed)
     finally:
         for engine in caption_stage.engines if owned else ():
             engine.close()

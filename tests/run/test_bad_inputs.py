@@ -241,9 +241,8 @@ def test_messages_print_literally(fixture_data: FixtureInfo, tmp_path: Path) -> 
     output = run_case(Case("missing column", lambda e: e.build(e.config(e.pois_csv("id,y,x\na,1,2\n"))), 2,
                            ("[pois] section",)), env)
     assert "Set the column names in the [pois] section" in output
-    from rsbuild.errors import MissingExtraError
-
     from rsbuild.cli import _friendly_errors
+    from rsbuild.errors import MissingExtraError
 
     @_friendly_errors
     def needs_extra() -> None:
@@ -288,7 +287,7 @@ def _swapped(env: Env) -> list[str]:
 
 def _only_outside(env: Env) -> list[str]:
     lines = env.fixture.pois_path.read_text().splitlines()
-    return env.build(env.config(env.pois_csv("\n".join([lines[0], *(l for l in lines[1:] if l.startswith("outside"))]) + "\n")))
+    return env.build(env.config(env.pois_csv("\n".join([lines[0], *(line for line in lines[1:] if line.startswith("outside"))]) + "\n")))
 
 
 def _duplicates(env: Env) -> list[str]:
@@ -330,22 +329,22 @@ def _on_damaged(command: str, what: str) -> Callable[[Env], list[str]]:
 
 SERVER_CASES = [
     Case("every POI rejected", lambda e: e.build(e.config(e.pois_csv("id,lat,lon\na,91,17\nb,nan,17\nc,,17\n"))), 1,
-         ("all 3 POI rows were rejected", "out_of_range", "rejects.jsonl")),
+         ("all 3 POI rows were rejected", "out_of_range: 1", "missing_coordinates: 1", "rejects.jsonl", "[pois]")),
     Case("JSONL that is not JSON", lambda e: e.build(e.config(e.file("pois.jsonl", "{not json}\n[1, 2]\n"))), 1,
-         ("all 2 POI rows were rejected", "unreadable_row")),
-    Case("404 scene asset", lambda e: _mirror_without(e, "B04"), 1, ("all 6 POIs with a scene failed to read", "404", "B04")),
+         ("all 2 POI rows were rejected", "unreadable_row: 2", "line 1 is not JSON")),
+    Case("404 scene asset", lambda e: _mirror_without(e, "B04"), 1, ("no tile was written", "6 POIs failed to read", "404", "B04.tif", "labels.url")),
     Case("404 label file", lambda e: e.build(e.config(labels={"url": f"{e.label_url.rsplit('/', 1)[0]}/missing.tif"})), 1,
          ("failed to read", "missing.tif", "labels.url")),
-    Case("corrupt label file", lambda e: e.build(e.config(labels={"url": str(e.file("labels.tif", b"II*\x00garbage"))})), 1,
-         ("failed to read", "labels.tif")),
-    Case("label raster without CRS", lambda e: _label_raster(e, None), 1, ("labels.tif", "CRS")),
+    Case("corrupt label file", lambda e: e.build(e.config(labels={"url": str(e.file("labels.tif", b"II*\x00garbage"))})), 2,
+         ("labels.url", "labels.tif", "not a readable raster", "GeoTIFF")),
+    Case("label raster without CRS", lambda e: _label_raster(e, None), 2, ("labels.url", "labels.tif", "no CRS", "-a_srs")),
     Case("label raster with wrong CRS", lambda e: _label_raster(e, "EPSG:32631"), 1,
          ("no tile was written", "all_nodata", "CRS")),
     Case("swapped lat/lon", _swapped, 1, ("all 7 POIs failed at scene search", "no_scene", "lat_column")),
-    Case("only POIs outside every scene", _only_outside, 1, ("all 1 POIs failed at scene search", "no_scene")),
+    Case("only POIs outside every scene", _only_outside, 1, ("all 1 POI failed at scene search", "no_scene")),
     Case("duplicate ids are rejected, the rest built", _duplicates, 0, ("duplicate_id: 2",)),
     Case("failures above the allowed share", lambda e: e.build(e.config(), "--max-failure-share", "0.1"), 1,
-         ("1 of 7 POIs failed", "above --max-failure-share 0.1", "no_scene")),
+         ("1 of 7 POIs gave no tile", "above --max-failure-share 0.1", "1 POI failed at scene search (no_scene: 1")),
     Case("every caption request fails",
          lambda e: e.build(e.config(captions={"engine": "openai", "server_url": "http://127.0.0.1:9/v1", "models": ["m"],
                                               "retries": 0, "timeout_s": 2})), 1,
