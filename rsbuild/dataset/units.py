@@ -360,7 +360,7 @@ def forget_unit(out_dir: Path, unit: int) -> None:
                 stem = path.name.split(".", 1)[0]
                 owner = pois if folder == STILLS_FOLDER else keys
                 if stem in owner or (folder == "overlays" and stem.rsplit("_", 2)[0] in keys):
-                    path.unlink()
+                    path.unlink(missing_ok=True)  # job-array workers may race on a stale unit
     clean_unit(out_dir, unit)
 
 
