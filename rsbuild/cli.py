@@ -34,6 +34,10 @@ QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="no progress ba
 OverwriteOption = Annotated[bool, typer.Option("--overwrite", help="replace a dataset already in --out")]
 NumShardsOption = Annotated[int, typer.Option("--num-shards", help="job arrays: number of workers sharing the units")]
 ShardIndexOption = Annotated[int, typer.Option("--shard-index", help="job arrays: this worker's index in [0, --num-shards)")]
+RetryOption = Annotated[bool, typer.Option(
+    "--retry-failed", help="also redo finished units that lost POIs to transient errors (timeouts, 5xx, refused connections)")]
+FailureShareOption = Annotated[float | None, typer.Option(
+    "--max-failure-share", help="exit 1 when a larger share of the POI rows gives no tile (default: output.max_failure_share, 0.5)")]
 
 
 def _friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -44,16 +48,45 @@ def _friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return command(*args, **kwargs)
         except RsbuildError as exc:
-            err_console.print(Text.assemble(("error: ", "bold red"), str(exc)), highlight=False)  # literal: keeps [pois], rsbuild[pc]
-            raise typer.Exit(2) from None
+            _print_error(str(exc))
+            raise typer.Exit(getattr(exc, "exit_code", 2)) from None
 
     return wrapper
+
+
+def _print_error(message: str) -> None:
+    """``error: message`` on stderr, printed literally (keeps ``[pois]``, ``rsbuild[pc]``)."""
+    err_console.print(Text.assemble(("error: ", "bold red"), message), highlight=False, soft_wrap=True)
 
 
 def _load(config: Path) -> Any:
     from rsbuild.config import load_config
 
     return load_config(config)
+
+
+def _load_with(config: Path, max_failure_share: float | None, edit: Callable[[dict[str, Any]], None] | None = None) -> Any:
+    """The config file with command-line options applied (validated again)."""
+    from rsbuild.config import config_from_dict
+
+    cfg = _load(config)
+    if max_failure_share is None and edit is None:
+        return cfg
+    data = cfg.dump()
+    if max_failure_share is not None:
+        if not 0 <= max_failure_share <= 1:
+            raise ConfigError(f"--max-failure-share must be between 0 and 1 (a share of the POI rows), not {max_failure_share:g}")
+        data["output"]["max_failure_share"] = max_failure_share
+    if edit is not None:
+        edit(data)
+    return config_from_dict(data, source=f"{config} with command-line options")
+
+
+def _exit_on_problem(summary: Any) -> None:
+    """Exit 1 with the summary's reason when the run made nothing or lost too many POIs."""
+    if summary.problem:
+        _print_error(summary.problem)
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -76,18 +109,22 @@ def fetch(
     overwrite: OverwriteOption = False,
     num_shards: NumShardsOption = 1,
     shard_index: ShardIndexOption = 0,
+    max_failure_share: FailureShareOption = None,
+    retry_failed: RetryOption = False,
 ) -> None:
     """Fetch half: POIs → scenes → aligned chips, masks and statistics in chip shards.
 
-    Rerunning the same command resumes where it stopped.
+    Rerunning the same command resumes where it stopped. Exits 1 when no tile was written or
+    too many POI rows gave none (--max-failure-share).
     """
     from rsbuild.dataset.remote import staged_output
     from rsbuild.run.pipeline import WorkerSlice, run_fetch
 
     with staged_output(out, overwrite=overwrite) as folder:  # s3://: staged locally, each finished unit uploaded
-        summary = run_fetch(_load(config), folder, console=console, show_progress=not quiet, overwrite=overwrite,
-                            workers=WorkerSlice(num_shards, shard_index))
+        summary = run_fetch(_load_with(config, max_failure_share), folder, console=console, show_progress=not quiet,
+                            overwrite=overwrite, workers=WorkerSlice(num_shards, shard_index), retry_failed=retry_failed)
     console.print(summary.table())
+    _exit_on_problem(summary)
 
 
 @app.command()
@@ -105,25 +142,28 @@ def build(
     shard_index: ShardIndexOption = 0,
     executor: Annotated[str, typer.Option(help="local | ray")] = "local",
     ray_address: Annotated[str | None, typer.Option(help="Ray cluster address (default: start or join a local one)")] = None,
+    max_failure_share: FailureShareOption = None,
+    retry_failed: RetryOption = False,
 ) -> None:
     """The whole job: fetch → caption → shards, SFT JSONL, folders and dataset card.
 
     Rerunning the same command resumes where it stopped; no caption request is sent twice.
+    Exits 1 when nothing was written, too many POI rows gave no tile (--max-failure-share) or no
+    caption was kept.
     """
-    from rsbuild.config import config_from_dict
     from rsbuild.run.pipeline import WorkerSlice, run_build
 
-    cfg = _load(config)
-    data = cfg.dump()
-    if engine:
-        data["captions"]["engine"] = engine
-    if prompts:
-        data["captions"]["prompts_dir"] = str(prompts.resolve())
-    if write_bbox_overlays:
-        data["output"]["write_bbox_overlays"] = True
-    if split_by:
-        data["splits"]["by"] = split_by
-    cfg = config_from_dict(data, source=f"{config} with command-line options")
+    def edit(data: dict[str, Any]) -> None:
+        if engine:
+            data["captions"]["engine"] = engine
+        if prompts:
+            data["captions"]["prompts_dir"] = str(prompts.resolve())
+        if write_bbox_overlays:
+            data["output"]["write_bbox_overlays"] = True
+        if split_by:
+            data["splits"]["by"] = split_by
+
+    cfg = _load_with(config, max_failure_share, edit)
     if executor not in ("local", "ray"):
         raise ConfigError(f"--executor must be 'local' or 'ray', not {executor!r}")
     from rsbuild.dataset.remote import staged_output
@@ -135,8 +175,9 @@ def build(
             summary = run_build_ray(cfg, folder, console, address=ray_address, overwrite=overwrite)
         else:
             summary = run_build(cfg, folder, console=console, show_progress=not quiet, overwrite=overwrite,
-                                workers=WorkerSlice(num_shards, shard_index))
+                                workers=WorkerSlice(num_shards, shard_index), retry_failed=retry_failed)
     console.print(summary.table())
+    _exit_on_problem(summary)
     console.print(Text.assemble("dataset written to ", (str(out), "bold"), "; check it with ", (f"rsbuild inspect {out}", "bold")))
 
 

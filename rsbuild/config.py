@@ -8,13 +8,58 @@ The resolved config is written next to the output (``Config.dump``).
 from __future__ import annotations
 
 import tomllib
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from rsbuild.errors import ConfigError
 from rsbuild.presets import CUSTOM, EE_DATASET_SCHEMES, LABEL_PRESETS, SCENE_PRESETS, label_preset_values, scene_preset_values
+
+DATE_FORMS = "'YYYY-MM-DD' (or YYYY, YYYY-MM, or an RFC 3339 time such as 2024-06-01T00:00:00Z)"
+URL_SCHEMES = ("http", "https", "file", "s3", "gs", "az", "abfs")
+
+
+def parse_date(text: str) -> datetime:
+    """One date or time of a config (``YYYY``, ``YYYY-MM``, ``YYYY-MM-DD`` or RFC 3339), as UTC;
+    ValueError names the accepted forms."""
+    text = text.strip()
+    try:
+        if len(text) in (4, 7, 10) and text[:4].isdigit():
+            parts = [int(p) for p in text.split("-")] + [1, 1]
+            return datetime(parts[0], parts[1], parts[2], tzinfo=UTC)
+        when = datetime.fromisoformat(text)
+    except ValueError as exc:
+        reason = f" ({exc})" if "range" in str(exc) else ""
+        raise ValueError(f"{text!r} is not a date{reason}; use {DATE_FORMS}") from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def check_interval(value: str) -> str:
+    """A date or ``start/end`` interval (``..`` leaves one side open) whose start is not after its end."""
+    parts = value.split("/")
+    if len(parts) not in (1, 2) or not all(p.strip() for p in parts) or parts == ["..", ".."]:
+        raise ValueError(f"use 'YYYY-MM-DD/YYYY-MM-DD' (or one date), not {value!r}")
+    bounds = [None if p.strip() == ".." else parse_date(p) for p in parts]
+    if len(bounds) == 2 and bounds[0] is not None and bounds[1] is not None and bounds[0] > bounds[1]:
+        raise ValueError(f"the interval {value!r} starts after its end; swap the two dates")
+    return value
+
+
+def check_location(value: str | None) -> str | None:
+    """A URL with a known scheme and a host (http/https), or a path (checked to exist before a run)."""
+    if value is None or "://" not in value:
+        if value is not None and value.split(":", 1)[0] in ("http", "https"):
+            raise ValueError(f"{value!r} is not a URL; write it as http://HOST/PATH")
+        return value
+    url = urlparse(value)
+    if url.scheme not in URL_SCHEMES:
+        raise ValueError(f"{value!r} has the URL scheme {url.scheme!r}; use {', '.join(URL_SCHEMES)} or a local path")
+    if url.scheme in ("http", "https") and not url.hostname:
+        raise ValueError(f"{value!r} has no host; write it as {url.scheme}://HOST/PATH")
+    return value
 
 
 class _Section(BaseModel):
@@ -92,10 +137,19 @@ class ScenesConfig(_Section):
     @field_validator("datetime")
     @classmethod
     def _interval(cls, value: str) -> str:
-        parts = value.split("/")
-        if len(parts) not in (1, 2) or not all(parts):
-            raise ValueError("use 'YYYY-MM-DD/YYYY-MM-DD' (or one date)")
+        return check_interval(value)
+
+    @field_validator("target_date")
+    @classmethod
+    def _date(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_date(value)
         return value
+
+    @field_validator("catalog")
+    @classmethod
+    def _location(cls, value: str) -> str:
+        return check_location(value) or value
 
 
 class ImageryConfig(_Section):
@@ -160,6 +214,16 @@ class LabelsConfig(_Section):
         if merged.get("source") == "earthengine":
             merged.update(_earth_engine_dataset_and_scheme(data.get("ee_dataset", values.get("ee_dataset")), data.get("scheme")))
         return merged
+
+    @field_validator("datetime")
+    @classmethod
+    def _interval(cls, value: str | None) -> str | None:
+        return check_interval(value) if value is not None else None
+
+    @field_validator("url", "catalog", "ee_url")
+    @classmethod
+    def _location(cls, value: str | None) -> str | None:
+        return check_location(value)
 
     @model_validator(mode="after")
     def _source_fields(self) -> LabelsConfig:
@@ -233,6 +297,9 @@ class OutputConfig(_Section):
     write_bbox_overlays: bool = False
     write_images: bool = True
     write_plots: bool = Field(True, description="draw distribution plots into OUT/plots and the card")
+    max_failure_share: float = Field(
+        0.5, ge=0, le=1, description="exit 1 when a larger share of the POI rows gives no tile (rejected, no scene, unreadable)"
+    )
     license: str = "cc-by-4.0"
     pretty_name: str = "rsbuild dataset"
 
@@ -310,6 +377,13 @@ class CaptionsConfig(_Section):
     def sampling(self) -> dict[str, Any]:
         """The sampling settings every LLM request carries (recorded with each annotation)."""
         return {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens}
+
+    @field_validator("server_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and "://" not in value:
+            raise ValueError(f"{value!r} is not a URL; write it as http://HOST:PORT/v1")
+        return check_location(value)
 
     @model_validator(mode="after")
     def _one_vllm_model(self) -> CaptionsConfig:
@@ -498,6 +572,7 @@ write_masks = true
 png_compress_level = 1
 folder_file_cap = 8000
 unit_pois = 500              # POI rows per unit of work: a rerun resumes at the first unfinished unit
+max_failure_share = 0.5      # exit 1 when more of the POI rows give no tile (rejected, no scene, unreadable)
 write_bbox_overlays = false
 license = "cc-by-4.0"
 

@@ -10,6 +10,10 @@ from __future__ import annotations
 class SampleError(Exception):
     """One sample (a POI's search or read) cannot be made; recorded as a Failure, the run goes on."""
 
+    def __init__(self, message: str = "", *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient  # a retry may succeed (connection error, timeout, 429, 5xx)
+
 
 class RsbuildError(Exception):
     """A run cannot go on. The message says what is wrong and how to fix it."""

@@ -213,9 +213,11 @@ class Failure:
     poi_id: str | None = None
     key: str | None = None
     detail: str = ""
+    transient: bool = False  # a retry may succeed (connection error, timeout, 429, 5xx): `--retry-failed` redoes it
 
     def to_json(self) -> dict[str, Any]:
-        return {"stage": self.stage, "reason": self.reason, "poi_id": self.poi_id, "key": self.key, "detail": self.detail}
+        return {"stage": self.stage, "reason": self.reason, "poi_id": self.poi_id, "key": self.key, "detail": self.detail,
+                "transient": self.transient}
 
 
 def sample_key(poi_id: str, tile: int) -> str:

@@ -243,6 +243,9 @@ class PromptSet:
                     f"prompt template {path} cannot be read ({exc.__class__.__name__}); "
                     f"add {name} to the prompts folder {root}"
                 ) from None
+            if not text.strip():
+                raise ConfigError(f"prompt template {path} is empty; write the {name.removesuffix('.j2')} instructions "
+                                  "into it, or pass another --prompts folder")
             sources[name] = _Source(text, str(path))
         return cls(sources, str(root))
 

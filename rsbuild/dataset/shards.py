@@ -23,6 +23,7 @@ import webdataset as wds
 
 from rsbuild.config import OutputConfig
 from rsbuild.dataset.layout import SHARDS_DIR, TMP_SUFFIX, canonical_json
+from rsbuild.errors import InputError
 from rsbuild.records import KEY_PATTERN, SPLITS, Sample
 
 SHARD_MTIME = 946684800  # 2000-01-01T00:00:00Z, the mtime of every member (reproducible tars)
@@ -323,11 +324,15 @@ def _sample_from_members(key: str, members: dict[str, bytes], default_split: str
     )
 
 
+class DamagedShardError(InputError, ValueError):
+    """A shard that cannot be read (truncated, not a tar, a member missing or not JSON)."""
+
+
 def read_shard(path: Path) -> Iterator[Sample]:
     """Stream the Samples of one shard in order (webdataset grouping: key = name up to the first dot).
 
-    Raises ``tarfile.TarError`` for a damaged archive and ``ValueError`` for a sample missing
-    its ``.png`` or ``.json`` member or with unreadable JSON.
+    Raises `DamagedShardError` (an InputError and a ValueError) for a damaged archive, a sample
+    missing its ``.png`` or ``.json`` member or with unreadable JSON.
     """
     with open(path, "rb") as handle:
         yield from read_shard_stream(handle, Path(path).name)
@@ -339,22 +344,28 @@ def read_shard_stream(handle: BinaryIO, name: str) -> Iterator[Sample]:
     default_split = _split_of(path)
     key: str | None = None
     members: dict[str, bytes] = {}
-    with tarfile.open(fileobj=handle, mode="r|") as archive:
-        for info in archive:
-            if not info.isfile():
-                continue
-            member_key, _, extension = info.name.partition(".")
-            member = archive.extractfile(info)
-            data = member.read() if member is not None else b""
-            if member_key != key:
-                if key is not None:
-                    yield _sample_from_members(key, members, default_split)
-                key, members = member_key, {}
-            if extension in members:
-                raise ValueError(f"{path.name}: duplicate member {info.name!r}")
-            members[extension] = data
-    if key is not None:
-        yield _sample_from_members(key, members, default_split)
+    try:
+        with tarfile.open(fileobj=handle, mode="r|") as archive:
+            for info in archive:
+                if not info.isfile():
+                    continue
+                member_key, _, extension = info.name.partition(".")
+                member = archive.extractfile(info)
+                data = member.read() if member is not None else b""
+                if member_key != key:
+                    if key is not None:
+                        yield _sample_from_members(key, members, default_split)
+                    key, members = member_key, {}
+                if extension in members:
+                    raise ValueError(f"{path.name}: duplicate member {info.name!r}")
+                members[extension] = data
+        if key is not None:
+            yield _sample_from_members(key, members, default_split)
+    except (tarfile.TarError, EOFError, ValueError) as exc:
+        raise DamagedShardError(
+            f"shard {name} is damaged ({exc}); restore it from a copy, or rebuild it: delete the marker of its unit "
+            "(units/NNNNNN.json, NNNNNN = shard number // 100) and rerun the same build"
+        ) from None
 
 
 def read_shard_stats(shard: Path) -> dict[str, Any] | None:

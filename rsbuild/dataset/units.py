@@ -181,8 +181,10 @@ class UnitWriter:
         dataset: bool = True,
         modality: str = "sentinel-2",
         slot_of: Callable[[Sample], int] | None = None,
+        inputs_sha256: str | None = None,
     ) -> None:
         self.out_dir, self.unit, self.plan = Path(out_dir), unit, plan
+        self.inputs_sha256 = inputs_sha256  # what made this unit (its POI rows + the run config), kept in the marker
         self.slot_of = slot_of or plan.ordinal
         self.output_cfg, self.captions_cfg, self.dataset, self.modality = output_cfg, captions_cfg, dataset, modality
         clean_unit(self.out_dir, unit)
@@ -196,6 +198,7 @@ class UnitWriter:
         self._tally = Tally()
         self._footprints: list[list[Any]] = []
         self._stills: list[tuple[int, str, dict[str, Any] | Failure]] = []  # (POI row, split, row or failure)
+        self._transient = 0  # failures a retry may fix (`--retry-failed` redoes the unit)
 
     def write(self, sample: Sample) -> None:
         """Add one tile: shard members and, for a dataset, image, sidecar, JSONL rows, overlays."""
@@ -273,6 +276,7 @@ class UnitWriter:
     def record_failure_json(self, record: Mapping[str, Any]) -> None:
         """Keep a failure record as written earlier (``Failure.to_json`` shape), e.g. carried over by recaption."""
         self._failures.write(dict(record))
+        self._transient += bool(record.get("transient"))
         self._tally.add_failure(Failure(record.get("stage", ""), record.get("reason", "unknown")))
 
     def finish(self) -> dict[str, Any]:
@@ -288,6 +292,8 @@ class UnitWriter:
             "shards": [{k: v for k, v in s.to_json().items() if k != "seconds"} for s in shards],
             "tally": self._tally.to_json(),
             "footprints": self._footprints,
+            **({"inputs_sha256": self.inputs_sha256} if self.inputs_sha256 else {}),
+            **({"transient_failures": self._transient} if self._transient else {}),
         }  # no timings: markers are byte-identical across identical runs
         write_atomic(marker_path(self.out_dir, self.unit), pretty_json(marker))
         return marker
@@ -320,6 +326,48 @@ def done_units(out_dir: Path) -> set[int]:
     return {int(p.name[:6]) for p in folder.glob("[0-9]" * 6 + ".json")} if folder.is_dir() else set()
 
 
+def unit_inputs_sha256(fingerprint: str, rows_sha256: str) -> str:
+    """sha256 of what defines a unit's bytes: the run fingerprint and the unit's POI rows."""
+    return hashlib.sha256(f"{fingerprint}\x1f{rows_sha256}".encode()).hexdigest()
+
+
+def _marker(out_dir: Path, unit: int) -> dict[str, Any]:
+    try:
+        doc = json.loads(marker_path(out_dir, unit).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def units_with_transient_failures(out_dir: Path, done: Iterable[int]) -> set[int]:
+    """Done units that recorded failures a retry may fix (``Failure.transient``)."""
+    return {unit for unit in done if _marker(out_dir, unit).get("transient_failures")}
+
+
+def changed_units(out_dir: Path, done: set[int], expected: Mapping[int, str]) -> set[int]:
+    """Done units whose marker was made from other inputs than ``expected`` (unit → inputs sha256):
+    an edited POI table, or units past the end of a table that shrank. A marker without the hash
+    (older rsbuild) cannot vouch for its inputs and counts as changed."""
+    return {unit for unit in done if _marker(out_dir, unit).get("inputs_sha256") != expected.get(unit, "")}
+
+
+def forget_unit(out_dir: Path, unit: int) -> None:
+    """Remove a done unit made from other inputs: its folder files (images, sidecars, overlays,
+    stills of the keys its marker lists), then everything `clean_unit` removes."""
+    out_dir = Path(out_dir)
+    marker = _marker(out_dir, unit)
+    keys = {str(entry[0]) for entry in marker.get("footprints", []) if entry}
+    pois = {key.rsplit("_t", 1)[0] for key in keys}
+    if keys:
+        for folder in FOLDERS:
+            for path in sorted((out_dir / folder).glob("s*/*")):
+                stem = path.name.split(".", 1)[0]
+                owner = pois if folder == STILLS_FOLDER else keys
+                if stem in owner or (folder == "overlays" and stem.rsplit("_", 2)[0] in keys):
+                    path.unlink(missing_ok=True)  # job-array workers may race on a stale unit
+    clean_unit(out_dir, unit)
+
+
 def clean_unit(out_dir: Path, unit: int) -> None:
     """Remove whatever an unfinished attempt at ``unit`` left (shards, sidecars, parts, marker)."""
     out_dir = Path(out_dir)
@@ -342,9 +390,30 @@ def clean_unit(out_dir: Path, unit: int) -> None:
 def run_fingerprint(config: Mapping[str, Any]) -> str:
     """sha256 of what decides a run's outputs (the resolved config minus pure speed knobs)."""
     doc = json.loads(json.dumps(config, sort_keys=True, default=str))
-    for section, key in (("imagery", "read_workers"), ("imagery", "cpu_workers"), ("captions", "concurrency")):
+    for section, key in (("imagery", "read_workers"), ("imagery", "cpu_workers"), ("captions", "concurrency"),
+                         ("output", "max_failure_share")):  # speed knobs and the exit rule: same bytes
         doc.get(section, {}).pop(key, None)
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def check_output_folder(out_dir: Path) -> None:
+    """Create ``out_dir`` and make sure files can be written in it; an InputError names ``--out`` otherwise."""
+    if out_dir.is_file():
+        raise InputError(f"--out {out_dir} is a file, not a folder; choose another output folder")
+    blocker = next((p for p in out_dir.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise InputError(f"--out {out_dir} lies under {blocker}, which is a file; choose another output folder")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"--out {out_dir} cannot be created ({exc.strerror}); choose another output folder") from None
+    probe = out_dir / f".rsbuild-write-test{TMP_SUFFIX}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise InputError(f"--out {out_dir} is not writable ({exc.strerror}); fix its permissions or choose another "
+                         "output folder") from None
 
 
 def prepare_run(out_dir: Path, config: Mapping[str, Any], *, overwrite: bool = False) -> set[int]:
@@ -353,7 +422,7 @@ def prepare_run(out_dir: Path, config: Mapping[str, Any], *, overwrite: bool = F
     An output folder written with a different config is refused (or wiped with ``overwrite``).
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_output_folder(out_dir)
     run_file = out_dir / UNITS_DIR / RUN_FILE
     fingerprint = run_fingerprint(config)
     existing = [out_dir / name for name in (*FOLDERS, DATA_DIR, SHARDS_DIR, UNITS_DIR, PLOTS_DIR, SUMMARY_FILE, CARD_FILE, FAILURES_FILE)]
@@ -362,7 +431,10 @@ def prepare_run(out_dir: Path, config: Mapping[str, Any], *, overwrite: bool = F
         for path in existing:
             shutil.rmtree(path) if path.is_dir() else path.unlink()
     elif run_file.exists():
-        previous = json.loads(run_file.read_text(encoding="utf-8")).get("fingerprint")
+        try:
+            previous = json.loads(run_file.read_text(encoding="utf-8")).get("fingerprint")
+        except (OSError, ValueError, AttributeError):
+            raise InputError(f"{run_file} is damaged; pass --overwrite (or another --out) to start afresh") from None
         if previous != fingerprint:
             raise InputError(
                 f"{out_dir} holds a run made with a different configuration; rerun with the same config to resume, "

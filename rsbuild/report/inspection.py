@@ -219,6 +219,11 @@ def inspect_dataset(out_dir: Path) -> Report:
     for name in (SUMMARY_FILE, CARD_FILE):
         if not (out / name).is_file():
             report.problem(f"{name} is missing (the build did not finish)")
+    try:
+        if (out / SUMMARY_FILE).is_file():
+            json.loads((out / SUMMARY_FILE).read_text(encoding="utf-8"))
+    except (ValueError, OSError):
+        report.problem(f"{SUMMARY_FILE} is damaged (not JSON); rerun the same build to write it again")
     keys, poi_ids = _check_shards(out, report)
     _check_jsonl(out, keys, poi_ids, report)
     _check_failures(out, report)

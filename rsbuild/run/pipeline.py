@@ -27,7 +27,7 @@ from rsbuild.chips.stills import StillsStage, tiles_class_summary
 from rsbuild.config import Config
 from rsbuild.dataset.layout import CONFIG_FILE, REJECTS_FILE, RUN_SUMMARY_FILE, pretty_json
 from rsbuild.dataset.shards import write_atomic
-from rsbuild.errors import ConfigError
+from rsbuild.errors import ConfigError, RsbuildError
 from rsbuild.records import Failure, Poi, Sample
 from rsbuild.schemes import Scheme
 from rsbuild.sources.labels.factory import make_label_source
@@ -52,6 +52,14 @@ class RunSummary:
     captions_failed: int = 0
     units_done: int = 0
     units_skipped: int = 0
+    units_redone: int = 0  # done units whose POI rows changed since they were made
+    units_retried: int = 0  # done units redone by --retry-failed (they had transient failures)
+    pois_attempted: int = 0  # POI rows of the units this run did
+    pois_failed: Counter[str] = field(default_factory=Counter)  # "stage/reason" of POI rows that gave no tile
+    caption_failures: Counter[str] = field(default_factory=Counter)  # reason of captions not kept
+    failure_examples: dict[str, str] = field(default_factory=dict)  # "stage/reason" -> one detail
+    failures_transient: int = 0  # failures a retry may fix (rerun with --retry-failed)
+    problem: str = ""  # why the run counts as failed (exit code 1); empty when it did its job
     finalized: bool = False
     filter_mode: str = ""
     elapsed_s: float = 0.0
@@ -61,9 +69,50 @@ class RunSummary:
 
     def to_json(self) -> dict[str, Any]:
         data = dict(self.__dict__)
-        for name in ("rejects_by_reason", "scenes_missing", "tiles_skipped"):
+        for name in ("rejects_by_reason", "scenes_missing", "tiles_skipped", "pois_failed", "caption_failures"):
             data[name] = dict(sorted(data[name].items()))
         return data
+
+    def count_failed_poi(self, stage: str, reason: str, detail: str) -> None:
+        """One POI row that gave no tile, by the first failure that stopped it."""
+        name = f"{stage}/{reason}"
+        self.pois_failed[name] += 1
+        if detail:
+            self.failure_examples.setdefault(name, detail)
+
+    def judge(self, max_failure_share: float, captions_wanted: bool) -> None:
+        """Set ``problem`` when the run made nothing or lost more POI rows than allowed."""
+        failed = sum(self.pois_failed.values())
+        if self.pois_attempted and not self.tiles_written:
+            head = "no tile was written"
+        elif self.pois_attempted and failed / self.pois_attempted > max_failure_share:
+            head = (f"{failed} of {self.pois_attempted} POIs gave no tile, a share above --max-failure-share "
+                    f"{max_failure_share:g} (output.max_failure_share; pass a larger one to accept it)")
+        elif captions_wanted and self.tiles_written and self.captions and not self.captions.get("captions_kept"):
+            reasons = ", ".join(f"{r}: {n}" for r, n in self.caption_failures.most_common())
+            example = self.failure_examples.get("caption")
+            self.problem = (f"no caption was kept: {sum(self.caption_failures.values())} captions failed ({reasons})"
+                            + (f", e.g. {example}" if example else "")
+                            + ". Check captions.engine and captions.server_url (is the server up?), or the templates")
+            return
+        else:
+            return
+        stages: dict[str, Counter[str]] = {}
+        for name, n in self.pois_failed.most_common():
+            stage, reason = name.split("/", 1)
+            stages.setdefault(stage, Counter())[reason] += n
+        groups = []
+        for stage, by_reason in stages.items():
+            n = sum(by_reason.values())
+            what = FAILED_AT.get(stage, f"POIs failed at {stage}")
+            example = self.failure_examples.get(f"{stage}/{by_reason.most_common(1)[0][0]}")
+            groups.append(("all " if n == self.pois_attempted else "") + _count(n, what) + f" ({_reasons(by_reason)}"
+                          + (f"; e.g. {example}" if example else "") + ")")
+        hints = dict.fromkeys(HINTS[stage] for stage in stages if stage in HINTS)
+        self.problem = f"{head}: " + "; ".join(groups) + ". " + " ".join(hints)
+        if self.failures_transient:
+            self.problem += (f" {self.failures_transient} of the failures were transient (a server did not answer): "
+                             "rerun with --retry-failed once it is back.")
 
     def table(self) -> Table:
         """A rich table of the run."""
@@ -100,26 +149,78 @@ class RunSummary:
                           + ("; use --split-by cell" if pairs else ""))
         if self.units_skipped:
             table.add_row("units already done", str(self.units_skipped), "resumed: skipped")
+        if self.units_redone:
+            table.add_row("units redone", str(self.units_redone), "their POI rows changed since they were made")
+        if self.units_retried:
+            table.add_row("units retried", str(self.units_retried), "--retry-failed: they had transient failures")
+        transient = self.failures_transient
+        if transient:
+            table.add_row("transient failures", str(transient), "a server did not answer; rerun with --retry-failed")
         if not self.finalized:
             table.add_row("dataset", "incomplete", "other units remain (job array?); rerun to finish")
         table.add_row("elapsed", f"{self.elapsed_s:.1f} s", self.out_dir)
         return table
 
 
+FAILED_AT = {
+    "poi": "POI rows were rejected",
+    "search": "POIs failed at scene search",
+    "read": "POIs failed to read",
+    "tile": "POIs had every tile skipped",
+}
+HINTS = {
+    "poi": "See rejects.jsonl for each row and check the [pois] columns.",
+    "search": "Check scenes.catalog, scenes.collection and scenes.datetime, and that latitude and longitude are "
+              "not swapped (pois.lat_column, pois.lon_column).",
+    "read": "Check that the asset URLs in the catalog and labels.url can be read.",
+    "tile": "Check that the label raster has the right CRS and covers the POIs (labels.url), "
+            "and imagery.max_tile_cloud / imagery.min_tile_valid.",
+}
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}" if n != 1 else f"1 {what.replace('POIs', 'POI').replace('rows were', 'row was')}"
+
+
 def _reasons(counter: Counter[str]) -> str:
     return ", ".join(f"{reason}: {count}" for reason, count in sorted(counter.items()))
 
 
-def _count_rows(reader: PoiReader) -> int | None:
-    """Rows in the POI table (cheap first pass) for the progress bar."""
-    path = reader.cfg.path
-    if reader.format == "parquet":
-        import pyarrow.parquet as pq
+def _check_label_raster(path: str) -> None:
+    """A local label raster opens and has a CRS (only local files: a URL is read per POI, with retries)."""
+    from rsbuild.errors import SampleError
+    from rsbuild.sources.raster_io import raster_info
 
-        return pq.ParquetFile(path).metadata.num_rows
-    with path.open("rb") as handle:
-        lines = sum(1 for line in handle if line.strip())
-    return lines - 1 if reader.format == "csv" else lines
+    try:
+        info = raster_info(path)
+    except SampleError as exc:
+        raise ConfigError(f"labels.url = {path!r} is not a readable raster ({exc}); point labels.url at a "
+                          "GeoTIFF / COG of land-cover codes") from None
+    if not info.grid.crs:
+        raise ConfigError(f"labels.url = {path!r} has no CRS, so its pixels cannot be placed on the chips; assign "
+                          "the right one (e.g. gdal_edit.py -a_srs EPSG:4326 FILE) or use another file")
+
+
+class NothingProduced(RsbuildError):
+    """The run went through but made nothing (or too little): exit code 1, not 2."""
+
+    exit_code = 1
+
+
+def check_local_inputs(cfg: Config) -> None:
+    """Local files the run reads (label raster, catalog) exist, before any work starts."""
+    for field_name, value in (("scenes.catalog", cfg.scenes.catalog),
+                              ("labels.url", cfg.labels.url if cfg.labels.source == "cog" else None),
+                              ("labels.catalog", cfg.labels.catalog if cfg.labels.source == "stac" else None)):
+        if value and "://" not in value and not Path(value).exists():
+            raise ConfigError(f"{field_name} = {value!r}: the file does not exist; fix the path (relative paths "
+                              "start at the config file's folder) or give a URL")
+    if cfg.labels.source == "cog" and cfg.labels.url and "://" not in cfg.labels.url:
+        _check_label_raster(cfg.labels.url)
+    prompts = cfg.captions.prompts_dir
+    if prompts is not None and not prompts.is_dir():
+        raise ConfigError(f"prompts folder {prompts} does not exist (captions.prompts_dir / --prompts); "
+                          "pass an existing folder of templates")
 
 
 def make_searcher(cfg: Config) -> Any:
@@ -167,6 +268,10 @@ class _Tracker:
             else:
                 self.summary.scenes_found += 1
             tiles = [r for r in records if isinstance(r, Sample)]
+            self.summary.failures_transient += sum(f.transient for f in failures)
+            if not tiles:
+                first = failures[0] if failures else Failure("tile", "no_tiles", poi.poi_id)
+                self.summary.count_failed_poi(first.stage, first.reason, first.detail)
             with self.router.lock:  # the caption stage runs this in its reader thread
                 if self.stills is not None and tiles:
                     self.stills.submit(poi, self.plan.unit_of_row(poi.row), tiles[0].split, tiles_class_summary(tiles))
@@ -250,21 +355,48 @@ def _run(
     workers: WorkerSlice = EVERY_UNIT,
     units: list[int] | None = None,
     finalize_run: bool = True,
+    retry_failed: bool = False,
 ) -> RunSummary:
     """Fetch (and caption) every unfinished unit this worker owns, then finalize when all are done.
 
-    ``units`` restricts the run to those units (the Ray executor's fetch tasks)."""
-    from rsbuild.dataset.units import UnitRouter, UnitWriter, plan_for, prepare_run
+    ``units`` restricts the run to those units (the Ray executor's fetch tasks). Done units whose
+    POI rows changed are redone; with ``retry_failed`` so are done units with transient failures."""
+    from rsbuild.dataset.units import (
+        UnitRouter,
+        UnitWriter,
+        changed_units,
+        forget_unit,
+        plan_for,
+        prepare_run,
+        run_fingerprint,
+        unit_inputs_sha256,
+        units_with_transient_failures,
+    )
     from rsbuild.schemes import get_scheme
 
     started = time.perf_counter()
     summary = RunSummary(out_dir=str(out_dir))
     reader = PoiReader(cfg.pois)
-    rows = _count_rows(reader) or 0
+    check_local_inputs(cfg)
     plan = plan_for(cfg)
+    table = reader.scan(plan.unit_pois)
+    rows = table.rows
+    if rows == 0:
+        raise NothingProduced(f"POI file {cfg.pois.path} has no rows (only a header, or nothing); "
+                              "add points to it or set pois.path to another table")
     done = prepare_run(out_dir, cfg.dump(), overwrite=overwrite)
     all_units = range(plan.rows_in_units(rows))
     wanted = set(all_units) if units is None else set(units)
+    fingerprint = run_fingerprint(cfg.dump())
+    inputs = {u: unit_inputs_sha256(fingerprint, digest) for u, digest in enumerate(table.unit_sha256)}
+    mine = {u for u in done if workers.owns(u) and (units is None or u in wanted or u not in all_units)}
+    changed = changed_units(out_dir, mine, inputs)
+    retry = units_with_transient_failures(out_dir, mine - changed) if retry_failed else set()
+    for unit in sorted(changed | retry):  # the POI table changed under them, or they lost POIs to a flaky server
+        forget_unit(out_dir, unit)
+        done.discard(unit)
+        summary.units_redone += unit in changed and unit in all_units
+    summary.units_retried = len(retry)
     todo = [u for u in all_units if u in wanted and workers.owns(u) and u not in done]
     summary.units_skipped = sum(1 for u in all_units if workers.owns(u) and u in done)
     scheme = get_scheme(cfg.labels.scheme)
@@ -273,7 +405,8 @@ def _run(
     writers: dict[int, UnitWriter] = {}  # open units, where stills go
 
     def open_unit(unit: int) -> UnitWriter:
-        writer = UnitWriter(out_dir, unit, plan, cfg.output, cfg.captions, scheme, dataset=dataset)
+        writer = UnitWriter(out_dir, unit, plan, cfg.output, cfg.captions, scheme, dataset=dataset,
+                            inputs_sha256=inputs[unit])
         if stills is not None:
             writers[unit] = writer
         return writer
@@ -308,11 +441,16 @@ def _run(
                 pass
     summary.pois_read = reader.rows_read
     summary.pois_rejected = len(reader.rejects)
+    summary.pois_attempted = sum(min(rows, (u + 1) * plan.unit_pois) - u * plan.unit_pois for u in todo)
+    for reject in reader.rejects:
+        if plan.unit_of_row(reject.row) in todo_set:
+            summary.count_failed_poi("poi", reject.reason, f"row {reject.row}: {reject.detail}")
     summary.rejects_by_reason = Counter(r.reason for r in reader.rejects)
     write_rejects(reader.rejects, out_dir / REJECTS_FILE)
     from rsbuild.dataset.units import done_units
 
     finalize_now = finalize_run and set(all_units) <= done_units(out_dir)
+    summary.judge(cfg.output.max_failure_share, captions_wanted=caption_stage is not None)
     return finish_run(summary, router, cfg, out_dir, scheme, started, finalize_now=finalize_now, dataset=dataset)
 
 
@@ -329,6 +467,10 @@ def write_samples(samples: Iterable[Sample], router: UnitRouter, summary: RunSum
     try:
         for sample in stream:
             summary.captions_failed += len(sample.failures)
+            for failure in sample.failures:
+                summary.caption_failures[str(failure.get("reason", "unknown"))] += 1
+                if failure.get("detail"):
+                    summary.failure_examples.setdefault("caption", str(failure.get("detail")))
             with router.lock:
                 if before_write is not None:
                     before_write(sample)
@@ -372,17 +514,19 @@ def run_fetch(
     workers: WorkerSlice = EVERY_UNIT,
     units: list[int] | None = None,
     finalize_run: bool = True,
+    retry_failed: bool = False,
 ) -> RunSummary:
     """The fetch half: chip shards (image, mask, stats; no captions) under ``out_dir``."""
     return _run(cfg, out_dir, console or Console(), dataset=False, show_progress=show_progress, overwrite=overwrite,
-                workers=workers, units=units, finalize_run=finalize_run)
+                workers=workers, units=units, finalize_run=finalize_run, retry_failed=retry_failed)
 
 
 def count_units(cfg: Config) -> int:
     """How many units of work the POI table makes."""
     from rsbuild.dataset.units import plan_for
 
-    return plan_for(cfg).rows_in_units(_count_rows(PoiReader(cfg.pois)) or 0)
+    plan = plan_for(cfg)
+    return plan.rows_in_units(PoiReader(cfg.pois).scan(plan.unit_pois).rows)
 
 
 def make_caption_stage(cfg: Config, out_dir: Path, engines: list[CaptionEngine] | None = None) -> CaptionStage:
@@ -401,17 +545,20 @@ def run_build(
     engines: list[Any] | None = None,
     overwrite: bool = False,
     workers: WorkerSlice = EVERY_UNIT,
+    retry_failed: bool = False,
 ) -> RunSummary:
     """The whole job: fetch → caption → shards, JSONL, folders and card under ``out_dir``.
 
     Rerunning the same command resumes: finished units are skipped, unfinished ones redone.
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from rsbuild.dataset.units import check_output_folder
+
+    check_output_folder(out_dir)
     owned = engines is None
     caption_stage = make_caption_stage(cfg, out_dir, engines)
     try:
         return _run(cfg, out_dir, console or Console(), dataset=True, caption_stage=caption_stage,
-                    show_progress=show_progress, overwrite=overwrite, workers=workers)
+                    show_progress=show_progress, overwrite=overwrite, workers=workers, retry_failed=retry_failed)
     finally:
         for engine in caption_stage.engines if owned else ():
             engine.close()

@@ -66,6 +66,9 @@ def source_units(source: str) -> dict[int, list[str]]:
         with fsspec.open(_join(source, "summary.json"), "r", encoding="utf-8") as handle:
             summary = json.load(handle)
         names, units = [s["name"] for s in summary["shards"]], list(summary.get("units", []))
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError):
+        raise InputError(f"{_join(source, 'summary.json')} is damaged (not a JSON summary); rerun the same "
+                         "`rsbuild build` (or fetch) on that folder to write it again") from None
     except (FileNotFoundError, KeyError):  # not finalized yet (e.g. chips being fetched): list
         fs, path = fsspec.core.url_to_fs(source)
         names = [Path(p).name for p in fs.glob(f"{path}/{SHARDS_DIR}/*.tar")]

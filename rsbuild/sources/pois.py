@@ -83,13 +83,38 @@ def _iter_parquet(path: Path) -> Iterator[dict[str, Any]]:
 
     try:
         parquet = pq.ParquetFile(path)
-    except Exception as exc:  # pyarrow raises several types for a bad file
-        raise InputError(f"cannot read Parquet file {path}: {exc}") from None
-    for batch in parquet.iter_batches(batch_size=4096):
-        yield from batch.to_pylist()
+        for batch in parquet.iter_batches(batch_size=4096):
+            yield from batch.to_pylist()
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid / ArrowIOError derive from these
+        raise InputError(
+            f"POI file {path} is not a readable Parquet file ({str(exc).splitlines()[0]}); "
+            "write it again with pyarrow or pandas, or set pois.path to a CSV / JSONL table"
+        ) from None
 
 
 _READERS = {"csv": _iter_csv, "jsonl": _iter_jsonl, "parquet": _iter_parquet}
+
+
+def _records(path: Path, fmt: str) -> Iterator[dict[str, Any]]:
+    """The raw records of a POI table; a file that is not UTF-8 text is an InputError."""
+    try:
+        yield from _READERS[fmt](path)
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"POI file {path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+            "save it as UTF-8 (spreadsheets: 'CSV UTF-8') and point pois.path at it"
+        ) from None
+    except csv.Error as exc:
+        raise InputError(f"POI file {path} is not a readable CSV table ({exc}); fix the file or set pois.format") from None
+
+
+@dataclass(frozen=True)
+class TableScan:
+    """One cheap pass over a POI table: its row count and a sha256 of each unit's rows (resume
+    notices an edited table by them)."""
+
+    rows: int
+    unit_sha256: list[str]
 
 
 def _to_float(value: Any) -> float | None:
@@ -107,7 +132,8 @@ class PoiReader:
     def __init__(self, cfg: PoisConfig) -> None:
         self.cfg = cfg
         if not cfg.path.is_file():
-            raise InputError(f"POI file {cfg.path} does not exist; set pois.path to a CSV, JSONL or Parquet file")
+            what = "is a folder" if cfg.path.is_dir() else "does not exist"
+            raise InputError(f"POI file {cfg.path} {what}; set pois.path to a CSV, JSONL or Parquet file")
         self.format = _detect_format(cfg)
         self.rejects: list[PoiReject] = []
         self.rows_read = 0
@@ -123,9 +149,26 @@ class PoiReader:
                 "Set the column names in the [pois] section."
             )
 
+    def scan(self, unit_pois: int) -> TableScan:
+        """Read every row once (encoding, format and columns checked up front) and hash each
+        group of ``unit_pois`` rows."""
+        hashes: list[str] = []
+        digest = hashlib.sha256()
+        rows = 0
+        for rows, record in enumerate(_records(self.cfg.path, self.format), start=1):
+            if rows == 1 and "__error__" not in record:
+                self._check_columns(record)
+            digest.update(json.dumps(record, sort_keys=True, default=str, ensure_ascii=False).encode("utf-8") + b"\n")
+            if rows % unit_pois == 0:
+                hashes.append(digest.hexdigest())
+                digest = hashlib.sha256()
+        if rows % unit_pois:
+            hashes.append(digest.hexdigest())
+        return TableScan(rows, hashes)
+
     def __iter__(self) -> Iterator[Poi]:
         seen: set[str] = set()
-        for row, record in enumerate(_READERS[self.format](self.cfg.path), start=1):
+        for row, record in enumerate(_records(self.cfg.path, self.format), start=1):
             self.rows_read += 1
             if "__error__" in record:
                 self.rejects.append(PoiReject(row, "unreadable_row", record["__error__"]))

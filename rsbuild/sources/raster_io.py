@@ -11,6 +11,7 @@ that skip the HEAD request and directory listing, merge consecutive ranges and c
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -85,7 +86,7 @@ class _HandleCache:
         try:
             dataset = rasterio.open(gdal_path(href))
         except rasterio.errors.RasterioIOError as exc:
-            raise RasterReadError(f"cannot open {_redact(href)}: {_first_line(exc)}") from None
+            raise RasterReadError(f"cannot open {_redact(href)}: {_first_line(exc)}", transient=_transient(exc)) from None
         handles[href] = dataset
         while len(handles) > self.size:
             _, old = handles.popitem(last=False)
@@ -105,6 +106,17 @@ _HANDLES = _HandleCache()
 
 def _first_line(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+_TRANSIENT = re.compile(r"could not connect|failed to connect|timed out|timeout|connection reset|"
+                        r"HTTP response code: (?:0|429|5\d\d)\b", re.IGNORECASE)
+_CACHED_FAILURE = re.compile(r"/vsi(?:curl|s3|gs|az)\S*' does not exist in the file system")  # GDAL replays an earlier failure
+
+
+def _transient(exc: BaseException) -> bool:
+    """Whether GDAL's error is one a later retry may not meet (no connection, timeout, 429, 5xx, or
+    a remote open GDAL refuses because an earlier open of that URL failed in this process)."""
+    return bool(_TRANSIENT.search(str(exc)) or _CACHED_FAILURE.search(str(exc)))
 
 
 def _redact(href: str) -> str:
@@ -171,7 +183,7 @@ def read_on_grid(
         ) as vrt:
             return vrt.read(indexes)
     except rasterio.errors.RasterioError as exc:
-        raise RasterReadError(f"cannot read {_redact(href)}: {_first_line(exc)}") from None
+        raise RasterReadError(f"cannot read {_redact(href)}: {_first_line(exc)}", transient=_transient(exc)) from None
 
 
 def close_thread_handles() -> None:

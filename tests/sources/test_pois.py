@@ -87,3 +87,28 @@ def test_missing_column_and_missing_file_are_clear_errors(tmp_path):
     odd.write_text("x")
     with pytest.raises(InputError, match="pois.format"):
         PoiReader(PoisConfig(path=odd))
+
+
+def test_scan_hashes_each_unit_so_an_edit_changes_only_its_unit(tmp_path):
+    path = tmp_path / "pois.csv"
+    path.write_text(CSV)
+    scan = PoiReader(PoisConfig(path=path)).scan(unit_pois=4)
+    assert scan.rows == 9 and len(scan.unit_sha256) == 3
+    path.write_text(CSV.replace("a7,,17.9", "a7,45.5,17.9"))  # row 8: unit 1
+    edited = PoiReader(PoisConfig(path=path)).scan(unit_pois=4)
+    assert [a == b for a, b in zip(scan.unit_sha256, edited.unit_sha256, strict=True)] == [True, False, True]
+    pq.write_table(pa.table({"id": ["a"], "lat": [45.0], "lon": [17.0]}), tmp_path / "p.parquet")
+    assert PoiReader(PoisConfig(path=tmp_path / "p.parquet")).scan(unit_pois=4).rows == 1
+
+
+@pytest.mark.parametrize(("name", "content", "words"), [
+    ("latin1.csv", "id,lat,lon\nZ\xfcrich,47.4,8.5\n".encode("latin-1"), ("not UTF-8", "byte 0xfc", "pois.path")),
+    ("bad.parquet", b"PAR1garbage", ("not a readable Parquet file", "pois.path")),
+    ("cols.csv", b"id,y,x\na,1,2\n", ("pois.lat_column", "[pois] section")),
+])
+def test_scan_stops_on_an_unreadable_table_before_any_work(tmp_path, name, content, words):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(InputError) as info:
+        PoiReader(PoisConfig(path=path)).scan(unit_pois=10)
+    assert all(word in str(info.value) for word in words)
