@@ -197,9 +197,17 @@ class Failure:
     poi_id: str | None = None
     key: str | None = None
     detail: str = ""
+    transient: bool = False  # gave up on a transient network error after retries: a rerun may succeed
 
     def to_json(self) -> dict[str, Any]:
-        return {"stage": self.stage, "reason": self.reason, "poi_id": self.poi_id, "key": self.key, "detail": self.detail}
+        return {"stage": self.stage, "reason": self.reason, "poi_id": self.poi_id, "key": self.key, "detail": self.detail,
+                "transient": self.transient}
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> Failure:
+        """A Failure read back from ``to_json`` (older records without ``transient`` read as False)."""
+        return cls(stage=str(doc.get("stage", "")), reason=str(doc.get("reason", "")), poi_id=doc.get("poi_id"),
+                   key=doc.get("key"), detail=str(doc.get("detail", "")), transient=bool(doc.get("transient", False)))
 
 
 def sample_key(poi_id: str, tile: int) -> str:

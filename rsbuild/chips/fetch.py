@@ -149,13 +149,13 @@ class Fetcher:
         try:
             ranked = self.searcher.rank(poi, half_m, self.cfg.scenes.aoi_cloud_candidates)
         except SampleError as exc:  # a search error for one POI is a bad sample, not a bad run
-            return PoiFailed(poi, [Failure("search", "search_error", poi.poi_id, detail=str(exc)[:300])])
+            return PoiFailed(poi, [Failure("search", "search_error", poi.poi_id, detail=str(exc)[:300], transient=exc.transient)])
         if isinstance(ranked, Failure):
             return PoiFailed(poi, [ranked])
         try:
             return self.read_aoi(poi, self.clearest(poi, ranked))
         except SampleError as exc:
-            return PoiFailed(poi, [Failure("read", "read_error", poi.poi_id, detail=str(exc)[:300])])
+            return PoiFailed(poi, [Failure("read", "read_error", poi.poi_id, detail=str(exc)[:300], transient=exc.transient)])
 
     def clearest(self, poi: Poi, ranked: list[Scene]) -> Scene:
         """Among the best scenes by scene-level cloud, the one whose SCL shows the fewest clouds
