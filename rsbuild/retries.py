@@ -41,6 +41,14 @@ def jitter(key: str, attempt: int) -> float:
     return 0.5 + int.from_bytes(digest[:2], "big") / 65536
 
 
+@dataclass(frozen=True)
+class RetryMark:
+    """Counts at one moment (`RetryCounts.mark`)."""
+
+    retries: Counter[tuple[str, str]]
+    gave_up: Counter[tuple[str, str]]
+
+
 class RetryCounts:
     """Retries and give-ups per edge and cause (thread-safe)."""
 
@@ -62,10 +70,18 @@ class RetryCounts:
         with self._lock:
             return sum(n for (e, _), n in self._retries.items() if edge is None or e == edge)
 
-    def snapshot(self) -> dict[str, dict[str, Any]]:
-        """``{edge: {"retries": n, "gave_up": m, "causes": {cause: n}}}`` for edges with any event."""
+    def mark(self) -> RetryMark:
+        """The counts now, to report only what happens after (``snapshot(since=mark)``)."""
         with self._lock:
-            retries, gave_up = Counter(self._retries), Counter(self._gave_up)
+            return RetryMark(Counter(self._retries), Counter(self._gave_up))
+
+    def snapshot(self, since: RetryMark | None = None) -> dict[str, dict[str, Any]]:
+        """``{edge: {"retries": n, "gave_up": m, "causes": {cause: n}}}`` for edges with any event
+        (since ``since`` when given)."""
+        now = self.mark()
+        retries, gave_up = now.retries, now.gave_up
+        if since is not None:
+            retries, gave_up = retries - since.retries, gave_up - since.gave_up
         out: dict[str, dict[str, Any]] = {}
         for edge in sorted({e for e, _ in retries} | {e for e, _ in gave_up}):
             causes = {c: n for (e, c), n in sorted(retries.items()) if e == edge}
@@ -127,4 +143,4 @@ def retry_call(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-__all__ = ["EDGES", "RETRIES", "Backoff", "RetryCounts", "describe_table", "jitter", "retry_call"]
+__all__ = ["EDGES", "RETRIES", "Backoff", "RetryCounts", "RetryMark", "describe_table", "jitter", "retry_call"]
