@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import Any, Self
 from urllib.parse import urlsplit
 
+from rsbuild.config import Config, config_from_dict
+from rsbuild.records import Failure, Sample
 from rsbuild.testing.processes import LOOPBACK
 from rsbuild.testing.servers import RustacServer
 from rsbuild.testing.synthetic import FixtureInfo
@@ -289,6 +291,25 @@ class FaultyWorld:
     def label_url(self) -> str:
         rel = self.fixture.label_4326_path.relative_to(self.fixture.cog_dir).as_posix()
         return f"{self.cog.url}/{rel}"
+
+    def config(self, **imagery: Any) -> Config:
+        """A fetch config for this world (scenes from its STAC API, labels from its COG proxy)."""
+        return config_from_dict({
+            "pois": {"path": str(self.fixture.pois_path)},
+            "scenes": {"catalog": self.stac_url, "collection": "sentinel-2-l2a", "datetime": "2024-07-01/2024-07-31"},
+            "imagery": {"aoi_size": self.fixture.aoi_size, "tile_size": 128, "tile_stride": 64, "output_size": 64,
+                        "read_workers": 4, "cpu_workers": 0, **imagery},
+            "labels": {"source": "cog", "url": self.label_url},
+        })  # fmt: skip
+
+    def fetch(self, cfg: Config) -> list[Sample | Failure]:
+        """Every POI of the fixture through the fetch stage: samples and failures in input order."""
+        from rsbuild.chips.fetch import Fetcher
+        from rsbuild.run.pipeline import make_searcher
+        from rsbuild.sources.labels.factory import make_label_source
+
+        with Fetcher(cfg, make_searcher(cfg), make_label_source(cfg.labels)) as fetcher:
+            return [record for _poi, group in fetcher.run(list(self.fixture.pois)) for record in group]
 
     def counts(self) -> dict[str, Any]:
         """Requests and faults per proxy: ``{"cog": {...}, "stac": {...}}``."""

@@ -8,19 +8,18 @@ transient.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from rsbuild.chips.fetch import Fetcher
 from rsbuild.config import Config, config_from_dict
 from rsbuild.errors import InputError
 from rsbuild.records import Failure, Sample
 from rsbuild.retries import RETRIES
 from rsbuild.run.pipeline import make_searcher
 from rsbuild.sources import raster_io, stac
-from rsbuild.sources.labels.factory import make_label_source
 from rsbuild.testing.faults import FAULT_KINDS, FaultProxy, FaultyWorld
 from rsbuild.testing.servers import RangeHTTPServer
 from rsbuild.testing.synthetic import FixtureInfo
@@ -39,22 +38,14 @@ def short_timeouts(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def fetch_config(world: FaultyWorld) -> Config:
-    return config_from_dict({
-        "pois": {"path": str(world.fixture.pois_path)},
-        "scenes": {"catalog": world.stac_url, "collection": "sentinel-2-l2a", "datetime": "2024-07-01/2024-07-31"},
-        "imagery": {"aoi_size": 256, "tile_size": 128, "tile_stride": 64, "output_size": 64, "read_workers": 4,
-                    "cpu_workers": 0},
-        "labels": {"source": "cog", "url": world.label_url},
-    })  # fmt: skip
+    return world.config()
 
 
 def run_world(fixture: FixtureInfo, cog_server: RangeHTTPServer, folder: Path, shares: dict[str, float],
               seed: int = 0, stac_shares: dict[str, float] | None = None) -> tuple[list[Sample | Failure], dict[str, Any]]:
     """Fetch every POI of the fixture through a fresh faulty world; records and proxy counts."""
     with FaultyWorld(fixture, cog_server.url, folder, shares, stac_shares=stac_shares, seed=seed, stall_s=3.0) as world:
-        cfg = fetch_config(world)
-        with Fetcher(cfg, make_searcher(cfg), make_label_source(cfg.labels)) as fetcher:
-            records = [record for _poi, group in fetcher.run(list(fixture.pois)) for record in group]
+        records = world.fetch(world.config())
         return records, world.counts()
 
 
@@ -150,10 +141,10 @@ def test_permanent_errors_are_not_transient(fixture_data, cog_server, tmp_path, 
     with FaultyWorld(fixture_data, cog_server.url, tmp_path, {}) as world:
         cfg = fetch_config(world)
         missing = config_from_dict({**cfg.dump(), "labels": {"source": "cog", "url": f"{world.cog.url}/nope.tif"}})
-        with Fetcher(missing, make_searcher(missing), make_label_source(missing.labels)) as fetcher:
-            records = [r for _poi, group in fetcher.run(list(fixture_data.pois)[:1]) for r in group]
-    assert [(r.reason, r.transient) for r in records if isinstance(r, Failure)] == [("read_error", False)]
-    assert "404" in records[0].detail  # type: ignore[union-attr]
+        records = world.fetch(missing)
+    failures = [r for r in records if isinstance(r, Failure) and r.reason == "read_error"]
+    assert len(failures) == 6 and not any(f.transient for f in failures)
+    assert all("404" in f.detail for f in failures)
 
 
 def test_a_stac_api_down_at_start_stops_the_run_with_a_message(fixture_data, cog_server, tmp_path, short_timeouts):
@@ -164,3 +155,32 @@ def test_a_stac_api_down_at_start_stops_the_run_with_a_message(fixture_data, cog
     message = str(info.value)
     assert "scenes.catalog" in message and world.stac_url in message and "STAC API" in message
     assert info.value.__cause__ is None
+
+
+def test_a_build_behind_faults_reports_retries_and_transient_failures(
+    fixture_data, cog_server, tmp_path, short_timeouts
+):
+    """The whole build (template captions): retries per edge in run_summary.json and the table;
+    what was given up is in failures.jsonl with ``transient: true``."""
+    from rich.console import Console
+
+    from rsbuild.run.pipeline import run_build
+
+    shares = dict.fromkeys(FAULT_KINDS, 0.03)
+    with FaultyWorld(fixture_data, cog_server.url, tmp_path / "stac", shares, seed=11, stall_s=3.0) as world:
+        data = fetch_config(world).dump()
+        data["captions"] = {"engine": "template", "tasks": ["area"]}
+        cfg = config_from_dict(data)
+        console = Console(record=True, width=200)
+        summary = run_build(cfg, tmp_path / "out", console=console, show_progress=False)
+    written = json.loads((tmp_path / "out" / "run_summary.json").read_text())
+    assert written["retries"] == summary.retries and summary.retries
+    assert sum(edge["retries"] for edge in written["retries"].values()) >= 1
+    assert "retries_before" not in written
+    console.print(summary.table())
+    assert "network retries" in console.export_text()
+    assert summary.tiles_written >= 0.99 * 6 * 9
+    failures = [json.loads(line) for line in (tmp_path / "out" / "failures.jsonl").read_text().splitlines()]
+    assert all("transient" in f for f in failures)
+    assert [f["reason"] for f in failures if f["transient"]] == [f["reason"] for f in failures
+                                                                if f["reason"] in ("search_error", "read_error")]
