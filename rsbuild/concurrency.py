@@ -118,14 +118,15 @@ def die_with(pid: int) -> None:
         if handle is not None and handle >= 0:
             select.select([handle], [], [])  # readable once the process has ended
         elif handle is None:
-            while _running(pid):
+            while pid_exists(pid):
                 time.sleep(0.5)
         os.kill(os.getpid(), signal.SIGKILL)
 
     threading.Thread(target=watch, name=f"rsbuild-die-with-{pid}", daemon=True).start()
 
 
-def _running(pid: int) -> bool:
+def pid_exists(pid: int) -> bool:
+    """Whether process ``pid`` exists (a zombie counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -162,8 +162,7 @@ class FaultProxy:
         self._seen: Counter[str] = Counter()
         self.requests = 0
         self.faults: Counter[str] = Counter()
-        self._httpd: _ProxyServer | None = None
-        self._thread: threading.Thread | None = None
+        self._serving: tuple[_ProxyServer, threading.Thread] | None = None
         self.port = 0
 
     # -- faults ------------------------------------------------------------------------------
@@ -217,36 +216,36 @@ class FaultProxy:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
+    @property
+    def url(self) -> str:
+        """Base URL (the upstream's path prefix is added when forwarding)."""
+        return f"http://{LOOPBACK}:{self.port}"
+
     def start(self) -> Self:
         httpd = _ProxyServer((LOOPBACK, 0), _Handler)
         httpd.owner = self
         self.port = int(httpd.server_address[1])
-        self._httpd = httpd
-        self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"fault-proxy-{self.port}", daemon=True)
-        self._thread.start()
+        thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                  name=f"fault-proxy-{self.port}", daemon=True)
+        thread.start()
+        self._serving = (httpd, thread)
         return self
 
     def stop(self) -> None:
+        """Stop serving (stalled answers end at once)."""
         self.stopping.set()
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        serving, self._serving = self._serving, None
+        if serving is not None:
+            httpd, thread = serving
+            httpd.shutdown()
+            httpd.server_close()
+            thread.join(timeout=5)
 
     def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-    @property
-    def url(self) -> str:
-        """Base URL (the upstream's path prefix is added when forwarding)."""
-        return f"http://{LOOPBACK}:{self.port}"
 
 
 class FaultyWorld:
