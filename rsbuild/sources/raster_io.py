@@ -159,7 +159,8 @@ class _GdalRetryCounter(logging.Handler):
             RETRIES.retried("gdal", f"HTTP {status}" if status else "connection")
 
 
-logging.getLogger("rasterio._env").addHandler(_GdalRetryCounter(logging.WARNING))
+for _logger in ("rasterio._env", "rasterio._err"):  # GDAL warnings arrive through either, never both
+    logging.getLogger(_logger).addHandler(_GdalRetryCounter(logging.WARNING))
 
 
 def is_remote(href: str) -> bool:
