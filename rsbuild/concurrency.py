@@ -6,9 +6,12 @@ import asyncio
 import contextlib
 import ctypes
 import functools
+import os
+import select
 import signal
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Iterator
 from concurrent.futures import Executor, Future
@@ -94,3 +97,40 @@ def die_with_parent() -> bool:
     """
     prctl = libc_prctl()
     return prctl is not None and prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+
+
+def die_with(pid: int) -> None:
+    """SIGKILL this process as soon as process ``pid`` ends (a watcher thread; Linux pidfd, else polling).
+
+    For workers of a ``forkserver`` pool: their parent is the forkserver, not the main process, so
+    ``die_with_parent`` never fires when the main process is SIGKILLed; and the forkserver waits for
+    every worker to close its copy of the main process's "alive" pipe before it exits itself.
+    Killing the workers when the main process ends lets the forkserver and resource tracker go too.
+    """
+
+    def watch() -> None:
+        try:
+            handle: int | None = os.pidfd_open(pid)
+        except ProcessLookupError:
+            handle = -1  # already gone
+        except (AttributeError, OSError):
+            handle = None  # no pidfd: poll
+        if handle is not None and handle >= 0:
+            select.select([handle], [], [])  # readable once the process has ended
+        elif handle is None:
+            while pid_exists(pid):
+                time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name=f"rsbuild-die-with-{pid}", daemon=True).start()
+
+
+def pid_exists(pid: int) -> bool:
+    """Whether process ``pid`` exists (a zombie counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 
 class SampleError(Exception):
-    """One sample (a POI's search or read) cannot be made; recorded as a Failure, the run goes on."""
+    """One sample (a POI's search or read) cannot be made; recorded as a Failure, the run goes on.
+
+    ``transient`` marks a failure that outlived its retries on a transient network error (a
+    rerun may succeed); the Failure recorded for it carries the same flag.
+    """
 
     def __init__(self, message: str = "", *, transient: bool = False) -> None:
         super().__init__(message)

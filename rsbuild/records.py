@@ -219,6 +219,12 @@ class Failure:
         return {"stage": self.stage, "reason": self.reason, "poi_id": self.poi_id, "key": self.key, "detail": self.detail,
                 "transient": self.transient}
 
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> Failure:
+        """A Failure read back from ``to_json`` (older records without ``transient`` read as False)."""
+        return cls(stage=str(doc.get("stage", "")), reason=str(doc.get("reason", "")), poi_id=doc.get("poi_id"),
+                   key=doc.get("key"), detail=str(doc.get("detail", "")), transient=bool(doc.get("transient", False)))
+
 
 def sample_key(poi_id: str, tile: int) -> str:
     """``{poi_id}_t{tile:04d}``; poi ids are sanitised to ``[A-Za-z0-9_-]`` when read."""

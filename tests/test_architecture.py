@@ -15,7 +15,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "rsbuild"
 
 # Lower layers never import higher ones (index = layer). `demo` and `cli` sit on top.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("rsbuild.errors", "rsbuild.version", "rsbuild.records", "rsbuild.presets", "rsbuild.concurrency", "rsbuild.schemes"),
+    ("rsbuild.errors", "rsbuild.version", "rsbuild.records", "rsbuild.presets", "rsbuild.concurrency", "rsbuild.schemes",
+     "rsbuild.retries"),
     ("rsbuild.config", "rsbuild.grid"),
     ("rsbuild.sources",),
     ("rsbuild.chips",),

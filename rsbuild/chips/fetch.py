@@ -25,7 +25,7 @@ from rsbuild.chips.imagery import cloud_mask, rgb_from_bands, rgb_from_visual
 from rsbuild.chips.masks import component_masks
 from rsbuild.chips.splits import assign_split, split_key_for
 from rsbuild.chips.stats import compute_stats
-from rsbuild.concurrency import die_with_parent, ordered_map
+from rsbuild.concurrency import die_with, die_with_parent, ordered_map
 from rsbuild.config import Config
 from rsbuild.errors import SampleError
 from rsbuild.grid import NATIVE_RESOLUTION_M, TileWindow, aoi_grid, bbox_wgs84, center_wgs84, sub_grid, tile_windows
@@ -66,11 +66,14 @@ class AoiArrays:
     aoi_cloud_share: float | None = None  # cloudy share of the AOI's image pixels (SCL)
 
 
-def one_native_thread() -> None:
-    """Worker initializer: die with the parent (also on SIGKILL), and one BLAS/OpenMP thread per
+def one_native_thread(main_pid: int | None = None) -> None:
+    """Worker initializer: die with the parent and with the main process ``main_pid`` (also on
+    SIGKILL; a forkserver worker's parent is the forkserver), and one BLAS/OpenMP thread per
     process (the processes are the parallelism; idle BLAS threads spinning on every core cost
     ~40 % of tiling CPU, measured in scripts/bench.py)."""
     die_with_parent()
+    if main_pid is not None:
+        die_with(main_pid)
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[name] = "1"  # for libraries loaded after this point
     from threadpoolctl import threadpool_limits
@@ -105,7 +108,8 @@ class Fetcher:
         self.cpu_pool: Executor | None = None
         if cfg.imagery.cpu_workers > 0:
             context = multiprocessing.get_context("forkserver")
-            self.cpu_pool = ProcessPoolExecutor(cfg.imagery.cpu_workers, mp_context=context, initializer=one_native_thread)
+            self.cpu_pool = ProcessPoolExecutor(cfg.imagery.cpu_workers, mp_context=context, initializer=one_native_thread,
+                                                initargs=(os.getpid(),))
 
     def close(self) -> None:
         """Stop the workers."""

@@ -277,7 +277,7 @@ class UnitWriter:
         """Keep a failure record as written earlier (``Failure.to_json`` shape), e.g. carried over by recaption."""
         self._failures.write(dict(record))
         self._transient += bool(record.get("transient"))
-        self._tally.add_failure(Failure(record.get("stage", ""), record.get("reason", "unknown")))
+        self._tally.add_failure(Failure.from_json(dict(record)))
 
     def finish(self) -> dict[str, Any]:
         """Close everything, then write the marker (last): the unit is done."""

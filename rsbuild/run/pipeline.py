@@ -29,6 +29,7 @@ from rsbuild.dataset.layout import CONFIG_FILE, REJECTS_FILE, RUN_SUMMARY_FILE, 
 from rsbuild.dataset.shards import write_atomic
 from rsbuild.errors import ConfigError, RsbuildError
 from rsbuild.records import Failure, Poi, Sample
+from rsbuild.retries import RETRIES, RetryMark, describe_table
 from rsbuild.schemes import Scheme
 from rsbuild.sources.labels.factory import make_label_source
 from rsbuild.sources.pois import PoiReader, write_rejects
@@ -66,9 +67,12 @@ class RunSummary:
     writer: dict[str, Any] = field(default_factory=dict)
     stills: dict[str, Any] = field(default_factory=dict)  # StillsStage.summary() when [stills] mapbox is on
     captions: dict[str, Any] = field(default_factory=dict)  # CaptionTelemetry.to_json() + engine counters
+    retries: dict[str, Any] = field(default_factory=dict)  # network retries per edge (rsbuild.retries), set by finish_run
+    retries_before: RetryMark = field(default_factory=RETRIES.mark, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         data = dict(self.__dict__)
+        data.pop("retries_before")
         for name in ("rejects_by_reason", "scenes_missing", "tiles_skipped", "pois_failed", "caption_failures"):
             data[name] = dict(sorted(data[name].items()))
         return data
@@ -158,6 +162,9 @@ class RunSummary:
             table.add_row("transient failures", str(transient), "a server did not answer; rerun with --retry-failed")
         if not self.finalized:
             table.add_row("dataset", "incomplete", "other units remain (job array?); rerun to finish")
+        if self.retries:
+            retried = sum(edge["retries"] for edge in self.retries.values())
+            table.add_row("network retries", str(retried), describe_table(self.retries))
         table.add_row("elapsed", f"{self.elapsed_s:.1f} s", self.out_dir)
         return table
 
@@ -501,6 +508,7 @@ def finish_run(summary: RunSummary, router: UnitRouter, cfg: Config, out_dir: Pa
         summary.writer = finalize(out_dir, cfg.output, cfg.splits, scheme, cfg.dump(), dataset=dataset)
         summary.finalized = True
     summary.elapsed_s = round(time.perf_counter() - started, 3)
+    summary.retries = RETRIES.snapshot(since=summary.retries_before)
     write_atomic(out_dir / RUN_SUMMARY_FILE, pretty_json(summary.to_json()))
     return summary
 

@@ -21,6 +21,7 @@ import httpx
 
 from rsbuild.errors import ConfigError
 from rsbuild.records import Failure, Poi
+from rsbuild.retries import RETRIES, jitter
 
 log = logging.getLogger(__name__)
 
@@ -134,16 +135,18 @@ class MapboxStills:
             return Failure(STAGE, "stills_disabled", poi.poi_id)
         if abs(poi.lat) > MAX_LATITUDE:
             return Failure(STAGE, "out_of_range", poi.poi_id, detail=f"latitude beyond Web Mercator's +-{MAX_LATITUDE}")
-        problem = ""
+        problem, cause = "", ""
         for attempt in range(self.retries + 1):
             if attempt:
-                time.sleep(min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1)))
+                RETRIES.retried("mapbox", cause)
+                time.sleep(min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1)) * jitter(poi.poi_id, attempt))
             if not self.enabled:
                 return Failure(STAGE, "stills_disabled", poi.poi_id)
             try:
                 response = self._client.get(self.still_path(poi), params={"access_token": self._token})
             except httpx.TransportError as exc:
                 problem = f"network error: {self.redact(f'{type(exc).__name__}: {exc}')}"
+                cause = "timeout" if isinstance(exc, httpx.TimeoutException) else "connection"
                 continue
             status = response.status_code
             if status == 200:
@@ -156,10 +159,12 @@ class MapboxStills:
                 )
                 self._disable(reason)
                 return Failure(STAGE, "token_rejected", poi.poi_id, detail=self.disabled_reason or reason)
-            problem = f"HTTP {status}: {self._api_message(response)}"
+            problem, cause = f"HTTP {status}: {self._api_message(response)}", f"HTTP {status}"
             if status != 429 and status < 500:
                 return Failure(STAGE, f"http_{status}", poi.poi_id, detail=f"{problem} for {self.still_url(poi)}")
-        return Failure(STAGE, "unavailable", poi.poi_id, detail=f"{problem} after {self.retries + 1} attempts for {self.still_url(poi)}")
+        RETRIES.gave_up("mapbox", cause)
+        return Failure(STAGE, "unavailable", poi.poi_id, transient=True,
+                       detail=f"{problem} after {self.retries + 1} attempts for {self.still_url(poi)}")
 
     def _image(self, poi: Poi, response: httpx.Response) -> bytes | Failure:
         data = response.content

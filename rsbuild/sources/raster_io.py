@@ -6,10 +6,22 @@ a WarpedVRT with the requested resampling, so each pixel is resampled once.
 
 Remote files are read through GDAL's /vsicurl/ (http, https) and /vsis3/ (s3://) with options
 that skip the HEAD request and directory listing, merge consecutive ranges and cache headers.
+
+Network faults: every request has bounded connect and total times (``GDAL_HTTP_CONNECTTIMEOUT``,
+``GDAL_HTTP_TIMEOUT``); GDAL itself retries 429 / 5xx answers of one range request
+(``GDAL_HTTP_MAX_RETRY``, ``GDAL_HTTP_RETRY_CODES``). Whatever still fails on a remote file (a
+reset, a stall, a truncated or wrong block, an open that failed) is retried here with backoff
+(`rsbuild.retries`, edge ``cog`` or ``labels``): the failed handle is dropped and GDAL's cached
+state of that URL cleared first (``VSICurlPartialClearCache``: GDAL otherwise answers every later
+open of a URL whose open failed from its cache, without a request). After the last try the
+`RasterReadError` is ``transient``. Local files are never retried.
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import logging
 import os
 import re
 import threading
@@ -25,6 +37,7 @@ from rasterio.windows import Window
 
 from rsbuild.errors import SampleError
 from rsbuild.records import Grid
+from rsbuild.retries import RETRIES, Backoff, retry_call
 
 # Config options GDAL reads from the environment; users can override any of them.
 GDAL_DEFAULTS: dict[str, str] = {
@@ -36,6 +49,9 @@ GDAL_DEFAULTS: dict[str, str] = {
     "GDAL_INGESTED_BYTES_AT_OPEN": "32768",
     "GDAL_HTTP_MAX_RETRY": "3",
     "GDAL_HTTP_RETRY_DELAY": "0.5",
+    "GDAL_HTTP_RETRY_CODES": "429,500,502,503,504",  # GDAL >= 3.10 (500 is not in its default list)
+    "GDAL_HTTP_CONNECTTIMEOUT": "10",  # seconds to connect
+    "GDAL_HTTP_TIMEOUT": "30",  # seconds for a whole request: a stalled server cannot hang a read
     "VSI_CACHE": "TRUE",
     "VSI_CACHE_SIZE": "8388608",  # per open file handle: keep small (16 handles x threads)
     "CPL_VSIL_CURL_CACHE_SIZE": "33554432",
@@ -49,8 +65,20 @@ if not any(os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_
 RESAMPLING = {"nearest": Resampling.nearest, "bilinear": Resampling.bilinear, "average": Resampling.average}
 
 
+READ_BACKOFF = Backoff(attempts=4, base_s=0.25, cap_s=4.0)
+_HTTP_CODE = re.compile(r"HTTP (?:response|error) code:? (\d{3})")
+
+
 class RasterReadError(SampleError):
-    """A raster could not be opened or read (a bad sample, not a bad run)."""
+    """A raster could not be opened or read (a bad sample, not a bad run).
+
+    ``cause`` names the transient fault (``HTTP 503``, ``timeout``, ``connection``, ``bad read``)
+    when there is one; ``transient`` is set once the retries are used up on it.
+    """
+
+    def __init__(self, message: str = "", *, transient: bool = False, cause: str = "") -> None:
+        super().__init__(message, transient=transient)
+        self.cause = cause
 
 
 @dataclass(frozen=True)
@@ -86,12 +114,19 @@ class _HandleCache:
         try:
             dataset = rasterio.open(gdal_path(href))
         except rasterio.errors.RasterioIOError as exc:
-            raise RasterReadError(f"cannot open {_redact(href)}: {_first_line(exc)}", transient=_transient(exc)) from None
+            raise _read_error("open", href, exc) from None
         handles[href] = dataset
         while len(handles) > self.size:
             _, old = handles.popitem(last=False)
             old.close()
         return dataset
+
+    def drop(self, href: str) -> None:
+        """Close and forget this thread's handle of ``href`` (after a failed read)."""
+        handles = getattr(self.local, "handles", None) or {}
+        dataset = handles.pop(href, None)
+        if dataset is not None:
+            dataset.close()
 
     def close_thread(self) -> None:
         """Close this thread's handles."""
@@ -108,24 +143,115 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
-_TRANSIENT = re.compile(r"could not connect|failed to connect|timed out|timeout|connection reset|"
-                        r"HTTP response code: (?:0|429|5\d\d)\b", re.IGNORECASE)
-_CACHED_FAILURE = re.compile(r"/vsi(?:curl|s3|gs|az)\S*' does not exist in the file system")  # GDAL replays an earlier failure
-
-
-def _transient(exc: BaseException) -> bool:
-    """Whether GDAL's error is one a later retry may not meet (no connection, timeout, 429, 5xx, or
-    a remote open GDAL refuses because an earlier open of that URL failed in this process)."""
-    return bool(_TRANSIENT.search(str(exc)) or _CACHED_FAILURE.search(str(exc)))
-
-
 def _redact(href: str) -> str:
     """Drop query strings (signed URLs carry tokens) from messages."""
     return href.split("?", 1)[0]
 
 
-def raster_info(href: str) -> RasterInfo:
+class _GdalRetryCounter(logging.Handler):
+    """Counts GDAL's own retries of a range request (its "Retrying again" warnings) under edge ``gdal``."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if "Retrying again" in message:
+            code = _HTTP_CODE.search(message)
+            status = int(code.group(1)) if code else 0  # GDAL says "HTTP error code: 0" for a dropped connection
+            RETRIES.retried("gdal", f"HTTP {status}" if status else "connection")
+
+
+for _logger in ("rasterio._env", "rasterio._err"):  # GDAL warnings arrive through either, never both
+    logging.getLogger(_logger).addHandler(_GdalRetryCounter(logging.WARNING))
+
+
+def is_remote(href: str) -> bool:
+    return href.startswith(("http://", "https://", "s3://", "/vsicurl/", "/vsis3/"))
+
+
+def _transient_cause(href: str, text: str) -> str | None:
+    """The transient fault a GDAL error on ``href`` shows, or None (local file, 4xx, bad format of a whole file)."""
+    if not is_remote(href):
+        return None
+    code = _HTTP_CODE.search(text)
+    if code:
+        status = int(code.group(1))
+        return f"HTTP {status}" if status in (408, 429) or status >= 500 else None
+    lowered = text.lower()
+    if "timed out" in lowered or "timeout" in lowered:
+        return "timeout"
+    if "curl error" in lowered or "reset" in lowered or "connect" in lowered:
+        return "connection"
+    return "bad read"  # a truncated or wrong block, a header that did not parse, a cached failed open
+
+
+def _read_error(verb: str, href: str, exc: BaseException) -> RasterReadError:
+    text = _first_line(exc)
+    return RasterReadError(f"cannot {verb} {_redact(href)}: {text}", cause=_transient_cause(href, text) or "")
+
+
+def vsi_name(href: str) -> str:
+    """The GDAL virtual file name of a remote href (``/vsicurl/https://…``, ``/vsis3/bucket/key``)."""
+    if href.startswith("/vsi"):
+        return href
+    if href.startswith("s3://"):
+        return "/vsis3/" + href[len("s3://") :]
+    return "/vsicurl/" + href
+
+
+@functools.cache
+def _gdal_library() -> Any | None:
+    """The libgdal rasterio loaded (found in this process's memory map), or None."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8") as maps:
+            paths = {line.split()[-1] for line in maps if "libgdal" in line.rsplit("/", 1)[-1]}
+    except OSError:
+        return None
+    for path in sorted(p for p in paths if p.startswith("/")):
+        try:
+            library = ctypes.CDLL(path)
+            library.VSICurlPartialClearCache.argtypes = [ctypes.c_char_p]
+            library.VSICurlPartialClearCache.restype = None
+            return library
+        except (OSError, AttributeError):
+            continue
+    return None
+
+
+def clear_cached_url(href: str) -> bool:
+    """Forget what GDAL cached about ``href`` (failed open, headers, blocks); False if GDAL's C API is not reachable."""
+    library = _gdal_library()
+    if library is None:
+        return False
+    library.VSICurlPartialClearCache(vsi_name(gdal_path(href)).encode())
+    return True
+
+
+def _forget(href: str) -> None:
+    _HANDLES.drop(href)
+    clear_cached_url(href)
+
+
+def _retried(href: str, edge: str, call: Any) -> Any:
+    """``call()`` retried on transient faults of ``href``; the last error comes out ``transient``."""
+
+    def transient(exc: BaseException) -> str | None:
+        return exc.cause or None if isinstance(exc, RasterReadError) else None
+
+    try:
+        return retry_call(edge, call, transient=transient, key=_redact(href), backoff=READ_BACKOFF,
+                          before_retry=lambda _exc: _forget(href))
+    except RasterReadError as exc:
+        if exc.cause:
+            _forget(href)  # the next sample that needs this file starts clean
+            raise RasterReadError(f"{exc} (after {READ_BACKOFF.attempts} tries)", transient=True, cause=exc.cause) from None
+        raise
+
+
+def raster_info(href: str, *, edge: str = "cog") -> RasterInfo:
     """Read a raster's header (CRS, transform, size, dtype, nodata)."""
+    return _retried(href, edge, lambda: _raster_info(href))
+
+
+def _raster_info(href: str) -> RasterInfo:
     src = _HANDLES.get(href)
     crs = src.crs.to_string() if src.crs else ""
     grid = Grid(crs=crs, transform=tuple(src.transform)[:6], width=src.width, height=src.height)
@@ -154,11 +280,17 @@ def read_on_grid(
     bands: int | list[int] = 1,
     resampling: str = "nearest",
     fill: float = 0,
+    edge: str = "cog",
 ) -> np.ndarray:
     """Read ``bands`` of ``href`` onto ``grid``; pixels outside the source get ``fill``.
 
-    Returns (H, W) for one band, (N, H, W) for a list of bands, in the source dtype.
+    Returns (H, W) for one band, (N, H, W) for a list of bands, in the source dtype. Transient
+    faults are retried (counted under ``edge``), each time on a fresh handle.
     """
+    return _retried(href, edge, lambda: _read_on_grid(href, grid, bands, resampling, fill))
+
+
+def _read_on_grid(href: str, grid: Grid, bands: int | list[int], resampling: str, fill: float) -> np.ndarray:
     src = _HANDLES.get(href)
     indexes = bands
     try:
@@ -183,7 +315,7 @@ def read_on_grid(
         ) as vrt:
             return vrt.read(indexes)
     except rasterio.errors.RasterioError as exc:
-        raise RasterReadError(f"cannot read {_redact(href)}: {_first_line(exc)}", transient=_transient(exc)) from None
+        raise _read_error("read", href, exc) from None
 
 
 def close_thread_handles() -> None:

@@ -23,6 +23,14 @@ more scenes match; the ranking itself always happens here.
 Hrefs are signed (``scenes.sign_hrefs`` / ``labels.sign_hrefs = "planetary-computer"``) only
 in what is returned; signed hrefs carry a token, so nothing here logs or formats an href.
 
+Network faults: pystac-client's own policy (``StacApiIO(max_retries=5)`` mounts urllib3's
+``Retry(5)``) retries only failed connections, and reads only for idempotent methods: no 429 / 5xx
+answer is ever retried, and POST searches (what rsbuild sends) not even on a dropped read. So that
+policy is switched off and each search (all its pages) and the catalog's opening are retried here
+(`rsbuild.retries`, edge ``stac``) on connection errors, timeouts, 408 / 429 / 5xx and truncated
+or unparsable bodies, with bounded connect and read timeouts (``SEARCH_TIMEOUT_S``). A search that
+still fails is a ``search_error`` Failure with ``transient=True``.
+
 Thread safety: ``find``, ``rank``, ``candidates`` and ``asset_hrefs`` may run in many threads at once.
 Shared between threads, and read-only after construction: the config, the opened
 ``pystac_client.Client`` (conformance, search URL), the static-catalog index and
@@ -57,11 +65,13 @@ from rsbuild.config import ScenesConfig
 from rsbuild.errors import ConfigError, InputError, SampleError, require
 from rsbuild.grid import project, utm_crs_for
 from rsbuild.records import Failure, Poi, Scene
+from rsbuild.retries import Backoff, retry_call
 from rsbuild.sources.assets import item_as_dict, item_bbox, scene_from_item, sign_scene
 
 FilterMode = Literal["filter", "query", "client"]
 
-SEARCH_TIMEOUT_S = 60.0
+SEARCH_TIMEOUT_S: tuple[float, float] = (10.0, 30.0)  # (connect, read) seconds of each request
+SEARCH_BACKOFF = Backoff(attempts=5, base_s=0.25, cap_s=8.0)
 PAGE_LIMIT = 100  # items per page asked of an API
 AOI_EDGE_POINTS = 16  # vertices per AOI edge when reprojecting it to WGS84
 _SEARCH_ERRORS = (APIError, OSError, ValueError)  # server / network / malformed JSON
@@ -165,7 +175,10 @@ class SceneSearcher:
         try:
             found = [c for c in self._search(search_box) if self._within_cloud_limit(c.scene)]
         except _SEARCH_ERRORS as exc:
-            return fail("search_error", f"searching {self.cfg.catalog}: {type(exc).__name__}: {exc}")
+            cause = transient_cause(exc)
+            tries = f" (after {SEARCH_BACKOFF.attempts} tries)" if cause else ""
+            detail = f"searching {self.cfg.catalog}: {type(exc).__name__}: {exc}{tries}"
+            return _Ranking([], Failure("search", "search_error", poi.poi_id, detail=detail[:300], transient=cause is not None))
         if not found:
             return fail(
                 "no_scene",
@@ -290,7 +303,8 @@ class ItemFinder:
                 self._catalog.search(bbox=bbox, collection=self.collection, datetime=self.datetime, max_items=self.max_items)
             )
         except _SEARCH_ERRORS as exc:
-            raise SearchError(f"searching {self._catalog.href} for {self.collection!r}: {type(exc).__name__}: {exc}") from exc
+            raise SearchError(f"searching {self._catalog.href} for {self.collection!r}: {type(exc).__name__}: {exc}",
+                              transient=transient_cause(exc) is not None) from exc
         assets = (item.get("assets", {}).get(asset) or {} for item in items)
         hrefs = [entry["href"] for entry in assets if entry.get("href")]
         return [self.signer(href) for href in hrefs] if self.signer else hrefs
@@ -343,7 +357,10 @@ class _Catalog:
         max_items: int,
         **server_parameters: Any,
     ) -> Iterator[dict[str, Any]]:
-        """Item dicts intersecting ``bbox`` (WGS84) in ``collection`` and the ``datetime`` interval."""
+        """Item dicts intersecting ``bbox`` (WGS84) in ``collection`` and the ``datetime`` interval.
+
+        An API search is read whole (at most ``max_items``) and retried whole on transient faults.
+        """
         if self.client is None:
             start, end = parse_interval(datetime) if datetime else (None, None)
             matches = (
@@ -356,25 +373,55 @@ class _Catalog:
             )
             yield from islice(matches, max_items)
             return
-        search = ItemSearch(
-            self._search_url,
-            method="POST",  # rustac serve answers GET /search with 500
-            max_items=max_items,
-            limit=min(max_items, PAGE_LIMIT),
-            stac_io=self._thread_io(),
-            client=self.client,
-            bbox=list(bbox),
-            datetime=datetime,
-            collections=[collection],
-            **server_parameters,
-        )
-        yield from search.items_as_dicts()
+        client = self.client
+
+        def search() -> list[dict[str, Any]]:
+            return list(ItemSearch(
+                self._search_url,
+                method="POST",  # rustac serve answers GET /search with 500
+                max_items=max_items,
+                limit=min(max_items, PAGE_LIMIT),
+                stac_io=self._thread_io(),
+                client=client,
+                bbox=list(bbox),
+                datetime=datetime,
+                collections=[collection],
+                **server_parameters,
+            ).items_as_dicts())
+
+        key = f"{self._search_url} {bbox} {collection}"
+        yield from retry_call("stac", search, transient=transient_cause, key=key, backoff=SEARCH_BACKOFF)
 
     def _thread_io(self) -> StacApiIO:
         io = getattr(self._local, "io", None)
         if io is None:
-            io = self._local.io = StacApiIO(timeout=SEARCH_TIMEOUT_S)
+            io = self._local.io = api_io()
         return io
+
+
+def api_io() -> StacApiIO:
+    """An HTTP session for a STAC API: bounded timeouts, no urllib3 retries (they happen in `retry_call`)."""
+    return StacApiIO(timeout=SEARCH_TIMEOUT_S, max_retries=None)
+
+
+def transient_cause(exc: BaseException) -> str | None:
+    """What transient fault a search error shows (``HTTP 503``, ``timeout``, ``connection``,
+    ``bad body``), or None for an answer that will not change (4xx other than 408 / 429)."""
+    if isinstance(exc, APIError):
+        status = getattr(exc, "status_code", None)
+        if status is not None:
+            return f"HTTP {status}" if status in (408, 429) or status >= 500 else None
+        text = str(exc).lower()
+        if "timed out" in text or "timeout" in text:
+            return "timeout"
+        if "incompleteread" in text or "incomplete" in text or "chunked" in text:
+            return "truncated"
+        return "connection"  # pystac-client wraps every failure of a request without an answer
+    if isinstance(exc, json.JSONDecodeError):
+        return "bad body"
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return "connection"
+    return None
 
 
 def _index_static(root: pystac.Catalog, href: str, field: str) -> Iterator[_StaticItem]:
@@ -473,7 +520,8 @@ def _open_catalog(href: str, field: str) -> Client | pystac.Catalog:
         if is_url:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # a static catalog has no conformsTo: that is fine
-                return Client.open(href, stac_io=StacApiIO(timeout=SEARCH_TIMEOUT_S))
+                return retry_call("stac", lambda: Client.open(href, stac_io=api_io()), transient=transient_cause,
+                                  key=href, backoff=SEARCH_BACKOFF)
         root = pystac.read_file(str(Path(href.removeprefix("file://"))))
     except (APIError, OSError, pystac.STACError, json.JSONDecodeError) as exc:
         raise InputError(

@@ -44,7 +44,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
 
-from rsbuild.concurrency import PR_SET_PDEATHSIG, libc_prctl
+from rsbuild.concurrency import PR_SET_PDEATHSIG, libc_prctl, pid_exists
 
 LOOPBACK = "127.0.0.1"
 
@@ -202,12 +202,12 @@ def kill_process_group(process: subprocess.Popen[bytes], timeout_s: float = 10.0
             _wait_exited(process, timeout_s)
     if process.returncode is None:
         _signal_group(pgid, signal.SIGKILL)  # stragglers that outlived the leader
-    elif not _pid_exists(pgid):
+    elif not pid_exists(pgid):
         # Reaped earlier: the id is not reused while stragglers hold the group, so it is ours.
         _signal_group(pgid, signal.SIGKILL)
     process.wait()
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and not _pid_exists(pgid) and _signal_group(pgid, 0):  # until the group is empty
+    while time.monotonic() < deadline and not pid_exists(pgid) and _signal_group(pgid, 0):  # until the group is empty
         time.sleep(0.02)
 
 
@@ -219,16 +219,6 @@ def _signal_group(pgid: int, signum: int) -> bool:
         return False
     except PermissionError:  # only an unrelated process could carry this id now
         return False
-    return True
-
-
-def _pid_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
     return True
 
 

@@ -3,7 +3,10 @@
 The only module that imports ``openai``. One long-lived client on one event loop (in its own
 thread) streams requests: `submit` hands a request to the loop and at most ``concurrency``
 chat completions are open at once (default 256, enough to fill a vLLM server's batch).
-Connection errors, timeouts, 429 and 5xx are retried with exponential backoff and jitter.
+Connection errors, timeouts (a stalled or truncated answer included), 429 and 5xx are retried with
+exponential backoff and deterministic jitter here, not by the openai client (``max_retries=0``: its
+own retries would be invisible and multiply ours); retries and give-ups are counted under edge
+``llm`` of `rsbuild.retries`. Connect timeout ``min(10 s, timeout_s)``, read timeout ``timeout_s``.
 Paraphrases are asked as ``n``; servers that ignore ``n`` (llama.cpp) are asked again for the
 missing choices. The API key is read from an environment variable and never shown.
 """
@@ -22,6 +25,7 @@ import openai
 from rsbuild.captions.base import CaptionEngine, CaptionRequest, CaptionResult, follow_up_seed
 from rsbuild.concurrency import LoopThread
 from rsbuild.errors import ConfigError, InputError
+from rsbuild.retries import RETRIES
 
 NO_KEY = "sk-no-key"  # placeholder for local servers that want no key
 OPENAI_SAMPLING_KEYS = frozenset({"temperature", "top_p", "max_tokens", "presence_penalty", "frequency_penalty", "stop"})
@@ -29,6 +33,13 @@ RETRYABLE = (openai.APIConnectionError, openai.RateLimitError, openai.InternalSe
 DEFAULT_CONCURRENCY = 256
 REFUSED = (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError)
 
+
+
+def _cause(exc: BaseException) -> str:
+    """The transient fault behind a retryable openai error (``HTTP 503``, ``timeout``, ``connection``)."""
+    if isinstance(exc, openai.APIStatusError):
+        return f"HTTP {exc.status_code}"
+    return "timeout" if isinstance(exc, openai.APITimeoutError) else "connection"
 
 
 def _jitter(seed: int, attempt: int) -> float:
@@ -86,7 +97,8 @@ class OpenAIEngine(CaptionEngine):
             loop.close(self._shutdown())
 
     async def _open(self) -> None:
-        self._client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self._api_key, timeout=self.timeout_s, max_retries=0)
+        timeout = openai.Timeout(self.timeout_s, connect=min(10.0, self.timeout_s))
+        self._client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self._api_key, timeout=timeout, max_retries=0)
         self._slots = asyncio.Semaphore(self.concurrency)
 
     async def _shutdown(self) -> None:
@@ -170,9 +182,11 @@ class OpenAIEngine(CaptionEngine):
                         **known,
                     )
                 break
-            except RETRYABLE:
+            except RETRYABLE as exc:
                 if attempt == self.retries:
+                    RETRIES.gave_up("llm", _cause(exc))
                     raise
+                RETRIES.retried("llm", _cause(exc))
                 self.counters["retries"] += 1
                 await asyncio.sleep(min(self.backoff_s * 2**attempt, self.max_backoff_s) * _jitter(seed, attempt))
             except REFUSED as exc:

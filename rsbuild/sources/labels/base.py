@@ -20,8 +20,8 @@ from rsbuild.sources import raster_io
 
 def read_codes(href: str, grid: Grid, fill: int) -> np.ndarray:
     """Class codes of one raster on ``grid`` (nearest); its own nodata and outside become ``fill``."""
-    codes = raster_io.read_on_grid(href, grid, resampling="nearest", fill=fill)
-    nodata = raster_io.raster_info(href).nodata
+    codes = raster_io.read_on_grid(href, grid, resampling="nearest", fill=fill, edge="labels")
+    nodata = raster_io.raster_info(href, edge="labels").nodata
     if nodata is not None and nodata != fill:
         codes[codes == nodata] = fill
     return codes

@@ -35,6 +35,7 @@ import numpy as np
 from rsbuild.errors import ConfigError, require
 from rsbuild.grid import bbox_wgs84
 from rsbuild.records import Grid, Scene
+from rsbuild.retries import Backoff, retry_call
 from rsbuild.schemes import get_scheme
 from rsbuild.sources.labels.base import LabelSource
 from rsbuild.sources.raster_io import RasterReadError
@@ -150,10 +151,17 @@ def http_status(exc: BaseException) -> int | None:
 
 def is_transient(exc: BaseException) -> bool:
     """429, 5xx, timeouts and dropped connections are worth another try."""
+    return transient_cause(exc) is not None
+
+
+def transient_cause(exc: BaseException) -> str | None:
+    """``HTTP 429`` / ``HTTP 5xx`` / ``timeout`` / ``connection``, or None for an error a retry will not fix."""
     status = http_status(exc)
     if status is not None:
-        return status == 429 or status >= 500
-    return isinstance(exc, (ConnectionError, TimeoutError))
+        return f"HTTP {status}" if status == 429 or status >= 500 else None
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    return "connection" if isinstance(exc, ConnectionError) else None
 
 
 class _Secrets:
@@ -332,12 +340,13 @@ class EarthEngineLabelSource(LabelSource):
         request = {"expression": image, "fileFormat": "NUMPY_NDARRAY", "grid": pixel_grid(grid)}
         try:
             with self._slots:
-                pixels = self._with_retries(lambda: self._ee.data.computePixels(request))
+                pixels = self._with_retries(lambda: self._ee.data.computePixels(request), json.dumps(request["grid"]))
         except Exception as exc:
             status = http_status(exc)
             code = f" (HTTP {status})" if status else ""
             raise RasterReadError(
-                f"Earth Engine computePixels on {self.dataset.collection} failed{code}: {_first_line(exc, self._secrets)}"
+                f"Earth Engine computePixels on {self.dataset.collection} failed{code}: {_first_line(exc, self._secrets)}",
+                transient=is_transient(exc),
             ) from None
         return decode_pixels(pixels, grid)
 
@@ -356,17 +365,11 @@ class EarthEngineLabelSource(LabelSource):
             image = collection.select(dataset.band).mosaic()
         return image.unmask(self.fill_code, False).toUint16()
 
-    def _with_retries(self, call: Callable[[], T]) -> T:
-        for attempt in range(self.retries + 1):
-            try:
-                return call()
-            except Exception as exc:
-                if attempt >= self.retries or not is_transient(exc):
-                    raise
-                delay = min(self.max_backoff_s, self.backoff_s * 2**attempt)
-                log.debug("Earth Engine request failed (%s); retry %d in %.2fs", http_status(exc) or type(exc).__name__, attempt + 1, delay)
-                time.sleep(delay)
-        raise AssertionError("unreachable")  # pragma: no cover
+    def _with_retries(self, call: Callable[[], T], key: str = "") -> T:
+        """``call()`` retried on transient errors (edge ``earthengine`` of `rsbuild.retries`)."""
+        backoff = Backoff(attempts=self.retries + 1, base_s=self.backoff_s, cap_s=self.max_backoff_s)
+        return retry_call("earthengine", call, transient=transient_cause, key=key or self.dataset.collection,
+                          backoff=backoff, sleep=lambda seconds: time.sleep(seconds))
 
     def describe(self) -> dict[str, Any]:
         """Provenance: dataset, band, composite and date window (no credentials)."""

@@ -26,7 +26,7 @@ class StacLabelSource(LabelSource):
         try:
             hrefs = self.finder.asset_hrefs(bbox_wgs84(grid), self.asset)
         except SearchError as exc:
-            raise raster_io.RasterReadError(f"label search in {self.name!r} failed: {exc}") from None
+            raise raster_io.RasterReadError(f"label search in {self.name!r} failed: {exc}", transient=exc.transient) from None
         if not hrefs:
             raise raster_io.RasterReadError(f"no item of label collection {self.name!r} covers the AOI")
         fill = self.fill_code
