@@ -33,7 +33,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rsbuild.captions.check.clauses import attach, split_sentences
-from rsbuild.captions.check.compare import DEFAULT_MIN_SHARE, Checker, check_claim, check_comparisons, check_denials
+from rsbuild.captions.check.compare import (
+    DEFAULT_MIN_SHARE,
+    Checker,
+    check_claim,
+    check_comparisons,
+    check_denials,
+    check_filled_centre,
+)
 from rsbuild.captions.check.compare import MIN_ELONGATION_FOR_DIRECTION as MIN_ELONGATION_FOR_DIRECTION
 from rsbuild.captions.check.compare import NEGATED_PRESENT_SHARE as NEGATED_PRESENT_SHARE
 from rsbuild.captions.check.compare import ORIENTATION_TOLERANCE_DEG as ORIENTATION_TOLERANCE_DEG
@@ -44,10 +51,13 @@ from rsbuild.captions.check.faults import MIN_WORDS_FOR_NGRAMS as MIN_WORDS_FOR_
 from rsbuild.captions.check.faults import REPEATED_NGRAM_SHARE as REPEATED_NGRAM_SHARE
 from rsbuild.captions.check.faults import REPEATED_SENTENCE_LIMIT as REPEATED_SENTENCE_LIMIT
 from rsbuild.captions.check.faults import (
+    class_is_class,
     contradictory_directions,
     copied_example,
     degenerate,
     invented_classes,
+    invented_names,
+    off_topic,
     worked_examples,
 )
 from rsbuild.captions.check.negation import apply_negation
@@ -118,6 +128,7 @@ def check_caption(text: str, stats: Mapping[str, Any], *, subject: str | None = 
                 check_claim(checker, mention_by_id[mention_id], claim, clause_of.get(id(claim)), spans)
     check_denials(checker, sentences, denials)
     check_comparisons(checker, sentences)
+    check_filled_centre(checker, spans)
     for reason in invented_classes(normalised, spans):
         checker.fail(reason, "class")
     for reason in contradictory_directions(normalised):
@@ -130,4 +141,19 @@ def check_caption(text: str, stats: Mapping[str, Any], *, subject: str | None = 
         checker.fail("states no checkable fact (names no land-cover class of the tile's scheme)", "no_fact")
     elif task == "class" and not claims_by_mention and not denials:
         checker.fail("states no checkable fact about the class (no share, place, count or shape)", "no_fact")
+    elif task == "linear" and not _states_a_feature(claims_by_mention, mention_by_id, checker):
+        checker.fail("states no direction or place of a long, narrow feature of the tile", "no_fact")
+    for reason in off_topic(normalised, sentences):
+        checker.fail(reason, "text")
+    for reason in invented_names(text, spans):
+        checker.fail(reason, "class")
+    for reason in class_is_class(normalised, spans):
+        checker.fail(reason, "class")
     return Verdict(not checker.reasons, checker.reasons, checker.codes)
+
+
+def _states_a_feature(claims_by_mention: Mapping[int, list[Span]], mention_by_id: Mapping[int, Span],
+                      checker: Checker) -> bool:
+    """Whether a linear caption gives a direction or a place for one of the tile's elongated classes."""
+    return any(mention_by_id[m].value in checker.asked_about and any(c.kind in ("orient", "position") for c in claims)
+               for m, claims in claims_by_mention.items())
