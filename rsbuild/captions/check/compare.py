@@ -143,6 +143,10 @@ _FILLS = re.compile(r"\b(?:fill(?:s|ing|ed)?|(?:is|are) (?:covered|blanketed|tak
 FILLED_REGION_SHARE = 0.3
 
 
+SMALL_BESIDE_CLASS = 0.15  # a part under this share of its class's pixels, or ...
+SMALL_IN_IMAGE = 0.05  # ... under this share of the image, may be called small
+
+
 def _most_in(region: Region, cls: Mapping[str, Any], comps: list[Mapping[str, Any]], total_pixels: float) -> float:
     """An upper bound of the region's share that the class holds: each component's pixels, at most
     its box's overlap with the region; small patches anywhere in the class's box."""
@@ -349,8 +353,11 @@ class Checker:
         beside_large = _LARGE_BEFORE.search(self.text[max(0, claim.start - 80):claim.start]) is not None
         if size == "small" and beside_large:  # "2 large patches and a few small ones": the small patches
             ok = number <= small + slack if exact else small >= 1
-        elif size == "small":  # "two small ponds": any of its parts may look small
-            ok = number <= large + small + slack if exact else large + small >= 2
+        elif size == "small" and exact:  # "two small ponds": any of its parts may look small
+            ok = number <= large + small + slack
+        elif size == "small":  # "a few small patches": small patches, or parts small beside the class
+            little = max(SMALL_BESIDE_CLASS * pixels, SMALL_IN_IMAGE * self.facts.total_pixels)
+            ok = small >= 1 or sum(float(c.get("pixels", 0)) < little for c in comps) >= 2
         else:
             most = large if size == "large" else large + small
             ok = (substantial - slack <= number <= most + slack) if exact else most >= number

@@ -158,6 +158,10 @@ OFF_TOPIC_WORD_SHARE = 0.5  # a caption whose words are mostly in sentences abou
 # a size in units a label map does not hold ("a 30-foot-long building", "4 units west", "2-meter-tall")
 _MEASURE = re.compile(r"\b\d+(?:\.\d+)?[- ](?:meters?|metres?|feet|foot|units?|miles?|km|kilomet(?:er|re)s?|"
                       r"inch(?:es)?|yards?)\b")
+# one object that a land-cover map at 10 m cannot show: "a tree stands in the center", "a building is built"
+_OBJECT = re.compile(r"\b(?:a|an)\s+(?:(?:single|small|large|tall|big|lone|old|new|two-stor(?:e)?y|high-rise)\s+)?"
+                     r"(?:tree|building|house|bridge|mountain|tower|roof|ditch|hut|barn|church|factory)\b(?![- ]?(?:cover|line|"
+                     r"canopy|covered|land|top|s\b))")
 # a capitalised word inside a sentence: a name ("Serbia", "Sibellus", "the Mediterranean")
 _NAME = re.compile(r"(?<=[a-z,;:(] )(?P<word>[A-Z][a-z]{2,})\b|^(?P<owner>[A-Z][a-z]{2,})'s\b", re.M)
 _NOT_A_NAME = re.compile(rf"(?:{DIR}|i|sentinel|earth|left|right|top|bottom|upper|lower|centre|center|middle)")
@@ -165,7 +169,8 @@ _NOT_A_NAME = re.compile(rf"(?:{DIR}|i|sentinel|earth|left|right|top|bottom|uppe
 
 def off_topic(text: str, sentences: Sequence[Sentence]) -> list[str]:
     """A reason when most of the caption's words are in sentences that speak of the world instead of
-    the image (encyclopedic or story text), or when it gives sizes in metres, feet or "units"."""
+    the image (encyclopedic or story text), gives sizes in metres, feet or "units", or describes one
+    object (a tree, a building) that a land-cover map does not show."""
     total = off = 0
     for sentence in sentences:
         body = text[sentence.start:sentence.end]
@@ -180,6 +185,9 @@ def off_topic(text: str, sentences: Sequence[Sentence]) -> list[str]:
     measure = _MEASURE.search(text)
     if measure:
         reasons.append(f"gives a size in units a land-cover map does not hold ('{measure.group(0)}')")
+    thing = _OBJECT.search(text)
+    if thing:
+        reasons.append(f"describes one object ('{thing.group(0)}'), which a land-cover map does not show")
     return reasons
 
 

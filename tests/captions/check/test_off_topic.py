@@ -83,3 +83,10 @@ def test_template_captions_of_the_tile_pass(river: dict) -> None:
     for seed in range(6):
         assert check_caption(area_caption(river, seed), river, task="area").ok
         assert check_caption(linear_caption(river, seed), river, task="linear").ok
+
+
+def test_a_few_small_patches_need_small_parts(river: dict) -> None:
+    """The forest is one block (no small patches): "a few small patches" of it is a wrong count."""
+    verdict = check_caption("Tree cover lies in the centre, with a few small patches.", river)
+    assert not verdict.ok and verdict.codes == ["count"], verdict.reasons
+    assert check_caption("Tree cover forms one block in the centre.", river).ok
