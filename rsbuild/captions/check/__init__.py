@@ -18,7 +18,12 @@ every claim it can pin to a class with the ``stats`` document (ARCHITECTURE.md):
   the ranking of the shares.
 * **text faults** seen in small models' captions: a compass word glossed with the opposite
   image side ("east (left)", "west-right"), an invented "-land" class ("rushland"), and
-  degenerate repetition (a sentence three times, or most 4-word phrases repeated).
+  degenerate repetition (a sentence three times, or most 4-word phrases repeated), text mostly
+  about the world rather than the image ("mangroves are a key ecosystem"), proper names
+  ("Serbia's built-up areas"), sizes in metres or feet, single objects ("a tree stands in the
+  centre"), one class said to be another ("the built-up area is filled with trees").
+* **task facts** - a class caption must state a fact about its class, a linear caption a
+  direction or place of one of the tile's elongated classes; otherwise it fails as ``no_fact``.
 
 Parsing is deliberately simple and lenient: phrases are found with regular expressions, each
 claim is attached to the nearest class mention in its clause, and a claim that cannot be
@@ -109,6 +114,10 @@ def check_caption(text: str, stats: Mapping[str, Any], *, subject: str | None = 
     if task == "linear":  # the linear prompt names the elongated features, however small
         asked_about |= {str(c.get("class")) for c in stats.get("components", []) or [] if c.get("elongated")}
     checker = Checker(normalised, stats, min_share, asked_about)
+    if task == "linear":  # the linear prompt states each elongated part's own share ("a 30% strip of crops")
+        for comp in stats.get("components", []) or []:
+            if comp.get("elongated"):
+                checker.part_shares.setdefault(str(comp.get("class")), []).append(float(comp.get("share", 0.0)))
     claims_by_mention: dict[int, list[Span]] = {}
     mention_by_id: dict[int, Span] = {}
     for attr, mention in pairs:

@@ -143,6 +143,7 @@ _FILLS = re.compile(r"\b(?:fill(?:s|ing|ed)?|(?:is|are) (?:covered|blanketed|tak
 FILLED_REGION_SHARE = 0.3
 
 
+_RUNS = re.compile(r"\b(?:runs?|running|flows?|flowing|stretch(?:es|ing)?|cross(?:es|ing))\b")
 SMALL_BESIDE_CLASS = 0.15  # a part under this share of its class's pixels, or ...
 SMALL_IN_IMAGE = 0.05  # ... under this share of the image, may be called small
 
@@ -233,6 +234,7 @@ class Checker:
         self.facts = _Facts(stats)
         self.min_share = min_share
         self.asked_about = set(asked_about)  # classes the prompt named (subject, linear features): no share floor
+        self.part_shares: dict[str, list[float]] = {}  # shares of single parts a caption may state (linear prompt)
         self.reasons: list[str] = []
         self.codes: list[str] = []
 
@@ -270,6 +272,11 @@ class Checker:
         name = mention.value
         low, high, slack = claim.value
         shares = [self.facts.share(name), self.facts.image_share(name)]
+        start = max(self.text.rfind(".", 0, claim.start), self.text.rfind("\n", 0, claim.start)) + 1
+        end = min((i for i in (self.text.find(".", claim.end), self.text.find("\n", claim.end)) if i >= 0),
+                  default=len(self.text))
+        if _RUNS.search(self.text, start, end):  # a strip that runs somewhere: the share may be that part's
+            shares += self.part_shares.get(name, [])
         if any(low - slack <= 100 * s <= high + slack for s in shares):
             return
         self.fail(f"says {name} covers {claim.text.strip()}, but it covers {_pct(shares[0])}", "share")

@@ -90,3 +90,19 @@ def test_a_few_small_patches_need_small_parts(river: dict) -> None:
     verdict = check_caption("Tree cover lies in the centre, with a few small patches.", river)
     assert not verdict.ok and verdict.codes == ["count"], verdict.reasons
     assert check_caption("Tree cover forms one block in the centre.", river).ok
+
+
+def test_a_linear_caption_may_state_the_strips_own_share() -> None:
+    """The linear prompt lists each elongated part with its own share: "a 3% river runs north-south"
+    is about the strip (water is 6 % with a pond); a share that fits neither still fails."""
+    scheme = get_scheme("esa_worldcover")
+    grid = np.full((120, 120), scheme.index_of("grassland"), dtype=np.uint8)
+    grid[:, 10:14] = scheme.index_of("water")
+    grid[90:110, 90:110] = scheme.index_of("water")
+    stats = compute_stats(grid, scheme)
+    water = next(c for c in stats["classes"] if c["name"] == "water")
+    assert 0.05 < water["share"] < 0.07
+    assert check_caption("A 3% river runs north-south.", stats, task="linear").ok
+    assert not check_caption("Water covers 3% of the image.", stats, task="area").ok
+    verdict = check_caption("A 40% river runs north-south.", stats, task="linear")
+    assert not verdict.ok and "share" in verdict.codes, verdict.reasons
