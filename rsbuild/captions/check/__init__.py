@@ -150,7 +150,7 @@ def check_caption(text: str, stats: Mapping[str, Any], *, subject: str | None = 
         checker.fail("states no checkable fact (names no land-cover class of the tile's scheme)", "no_fact")
     elif task == "class" and not claims_by_mention and not denials:
         checker.fail("states no checkable fact about the class (no share, place, count or shape)", "no_fact")
-    elif task == "linear" and not _states_a_feature(claims_by_mention, mention_by_id, checker):
+    elif task == "linear" and checker.asked_about and not _states_a_feature(claims_by_mention, mention_by_id, checker):
         checker.fail("states no direction or place of a long, narrow feature of the tile", "no_fact")
     for reason in off_topic(normalised, sentences):
         checker.fail(reason, "text")
