@@ -209,10 +209,22 @@ _CLASS_IS_CLASS = re.compile(r"\s*(?:,\s*which\s+)?(?:is|are)\s+(?:also\s+|all\s
                              r"composed\s+of\s+)?(?:the\s+|a\s+)?$")
 
 
+# one class's share stated as a share of another class: "water accounts for 3% of cropland"
+_SHARE_OF_CLASS = re.compile(r"\s+(?:is|are|accounts?\s+for|covers?|makes?\s+up|occupies|occupy|takes?\s+up|"
+                             r"fills?|contains?)\s+(?:about\s+|roughly\s+|around\s+|only\s+|just\s+|nearly\s+|"
+                             r"almost\s+|approximately\s+)?\d+(?:\.\d+)?\s*(?:%|percent|per cent)\s+of\s+"
+                             r"(?:the\s+|its\s+|all\s+)?$")
+
+
 def class_is_class(text: str, spans: Sequence[Span]) -> list[str]:
-    """Reasons for a class that the caption says is, or is made of, another class."""
+    """Reasons for a class that the caption says is, or is made of, another class, or whose share
+    it states as a share of another class."""
     mentions = sorted((sp for sp in spans if sp.kind == "class" and not sp.negated and sp.value), key=lambda sp: sp.start)
     for a, b in zip(mentions, mentions[1:]):
-        if a.value != b.value and b.start - a.end <= 40 and _CLASS_IS_CLASS.match(text, a.end, b.start):
+        if a.value == b.value or b.start - a.end > 60:
+            continue
+        if b.start - a.end <= 40 and _CLASS_IS_CLASS.match(text, a.end, b.start):
             return [f"says {a.value} is {b.value} ('{text[a.start:b.end]}'): two different classes"]
+        if _SHARE_OF_CLASS.match(text, a.end, b.start):
+            return [f"states a share of {a.value} as a share of {b.value} ('{text[a.start:b.end]}')"]
     return []

@@ -26,7 +26,7 @@ MAX_REJECTED = 0.02
 # and components reach the claimed region); held out: "a few small ones" for a class of two small
 # parts, a "largest" rank the check does not read. The held-out slice's correct captions are too few
 # (28) for a 2 % bound per kind; its bound is on all its correct captions together.
-REACHED = {"model_set.jsonl": {"garbage": 0.86, "position": 0.93},
+REACHED = {"model_set.jsonl": {"garbage": 0.88, "position": 0.93},
            "model_set.jsonl:heldout": {"garbage": 0.89, "no_fact": 0.93, "count": 0.76, "relative": 0.0}}
 MAX_REJECTED_ALL = {"model_set.jsonl:heldout": 0.11}
 

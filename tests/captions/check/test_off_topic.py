@@ -60,6 +60,7 @@ def test_linear_captions_without_a_feature_fact_fail_as_no_fact(river: dict, cap
     ("A 30-foot-long river runs north-south down the west side.", "text"),
     ("The grassland is filled with trees.", "class"),
     ("Tree cover is also part of the grassland.", "class"),
+    ("Grassland covers most of the tile, while water accounts for 3% of the grassland.", "class"),
     ("Grassland covers most of the image and the centre is filled with snow and ice.", "position"),
 ])
 def test_text_not_about_the_tile_fails_with_a_clear_code(river: dict, caption: str, code: str) -> None:
@@ -72,6 +73,7 @@ def test_text_not_about_the_tile_fails_with_a_clear_code(river: dict, caption: s
     "Grassland covers most of the image; the centre is filled with forest.",
     "Meadows cover most of the tile. A river runs north-south in the west, and snow lies in the north-east.",
     "The grassland surrounds a block of trees in the middle of the image.",
+    "Grassland covers most of the tile; all of the water lies in the west.",
     "Snow and ice fill the north-east corner, while a river runs down the West side.",
 ])
 def test_true_captions_in_the_same_words_pass(river: dict, caption: str) -> None:
