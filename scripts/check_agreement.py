@@ -51,7 +51,7 @@ from rsbuild.chips.stats import compute_stats
 from rsbuild.schemes import get_scheme
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the per-kind table is the agreement test's
-from tests.captions.check.test_agreement import kind_table
+from tests.captions.check.test_agreement import EVIDENCE_SETS, kind_table, rows_of
 
 SIZE = 96
 ERROR_KINDS = ("class", "share", "position", "direction", "left_is_east")
@@ -620,20 +620,16 @@ def model_caption_agreement(path: Path = MODEL_CAPTIONS, show: int = 0) -> dict[
     }
 
 
-EVIDENCE = Path(__file__).resolve().parents[1] / "tests" / "data" / "captions"
-EVIDENCE_SETS = ("outside_set.jsonl", "model_set.jsonl")
-
-
-def evidence_table(path: Path, show: int = 0) -> dict[str, dict[str, Any]]:
-    """Per kind of claim: wrong captions caught and correct captions rejected, on one labelled set."""
+def evidence_table(name: str, show: int = 0) -> dict[str, dict[str, Any]]:
+    """Per kind of claim: wrong captions caught and correct captions rejected, on one labelled set
+    (``model_set.jsonl:heldout`` is the model set's held-out slice)."""
     shown: list[str] = []
 
     def disagreement(row: dict[str, Any], verdict: Any) -> None:
         if len(shown) < show:
             shown.append(f"* {row['label']} {row['kind']} #{row['id']}: {row['text']!r}\n  {verdict.reasons} ({row['why']})")
 
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    table: dict[str, dict[str, Any]] = dict(kind_table(rows, disagreement))
+    table: dict[str, dict[str, Any]] = dict(kind_table(rows_of(name), disagreement))
     for line in shown:
         print(line, file=sys.stderr)
     for entry in table.values():
@@ -664,8 +660,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--evidence-only", action="store_true",
                         help="only the per-kind tables of the labelled sets in tests/data/captions/")
     args = parser.parse_args(argv)
-    evidence = {name: evidence_table(EVIDENCE / name, args.show) for name in EVIDENCE_SETS
-                if (EVIDENCE / name).is_file()}
+    evidence = {name: evidence_table(name, args.show) for name in EVIDENCE_SETS}
     for name, table in evidence.items():
         print_table(name, table)
     if args.evidence_only:

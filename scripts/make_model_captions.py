@@ -62,6 +62,8 @@ def main() -> None:
     parser.add_argument("--local", type=int, default=110)
     parser.add_argument("--template", type=int, default=60)
     parser.add_argument("--local-from", type=int, default=0, help="skip the first llama.cpp jobs (resuming)")
+    parser.add_argument("--seed-base", type=int, default=0,
+                        help="added to every tile, task and sampling seed (new tiles for a held-out slice)")
     args = parser.parse_args()
     prompts = PromptSet.load()
     sampling = {"temperature": 0.7, "top_p": 0.95, "max_tokens": 120}
@@ -74,7 +76,7 @@ def main() -> None:
             fh.write(json.dumps(rows[-1]) + "\n")
 
     # template engine: instant
-    for i, (task, subject, stats) in enumerate(jobs(tiles(args.template, 300), 301)[:args.template]):
+    for i, (task, subject, stats) in enumerate(jobs(tiles(args.template, 300 + args.seed_base), 301 + args.seed_base)[:args.template]):
         if task == "class":
             text = class_caption(stats, str(subject), i)
         else:
@@ -85,14 +87,14 @@ def main() -> None:
     from rsbuild.captions.engines.local import LocalEngine
 
     engine = LocalEngine(sampling=sampling, n_threads=2) if args.local else None
-    for i, (task, subject, stats) in enumerate(jobs(tiles(args.local, 200), 201)):
+    for i, (task, subject, stats) in enumerate(jobs(tiles(args.local, 200 + args.seed_base), 201 + args.seed_base)):
         if i < args.local_from or engine is None:
             continue
         messages, template, sha = prompts.render(task, stats, subject)
-        request = CaptionRequest(f"l{i}", task, stats, subject, messages, template, sha, 1, 1000 + i, sampling)
+        request = CaptionRequest(f"l{i}", task, stats, subject, messages, template, sha, 1, 1000 + args.seed_base + i, sampling)
         result = engine.submit(request).result()
         for text in result.texts:
-            keep("llama.cpp:SmolLM2-135M-Instruct.Q4_1", task, subject, stats, text, 1000 + i)
+            keep("llama.cpp:SmolLM2-135M-Instruct.Q4_1", task, subject, stats, text, 1000 + args.seed_base + i)
     if engine is not None:
         engine.close()
     if not args.vllm_requests:
@@ -103,13 +105,13 @@ def main() -> None:
     with VllmServer() as server:
         from concurrent.futures import ThreadPoolExecutor
 
-        work = jobs(tiles(args.vllm_requests, 100), 101)
+        work = jobs(tiles(args.vllm_requests, 100 + args.seed_base), 101 + args.seed_base)
 
         def ask(item: tuple[int, tuple[str, str | None, dict[str, Any]]]) -> tuple[Any, ...]:
             i, (task, subject, stats) = item
             messages, _, _ = prompts.render(task, stats, subject)
-            body = {"model": server.model_id, "messages": list(messages), "n": args.n, "seed": 5000 + i, **sampling}
-            return task, subject, stats, 5000 + i, post(f"{server.base_url}/chat/completions", body)
+            body = {"model": server.model_id, "messages": list(messages), "n": args.n, "seed": 5000 + args.seed_base + i, **sampling}
+            return task, subject, stats, 5000 + args.seed_base + i, post(f"{server.base_url}/chat/completions", body)
 
         with ThreadPoolExecutor(16) as pool:
             for task, subject, stats, seed, response in pool.map(ask, enumerate(work)):

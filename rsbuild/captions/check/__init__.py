@@ -18,7 +18,12 @@ every claim it can pin to a class with the ``stats`` document (ARCHITECTURE.md):
   the ranking of the shares.
 * **text faults** seen in small models' captions: a compass word glossed with the opposite
   image side ("east (left)", "west-right"), an invented "-land" class ("rushland"), and
-  degenerate repetition (a sentence three times, or most 4-word phrases repeated).
+  degenerate repetition (a sentence three times, or most 4-word phrases repeated), text mostly
+  about the world rather than the image ("mangroves are a key ecosystem"), proper names
+  ("Serbia's built-up areas"), sizes in metres or feet, single objects ("a tree stands in the
+  centre"), one class said to be another ("the built-up area is filled with trees").
+* **task facts** - a class caption must state a fact about its class, a linear caption a
+  direction or place of one of the tile's elongated classes; otherwise it fails as ``no_fact``.
 
 Parsing is deliberately simple and lenient: phrases are found with regular expressions, each
 claim is attached to the nearest class mention in its clause, and a claim that cannot be
@@ -33,7 +38,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rsbuild.captions.check.clauses import attach, split_sentences
-from rsbuild.captions.check.compare import DEFAULT_MIN_SHARE, Checker, check_claim, check_comparisons, check_denials
+from rsbuild.captions.check.compare import (
+    DEFAULT_MIN_SHARE,
+    Checker,
+    check_claim,
+    check_comparisons,
+    check_denials,
+    check_filled_centre,
+)
 from rsbuild.captions.check.compare import MIN_ELONGATION_FOR_DIRECTION as MIN_ELONGATION_FOR_DIRECTION
 from rsbuild.captions.check.compare import NEGATED_PRESENT_SHARE as NEGATED_PRESENT_SHARE
 from rsbuild.captions.check.compare import ORIENTATION_TOLERANCE_DEG as ORIENTATION_TOLERANCE_DEG
@@ -44,10 +56,13 @@ from rsbuild.captions.check.faults import MIN_WORDS_FOR_NGRAMS as MIN_WORDS_FOR_
 from rsbuild.captions.check.faults import REPEATED_NGRAM_SHARE as REPEATED_NGRAM_SHARE
 from rsbuild.captions.check.faults import REPEATED_SENTENCE_LIMIT as REPEATED_SENTENCE_LIMIT
 from rsbuild.captions.check.faults import (
+    class_is_class,
     contradictory_directions,
     copied_example,
     degenerate,
     invented_classes,
+    invented_names,
+    off_topic,
     worked_examples,
 )
 from rsbuild.captions.check.negation import apply_negation
@@ -99,6 +114,10 @@ def check_caption(text: str, stats: Mapping[str, Any], *, subject: str | None = 
     if task == "linear":  # the linear prompt names the elongated features, however small
         asked_about |= {str(c.get("class")) for c in stats.get("components", []) or [] if c.get("elongated")}
     checker = Checker(normalised, stats, min_share, asked_about)
+    if task == "linear":  # the linear prompt states each elongated part's own share ("a 30% strip of crops")
+        for comp in stats.get("components", []) or []:
+            if comp.get("elongated"):
+                checker.part_shares.setdefault(str(comp.get("class")), []).append(float(comp.get("share", 0.0)))
     claims_by_mention: dict[int, list[Span]] = {}
     mention_by_id: dict[int, Span] = {}
     for attr, mention in pairs:
@@ -118,6 +137,7 @@ def check_caption(text: str, stats: Mapping[str, Any], *, subject: str | None = 
                 check_claim(checker, mention_by_id[mention_id], claim, clause_of.get(id(claim)), spans)
     check_denials(checker, sentences, denials)
     check_comparisons(checker, sentences)
+    check_filled_centre(checker, spans)
     for reason in invented_classes(normalised, spans):
         checker.fail(reason, "class")
     for reason in contradictory_directions(normalised):
@@ -130,4 +150,19 @@ def check_caption(text: str, stats: Mapping[str, Any], *, subject: str | None = 
         checker.fail("states no checkable fact (names no land-cover class of the tile's scheme)", "no_fact")
     elif task == "class" and not claims_by_mention and not denials:
         checker.fail("states no checkable fact about the class (no share, place, count or shape)", "no_fact")
+    elif task == "linear" and checker.asked_about and not _states_a_feature(claims_by_mention, mention_by_id, checker):
+        checker.fail("states no direction or place of a long, narrow feature of the tile", "no_fact")
+    for reason in off_topic(normalised, sentences):
+        checker.fail(reason, "text")
+    for reason in invented_names(text, spans):
+        checker.fail(reason, "class")
+    for reason in class_is_class(normalised, spans):
+        checker.fail(reason, "class")
     return Verdict(not checker.reasons, checker.reasons, checker.codes)
+
+
+def _states_a_feature(claims_by_mention: Mapping[int, list[Span]], mention_by_id: Mapping[int, Span],
+                      checker: Checker) -> bool:
+    """Whether a linear caption gives a direction or a place for one of the tile's elongated classes."""
+    return any(mention_by_id[m].value in checker.asked_about and any(c.kind in ("orient", "position") for c in claims)
+               for m, claims in claims_by_mention.items())

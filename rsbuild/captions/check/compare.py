@@ -137,6 +137,36 @@ def _component_in(region: Region, comp: Mapping[str, Any], total_pixels: float) 
         0.005, 0.2 * comp_share)
 
 
+# "X fills the centre", "the centre is filled with X": X must hold a good part of it (sides and halves
+# are "filled" loosely: "meadow fills the eastern half" for a strip along the edge)
+_FILLS = re.compile(r"\b(?:fill(?:s|ing|ed)?|(?:is|are) (?:covered|blanketed|taken up|occupied) (?:by|with|in))\b")
+FILLED_REGION_SHARE = 0.3
+
+
+_RUNS = re.compile(r"\b(?:runs?|running|flows?|flowing|stretch(?:es|ing)?|cross(?:es|ing))\b")
+SMALL_BESIDE_CLASS = 0.15  # a part under this share of its class's pixels, or ...
+SMALL_IN_IMAGE = 0.05  # ... under this share of the image, may be called small
+
+
+def _most_in(region: Region, cls: Mapping[str, Any], comps: list[Mapping[str, Any]], total_pixels: float) -> float:
+    """An upper bound of the region's share that the class holds: each component's pixels, at most
+    its box's overlap with the region; small patches anywhere in the class's box."""
+    x0, x1 = _axis_interval(region.h, region.depth)
+    y0, y1 = _axis_interval(region.v, region.depth)
+    area = (x1 - x0) * (y1 - y0) * total_pixels
+
+    def room(box: Sequence[float]) -> float:
+        bx0, by0, bx1, by1 = (float(v) for v in box)
+        return _overlap(bx0, bx1, x0, x1) * _overlap(by0, by1, y0, y1) * total_pixels
+
+    if not area or not cls.get("bbox") or not comps or any("bbox" not in c for c in comps):
+        return 1.0
+    listed = sum(float(c.get("pixels", 0)) for c in comps)
+    rest = max(0.0, float(cls.get("pixels", listed)) - listed)  # small patches (and any unlisted part)
+    held = sum(min(float(c.get("pixels", 0)), room(c["bbox"])) for c in comps) + min(rest, room(cls["bbox"]))
+    return min(1.0, held / area)
+
+
 def _present_in(region: Region, cls: Mapping[str, Any], comps: list[Mapping[str, Any]], image_share: float,
                 total_pixels: float) -> bool:
     """Whether a class plausibly has pixels in a claimed region (bbox, centroid, components)."""
@@ -204,6 +234,7 @@ class Checker:
         self.facts = _Facts(stats)
         self.min_share = min_share
         self.asked_about = set(asked_about)  # classes the prompt named (subject, linear features): no share floor
+        self.part_shares: dict[str, list[float]] = {}  # shares of single parts a caption may state (linear prompt)
         self.reasons: list[str] = []
         self.codes: list[str] = []
 
@@ -241,6 +272,11 @@ class Checker:
         name = mention.value
         low, high, slack = claim.value
         shares = [self.facts.share(name), self.facts.image_share(name)]
+        start = max(self.text.rfind(".", 0, claim.start), self.text.rfind("\n", 0, claim.start)) + 1
+        end = min((i for i in (self.text.find(".", claim.end), self.text.find("\n", claim.end)) if i >= 0),
+                  default=len(self.text))
+        if _RUNS.search(self.text, start, end):  # a strip that runs somewhere: the share may be that part's
+            shares += self.part_shares.get(name, [])
         if any(low - slack <= 100 * s <= high + slack for s in shares):
             return
         self.fail(f"says {name} covers {claim.text.strip()}, but it covers {_pct(shares[0])}", "share")
@@ -295,6 +331,12 @@ class Checker:
             return
         if not _present_in(claim.value, cls, comps, self.facts.image_share(name), self.facts.total_pixels):
             self.fail(f"places {name} at '{claim.text.strip()}', but it lies in {_where(cls)}", "position")
+        elif claim.value.kind == "center" and _FILLS.search(self.text, min(mention.end, claim.end),
+                                                             max(mention.start, claim.start)):
+            most = _most_in(claim.value, cls, comps, self.facts.total_pixels)
+            if most < FILLED_REGION_SHARE:
+                self.fail(f"says {name} fills '{claim.text.strip()}', but at most {_pct(most)} of it is {name}",
+                          "position")
 
     def check_count(self, mention: Span, claim: Span, region: Region | None = None) -> None:
         """Counts ("three separate patches", "a single lake") against the class's connected parts.
@@ -318,8 +360,11 @@ class Checker:
         beside_large = _LARGE_BEFORE.search(self.text[max(0, claim.start - 80):claim.start]) is not None
         if size == "small" and beside_large:  # "2 large patches and a few small ones": the small patches
             ok = number <= small + slack if exact else small >= 1
-        elif size == "small":  # "two small ponds": any of its parts may look small
-            ok = number <= large + small + slack if exact else large + small >= 2
+        elif size == "small" and exact:  # "two small ponds": any of its parts may look small
+            ok = number <= large + small + slack
+        elif size == "small":  # "a few small patches": small patches, or parts small beside the class
+            little = max(SMALL_BESIDE_CLASS * pixels, SMALL_IN_IMAGE * self.facts.total_pixels)
+            ok = small >= 1 or sum(float(c.get("pixels", 0)) < little for c in comps) >= 2
         else:
             most = large if size == "large" else large + small
             ok = (substantial - slack <= number <= most + slack) if exact else most >= number
@@ -375,6 +420,24 @@ def check_claim(checker: Checker, mention: Span, claim: Span, clause: Clause | N
     elif claim.kind == "count":
         regions = [a.value for a in (clause.attributes if clause else []) if a.kind == "position"]
         checker.check_count(mention, claim, regions[0] if len(regions) == 1 else None)
+
+
+_CENTRE_FILLED = re.compile(r"\b(?:centre|center|middle)(?: of the (?:image|tile|scene))? (?:is|are) (?:filled|covered|"
+                            r"taken up|occupied|dominated) (?:with|by) (?:the )?")
+
+
+def check_filled_centre(checker: Checker, spans: Sequence[Span]) -> None:
+    """"The centre is filled with X": X must hold a good part of the centre (the place is said before the class)."""
+    starts = {sp.start: sp for sp in spans if sp.kind == "class" and not sp.negated}
+    for match in _CENTRE_FILLED.finditer(checker.text):
+        mention = starts.get(match.end())
+        if mention is None or mention.value not in checker.facts.classes:
+            continue
+        name = mention.value
+        most = _most_in(Region("C", "C", 1 / 3, "center"), checker.facts.classes[name],
+                        checker.facts.components.get(name, []), checker.facts.total_pixels)
+        if most < FILLED_REGION_SHARE:
+            checker.fail(f"says the centre is filled with {name}, but at most {_pct(most)} of it is {name}", "position")
 
 
 def check_denials(checker: Checker, sentences: Iterable[Sentence], denials: list[tuple[Span, bool]]) -> None:

@@ -6,7 +6,8 @@ import re
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 
-from rsbuild.captions.check.spans import DIR, Span, vector
+from rsbuild.captions.check.clauses import Sentence
+from rsbuild.captions.check.spans import ATTRIBUTE_KINDS, DIR, Span, vector
 from rsbuild.captions.check.text import normalise
 
 # a "-land" compound ("rushland", "rough-land") that the vocabulary does not know: an invented class
@@ -139,4 +140,91 @@ def copied_example(text: str, examples: Iterable[str]) -> list[str]:
             if run >= COPIED_RUN_MIN_WORDS and (run >= COPIED_EXAMPLE_SHARE * len(words)
                                                or run >= COPIED_SENTENCE_SHARE * len(sentence)):
                 return [f"copies the prompt's worked example ('{' '.join(example.split()[:8])} ...')"]
+    return []
+
+
+# words of text about the world rather than about the image: encyclopedic or story-like sentences.
+# A sentence with a strong one and no word for the image is off topic whatever it claims ("flooded
+# vegetation occurs in many parts of the world"); one with a weak one only when it claims nothing.
+_WORLD_STRONG = re.compile(
+    r"\b(?:world|global|globe|ecosystems?|habitats?|species|biodiversity|wildlife|animals?|dataset|climate|"
+    r"history|historic(?:al)?|countr(?:y|ies)|people|humans?|market|architecture|century|tourists?|"
+    r"mediterranean|arctic|tropic(?:s|al)?)\b")
+_WORLD_WEAK = re.compile(
+    r"\b(?:plants?|roofs?|stor(?:y|ey)|mountains?|bridges?|essential|crucial|important|vital|testament|known|"
+    r"often|commonly|typically|usually|naturally|occurs?|grows?|found in|types? of|kinds? of)\b")
+_IMAGE_WORDS = re.compile(r"\b(?:image|tile|scene|picture|frame|view)\b|%")
+OFF_TOPIC_WORD_SHARE = 0.5  # a caption whose words are mostly in sentences about the world, not the image
+# a size in units a label map does not hold ("a 30-foot-long building", "4 units west", "2-meter-tall")
+_MEASURE = re.compile(r"\b\d+(?:\.\d+)?[- ](?:meters?|metres?|feet|foot|units?|miles?|km|kilomet(?:er|re)s?|"
+                      r"inch(?:es)?|yards?)\b")
+# one object that a land-cover map at 10 m cannot show: "a tree stands in the center", "a building is built"
+_OBJECT = re.compile(r"\b(?:a|an)\s+(?:(?:single|small|large|tall|big|lone|old|new|two-stor(?:e)?y|high-rise)\s+)?"
+                     r"(?:tree|building|house|bridge|mountain|tower|roof|ditch|hut|barn|church|factory)\b(?![- ]?(?:cover|line|"
+                     r"canopy|covered|land|top|s\b))")
+# a capitalised word inside a sentence: a name ("Serbia", "Sibellus", "the Mediterranean")
+_NAME = re.compile(r"(?<=[a-z,;:(] )(?P<word>[A-Z][a-z]{2,})\b|^(?P<owner>[A-Z][a-z]{2,})'s\b", re.M)
+_NOT_A_NAME = re.compile(rf"(?:{DIR}|i|sentinel|earth|left|right|top|bottom|upper|lower|centre|center|middle)")
+
+
+def off_topic(text: str, sentences: Sequence[Sentence]) -> list[str]:
+    """A reason when most of the caption's words are in sentences that speak of the world instead of
+    the image (encyclopedic or story text), gives sizes in metres, feet or "units", or describes one
+    object (a tree, a building) that a land-cover map does not show."""
+    total = off = 0
+    for sentence in sentences:
+        body = text[sentence.start:sentence.end]
+        n = len(re.findall(r"[a-z]+", body))
+        total += n
+        claims = any(a.kind in ATTRIBUTE_KINDS for c in sentence.clauses for a in c.attributes)
+        if not _IMAGE_WORDS.search(body) and (_WORLD_STRONG.search(body) or (not claims and _WORLD_WEAK.search(body))):
+            off += n
+    reasons = []
+    if total and off / total >= OFF_TOPIC_WORD_SHARE:
+        reasons.append("mostly not about the image (general or invented text, no fact of the tile)")
+    measure = _MEASURE.search(text)
+    if measure:
+        reasons.append(f"gives a size in units a land-cover map does not hold ('{measure.group(0)}')")
+    thing = _OBJECT.search(text)
+    if thing:
+        reasons.append(f"describes one object ('{thing.group(0)}'), which a land-cover map does not show")
+    return reasons
+
+
+def invented_names(original: str, spans: Sequence[Span]) -> list[str]:
+    """Reasons for proper names ("Serbia's built-up areas", "Sibellus grows", "the Mediterranean"):
+    a land-cover caption of a tile names no places, people or species."""
+    class_words = {w for sp in spans if sp.kind in ("class", "sink") for w in re.findall(r"[a-z]+", sp.text)}
+    for match in _NAME.finditer(original):
+        word = (match.group("word") or match.group("owner")).lower()
+        if word not in class_words and not _NOT_A_NAME.fullmatch(word):
+            return [f"names '{match.group('word') or match.group('owner')}', which is no land cover of the tile"]
+    return []
+
+
+# one class said to be another, or made of another: "trees are built-up", "the built-up area is
+# filled with trees", "tree cover is also part of the built-up area", "a forest covered in sparse vegetation"
+_CLASS_IS_CLASS = re.compile(r"\s*(?:,\s*which\s+)?(?:is|are)\s+(?:also\s+|all\s+|mostly\s+)?(?:(?:covered|filled|"
+                             r"overgrown)\s+(?:by|with|in)\s+|(?:a\s+)?part\s+of\s+|made\s+(?:up\s+)?of\s+|"
+                             r"composed\s+of\s+)?(?:the\s+|a\s+)?$")
+
+
+# one class's share stated as a share of another class: "water accounts for 3% of cropland"
+_SHARE_OF_CLASS = re.compile(r"\s+(?:is|are|accounts?\s+for|covers?|makes?\s+up|occupies|occupy|takes?\s+up|"
+                             r"fills?|contains?)\s+(?:about\s+|roughly\s+|around\s+|only\s+|just\s+|nearly\s+|"
+                             r"almost\s+|approximately\s+)?\d+(?:\.\d+)?\s*(?:%|percent|per cent)\s+of\s+"
+                             r"(?:the\s+|its\s+|all\s+)?$")
+
+
+def class_is_class(text: str, spans: Sequence[Span]) -> list[str]:
+    """Reasons for a class that the caption says is, or is made of, another class, or whose share
+    it states as a share of another class."""
+    mentions = sorted((sp for sp in spans if sp.kind == "class" and not sp.negated and sp.value), key=lambda sp: sp.start)
+    for a, b in zip(mentions, mentions[1:]):
+        if a.value == b.value or b.start - a.end > 60:
+            continue
+        if b.start - a.end <= 40 and _CLASS_IS_CLASS.match(text, a.end, b.start):
+            return [f"says {a.value} is {b.value} ('{text[a.start:b.end]}'): two different classes"]
+        if _SHARE_OF_CLASS.match(text, a.end, b.start):
+            return [f"states a share of {a.value} as a share of {b.value} ('{text[a.start:b.end]}')"]
     return []

@@ -20,14 +20,29 @@ from rsbuild.captions.check import Verdict, check_caption
 EVIDENCE = Path(__file__).parents[2] / "data" / "captions"
 MIN_CAUGHT = 0.95
 MAX_REJECTED = 0.02
-# kinds of wrong captions the check does not reach 95 % on (model set): what it reaches instead.
-# "garbage" is nonsense with no checkable false claim; "no_fact" includes encyclopedic text that
-# names the tile's classes; "class" includes invented entities the lexicon cannot know.
-REACHED = {"model_set.jsonl": {"garbage": 0.45, "no_fact": 0.7, "class": 0.92, "position": 0.85, "count": 0.88}}
+# kinds of wrong captions the check does not reach 95 % on: what it reaches instead (a regression
+# still fails). "garbage" is nonsense with no checkable false claim ("a coastal river is interrupted
+# by the water's middle segment"); "position" includes places the stats cannot refute (a class's box
+# and components reach the claimed region); held out: "a few small ones" for a class of two small
+# parts, a "largest" rank the check does not read. The held-out slice's correct captions are too few
+# (28) for a 2 % bound per kind; its bound is on all its correct captions together.
+REACHED = {"model_set.jsonl": {"garbage": 0.88, "position": 0.93},
+           "model_set.jsonl:heldout": {"garbage": 0.89, "no_fact": 0.93, "count": 0.76, "relative": 0.0}}
+MAX_REJECTED_ALL = {"model_set.jsonl:heldout": 0.11}
+
+
+# the held-out slice of the model set: captions made after the check's second round was written
+# (new tiles, `make_model_captions.py --seed-base 7000`), rows marked "heldout"; reported apart
+HELDOUT = ":heldout"
+EVIDENCE_SETS = ("outside_set.jsonl", "model_set.jsonl", "model_set.jsonl" + HELDOUT)
 
 
 def rows_of(name: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (EVIDENCE / name).read_text(encoding="utf-8").splitlines() if line.strip()]
+    """The labelled rows of one evidence set; ``model_set.jsonl:heldout`` is its held-out slice, which
+    ``model_set.jsonl`` leaves out."""
+    file, heldout = name.removesuffix(HELDOUT), name.endswith(HELDOUT)
+    rows = [json.loads(line) for line in (EVIDENCE / file).read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [r for r in rows if bool(r.get("heldout")) == heldout]
 
 
 def kind_table(rows: list[dict[str, Any]],
@@ -49,7 +64,8 @@ def kind_table(rows: list[dict[str, Any]],
     return dict(sorted(table.items()))
 
 
-@pytest.mark.parametrize("name, size", [("outside_set.jsonl", 300), ("model_set.jsonl", 480)])
+@pytest.mark.parametrize("name, size", [("outside_set.jsonl", 300), ("model_set.jsonl", 480),
+                                        ("model_set.jsonl" + HELDOUT, 150)])
 def test_evidence_sets_are_labelled(name: str, size: int) -> None:
     rows = rows_of(name)
     assert len(rows) >= size
@@ -66,7 +82,7 @@ def test_the_model_set_holds_each_engine() -> None:
     assert sum(r["source"] == "vllm" for r in rows_of("model_set.jsonl")) >= 300
 
 
-@pytest.mark.parametrize("name", ["outside_set.jsonl", "model_set.jsonl"])
+@pytest.mark.parametrize("name", EVIDENCE_SETS)
 def test_per_kind_agreement(name: str) -> None:
     table = kind_table(rows_of(name))
     floors = REACHED.get(name, {})
@@ -74,7 +90,7 @@ def test_per_kind_agreement(name: str) -> None:
         if entry["wrong"]:
             caught = entry["caught"] / entry["wrong"]
             assert caught >= floors.get(kind, MIN_CAUGHT), (kind, entry)
-        if entry["correct"]:
+        if entry["correct"] and name not in MAX_REJECTED_ALL:
             assert entry["rejected"] / entry["correct"] <= MAX_REJECTED, (kind, entry)
     correct = sum(e["correct"] for e in table.values())
-    assert sum(e["rejected"] for e in table.values()) / correct <= MAX_REJECTED
+    assert sum(e["rejected"] for e in table.values()) / correct <= MAX_REJECTED_ALL.get(name, MAX_REJECTED)
