@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
-from rsbuild.chips.downsample import downsample_labels, downsample_mask, downsample_rgb
+from rsbuild.chips.downsample import downsample_labels, downsample_mask, downsample_rgb, shared_output_size
 from rsbuild.chips.imagery import cloud_mask, rgb_from_bands, rgb_from_visual
 from rsbuild.chips.splits import assign_split, split_key_for
 from rsbuild.chips.stats import compute_stats
@@ -63,6 +63,24 @@ class AoiArrays:
     cloud: np.ndarray | None  # (H, W) bool, None without SCL
     stretch: list[list[float]]
     aoi_cloud_share: float | None = None  # cloudy share of the AOI's image pixels (SCL)
+    small: SmallAoi | None = None  # the whole AOI downsampled once, when tiles are slices of it
+
+
+@dataclass
+class SmallAoi:
+    """The AOI at output resolution: each tile's downsampled arrays are slices of these."""
+
+    scale: tuple[int, int]  # output pixels per ``scale[1]`` source pixels: offset * scale[0] // scale[1]
+    rgb: np.ndarray
+    valid: np.ndarray
+    labels: np.ndarray
+    cloud: np.ndarray | None
+
+    def window(self, window: TileWindow, size: int) -> tuple[slice, slice]:
+        """Rows and columns of one tile on the small grid."""
+        out, source = self.scale
+        row, col = window.row_off * out // source, window.col_off * out // source
+        return slice(row, row + size), slice(col, col + size)
 
 
 def one_native_thread() -> None:
@@ -227,7 +245,10 @@ class Tiler:
         self.label_meta = label_meta
         self.label_fill = label_fill
         self.scheme = get_scheme(cfg.labels.scheme)
-        self.tiles = tile_windows(cfg.imagery.aoi_size, cfg.imagery.tile_size, cfg.imagery.tile_stride)
+        img = cfg.imagery
+        self.tiles = tile_windows(img.aoi_size, img.tile_size, img.tile_stride)
+        offsets = [w.row_off for w in self.tiles] + [w.col_off for w in self.tiles]
+        self.small_size = shared_output_size(img.aoi_size, img.tile_size, img.output_size, offsets)
 
     def __call__(self, read: AoiRead) -> list[Sample | Failure]:
         aoi = self.prepare(read)
@@ -244,7 +265,17 @@ class Tiler:
         labels, unknown = self.scheme.classify(arrays["labels"], extra_nodata=[self.label_fill])
         cloud = cloud_mask(arrays["scl"], img.cloud_classes) if "scl" in arrays else None
         aoi_cloud = round(float(cloud[valid].mean()), 4) if cloud is not None and valid.any() else None
-        return AoiArrays(read.grid, rgb, valid, labels, unknown, cloud, stretch, aoi_cloud)
+        small = None
+        if self.small_size is not None:
+            size = self.small_size
+            small = SmallAoi(
+                (img.output_size, img.tile_size),
+                downsample_rgb(rgb, size),
+                downsample_mask(valid, size),
+                downsample_labels(labels, size, self.cfg.labels.downsample),
+                downsample_mask(cloud, size) if cloud is not None else None,
+            )
+        return AoiArrays(read.grid, rgb, valid, labels, unknown, cloud, stretch, aoi_cloud, small)
 
     def make_tile(self, poi: Poi, scene: Scene, aoi: AoiArrays, window: TileWindow) -> Sample | Failure:
         """Downsample, measure and encode one tile, or say why it is skipped."""
@@ -252,9 +283,16 @@ class Tiler:
         rows = slice(window.row_off, window.row_off + window.size)
         cols = slice(window.col_off, window.col_off + window.size)
         key = sample_key(poi.poi_id, window.index)
-        valid = downsample_mask(aoi.valid[rows, cols], out)
-        labels = downsample_labels(aoi.labels[rows, cols], out, self.cfg.labels.downsample)
-        cloud = downsample_mask(aoi.cloud[rows, cols], out) if aoi.cloud is not None else None
+        small = aoi.small
+        if small is not None:
+            small_rows, small_cols = small.window(window, out)
+            valid = small.valid[small_rows, small_cols]
+            labels = small.labels[small_rows, small_cols]
+            cloud = small.cloud[small_rows, small_cols] if small.cloud is not None else None
+        else:
+            valid = downsample_mask(aoi.valid[rows, cols], out)
+            labels = downsample_labels(aoi.labels[rows, cols], out, self.cfg.labels.downsample)
+            cloud = downsample_mask(aoi.cloud[rows, cols], out) if aoi.cloud is not None else None
         stats = compute_stats(
             labels,
             self.scheme,
@@ -269,7 +307,7 @@ class Tiler:
         if skip is not None:
             return Failure("tile", skip[0], poi.poi_id, key, skip[1])
 
-        rgb = downsample_rgb(aoi.rgb[rows, cols], out)
+        rgb = small.rgb[small_rows, small_cols].copy() if small is not None else downsample_rgb(aoi.rgb[rows, cols], out)
         rgb[~valid] = 0
         mask = np.where(valid, labels, NODATA_INDEX).astype(np.uint8)
         level = self.cfg.output.png_compress_level
