@@ -8,7 +8,7 @@ stretch as a lookup table over every code, computed with the same float32 operat
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -45,7 +45,7 @@ def stretch_to_uint8(bands: Sequence[np.ndarray], valid: np.ndarray, percentiles
 _LUT_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
 
 
-def percentiles_like_numpy(sorted_at: np.ndarray, count: int, percentiles: tuple[float, float]) -> list[float]:
+def percentiles_like_numpy(sorted_at: Callable[[np.ndarray], np.ndarray], count: int, percentiles: tuple[float, float]) -> list[float]:
     """``np.percentile(values, percentiles)`` (method "linear") from the order statistics alone.
 
     ``sorted_at(ranks)`` returns the sorted values at integer ranks (their dtype is the values'
@@ -93,12 +93,17 @@ def stretch_codes(
     limits: list[list[float]] = []
     for i, (band, table) in enumerate(zip(codes, to_values)):
         inside = band[valid]
-        cumulative = np.cumsum(np.bincount(inside, minlength=table.size))
-        lo, hi = percentiles_like_numpy(lambda ranks: table[np.searchsorted(cumulative, ranks, side="right")], inside.size, percentiles)
+        lo, hi = percentiles_like_numpy(_ranked_codes(inside, table), inside.size, percentiles)
         limits.append([round(lo, 6), round(hi, 6)])
         lut = _stretched(table, lo, hi)
         out[..., i] = np.where(valid, lut[band], 0)
     return out, valid, limits
+
+
+def _ranked_codes(codes: np.ndarray, table: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """Values of the codes at sorted ranks, from their histogram (no sort)."""
+    cumulative = np.cumsum(np.bincount(codes, minlength=table.size))
+    return lambda ranks: table[np.searchsorted(cumulative, ranks, side="right")]
 
 
 def _code_values(asset: BandAsset | None, dtype: np.dtype) -> np.ndarray:
