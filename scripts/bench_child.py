@@ -10,6 +10,11 @@ prints one JSON object on its last stdout line. Kinds:
   ``"reads_only": true`` only its network half runs (`Fetcher.read_poi`, same pools and bounds).
 * ``sequential``: a plain rasterio loop over the same AOIs (three bands + label, windowed reads,
   one file open per read, GDAL defaults): the reference a naive reader gets.
+* ``threads``: the same reads as ``sequential`` in a pool of ``threads`` threads (one task per file
+  and AOI, each opening its file): the best peer a user writes by hand.
+* ``odc``: odc-stac (`odc.stac.load`, the ``bench`` extra) loading the three bands of each AOI from
+  the STAC item, with ``pool`` threads (``"dask": true``: dask chunks computed by the threaded
+  scheduler instead), plus the label raster read as in ``sequential``.
 * ``build``: `rsbuild.run.pipeline.run_build` (template engine); peak RSS of this process and of its
   worker processes.
 
@@ -215,9 +220,9 @@ def measure_fetch(args: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def measure_sequential(args: dict[str, Any]) -> dict[str, Any]:
-    """Plain rasterio, one AOI after the other: open each of the three bands and the label
-    raster, read the AOI's window, close. GDAL defaults (rsbuild's raster_io is not imported)."""
+def _peer_reads(args: dict[str, Any]) -> list[Any]:
+    """One closure per (AOI, file) of the plain rasterio reader: open, windowed read, close;
+    each returns the pixels it read."""
     import rasterio
     from rasterio.warp import transform_bounds
     from rasterio.windows import from_bounds
@@ -225,22 +230,85 @@ def measure_sequential(args: dict[str, Any]) -> dict[str, Any]:
     from rsbuild.grid import aoi_grid, grid_bounds
     from rsbuild.records import Poi
 
-    started = time.perf_counter()
-    pixels = 0
+    def band(href: str, bounds: tuple[float, float, float, float]) -> int:
+        with rasterio.open(href) as src:
+            return int(src.read(1, window=from_bounds(*bounds, transform=src.transform)).size)
+
+    def label(href: str, crs: str, bounds: tuple[float, float, float, float]) -> int:
+        with rasterio.open(href) as src:
+            label_bounds = transform_bounds(crs, src.crs, *bounds, densify_pts=8)
+            return int(src.read(1, window=from_bounds(*label_bounds, transform=src.transform)).size)
+
+    jobs: list[Any] = []
     for raw in args["pois"]:
         poi = Poi(raw["poi_id"], raw["lat"], raw["lon"])
         grid = aoi_grid(poi, args["crs"], args["aoi_size"], tuple(args["transform"]))
         bounds = grid_bounds(grid)
-        for href in args["band_hrefs"]:
-            with rasterio.open(href) as src:
-                pixels += src.read(1, window=from_bounds(*bounds, transform=src.transform)).size
-        with rasterio.open(args["label_href"]) as src:
-            label_bounds = transform_bounds(grid.crs, src.crs, *bounds, densify_pts=8)
-            pixels += src.read(1, window=from_bounds(*label_bounds, transform=src.transform)).size
-    seconds = time.perf_counter() - started
+        jobs.extend((lambda h=href, b=bounds: band(h, b)) for href in args["band_hrefs"])
+        jobs.append(lambda b=bounds, c=grid.crs: label(args["label_href"], c, b))
+    return jobs
+
+
+def measure_sequential(args: dict[str, Any]) -> dict[str, Any]:
+    """Plain rasterio, one AOI after the other: open each of the three bands and the label
+    raster, read the AOI's window, close. GDAL defaults (rsbuild's raster_io is not imported)."""
+    jobs = _peer_reads(args)
+    started = time.perf_counter()
+    pixels = sum(job() for job in jobs)
+    return _peer_result(args, pixels, time.perf_counter() - started, _own_cpu_s())
+
+
+def measure_threads(args: dict[str, Any]) -> dict[str, Any]:
+    """The sequential reader's reads in a thread pool (``threads``), results in order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    jobs = _peer_reads(args)
+    with ThreadPoolExecutor(int(args.get("threads", 8))) as pool:
+        cpu_before = _own_cpu_s()
+        started = time.perf_counter()
+        pixels = sum(pool.map(lambda job: job(), jobs))
+        seconds = time.perf_counter() - started
+    return _peer_result(args, pixels, seconds, _own_cpu_s() - cpu_before)
+
+
+def measure_odc(args: dict[str, Any]) -> dict[str, Any]:
+    """odc-stac loading each AOI's three bands from the scene's STAC item (``pool`` threads, or
+    dask chunks on the threaded scheduler), the label as in ``sequential``, one AOI at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import odc.stac
+    import pystac
+
+    from rsbuild.grid import aoi_grid, grid_bounds
+    from rsbuild.records import Poi
+
+    item = pystac.Item.from_dict(args["item"])
+    threads = int(args.get("threads", 8))
+    use_dask = bool(args.get("dask"))
+    label_jobs = _peer_reads({**args, "band_hrefs": []})
+    started = time.perf_counter()
+    pixels = 0
+    with ThreadPoolExecutor(1) as labels:
+        for raw, label_job in zip(args["pois"], label_jobs):
+            label = labels.submit(label_job)
+            grid = aoi_grid(Poi(raw["poi_id"], raw["lat"], raw["lon"]), args["crs"], args["aoi_size"], tuple(args["transform"]))
+            left, bottom, right, top = grid_bounds(grid)
+            options: dict[str, Any] = {"chunks": {"x": 512, "y": 512}} if use_dask else {"pool": threads}
+            data = odc.stac.load([item], bands=["red", "green", "blue"], crs=grid.crs, resolution=10,
+                                 x=(left, right), y=(bottom, top), **options)
+            if use_dask:
+                import dask
+
+                with dask.config.set(scheduler="threads", num_workers=threads):
+                    data = data.compute()
+            pixels += sum(int(data[name].size) for name in ("red", "green", "blue")) + label.result()
+    return _peer_result(args, pixels, time.perf_counter() - started, _own_cpu_s())
+
+
+def _peer_result(args: dict[str, Any], pixels: int, seconds: float, cpu_s: float) -> dict[str, Any]:
     chips = len(args["pois"])
     return {"chips": chips, "pixels_read": pixels, "seconds": round(seconds, 3), "chips_per_s": round(chips / seconds, 3),
-            "cpu_s_per_chip": round(_own_cpu_s() / chips, 3)}
+            "cpu_s_per_chip": round(cpu_s / chips, 3)}
 
 
 def measure_build(args: dict[str, Any]) -> dict[str, Any]:
@@ -270,7 +338,8 @@ def measure_build(args: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-MEASUREMENTS = {"fetch": measure_fetch, "sequential": measure_sequential, "build": measure_build}
+MEASUREMENTS = {"fetch": measure_fetch, "sequential": measure_sequential, "threads": measure_threads, "odc": measure_odc,
+                "build": measure_build}
 
 
 def main(argv: list[str]) -> None:

@@ -109,6 +109,19 @@ def downsample_rgb(rgb: np.ndarray, size: int) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(np.clip(means, 0, 255).astype(np.uint8), 0, -1))
 
 
+def shared_output_size(aoi_size: int, tile_size: int, size: int, offsets: list[int]) -> int | None:
+    """Output size of the whole AOI when each tile's downsampling is a slice of the AOI's.
+
+    Area weights repeat every ``tile_size // gcd(tile_size, size)`` source pixels; when the AOI
+    and every tile offset are whole periods, resizing the AOI by the same factor and slicing
+    gives the tiles' bytes exactly (the same integer area sums, scaled by one common
+    factor). None when the layout does not allow it."""
+    period = tile_size // math.gcd(tile_size, size)
+    if aoi_size % period or any(offset % period for offset in offsets):
+        return None
+    return aoi_size * size // tile_size
+
+
 def _nearest_indices(n: int, size: int) -> np.ndarray:
     """Source pixel under the centre of each output pixel: floor((j + 0.5) * n / size)."""
     return ((2 * np.arange(size, dtype=np.int64) + 1) * n) // (2 * size)
@@ -136,9 +149,17 @@ def downsample_labels(index: np.ndarray, size: int, method: LabelMethod = "major
     if present.size == 1:
         return np.full((size, size), present[0], dtype=np.uint8)
     candidates = np.concatenate([present[present != nodata], present[present == nodata]]).astype(np.uint8)
-    one_hot = labels[None, :, :] == candidates[:, None, None]  # (K, H, W), nodata last
-    areas, _ = _area_sums(one_hot, size)
-    return candidates[np.argmax(areas, axis=0)]  # argmax keeps the first (lowest) of tied maxima
+    best: np.ndarray | None = None
+    winner = np.full((size, size), candidates[0], dtype=np.uint8)
+    for candidate in candidates:  # one plane at a time (memory); nodata last
+        area, _ = _area_sums(labels == candidate, size)
+        if best is None:
+            best = area
+            continue
+        wins = area > best  # strictly: the first (lowest) of tied maxima keeps the pixel
+        winner[wins] = candidate
+        np.maximum(best, area, out=best)
+    return winner
 
 
 def downsample_mask(mask: np.ndarray, size: int, threshold: float = 0.5) -> np.ndarray:

@@ -123,27 +123,41 @@ def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     return labelled, int(count)
 
 
-def _class_shapes(mask: np.ndarray, min_component_pixels: int) -> _ClassShapes:
-    """Shapes of a non-empty mask's pixels and of its 8-connected components."""
-    height, width = mask.shape
-    labelled, count = label_components(mask)
-    ys, xs = np.nonzero(labelled)
-    ids = labelled[ys, xs]
+def _class_shapes(masks: list[np.ndarray], min_component_pixels: int) -> list[_ClassShapes]:
+    """Shapes of each non-empty mask's pixels and of its 8-connected components.
+
+    Each mask is labelled on its own; the component ids of all masks are then numbered in one
+    image so pixel coordinates, moments and boxes come from one pass over the tile."""
+    height, width = masks[0].shape
+    combined = np.zeros((height, width), dtype=np.int32)
+    first_ids: list[int] = []
+    total = 0
+    for mask in masks:
+        labelled, count = label_components(mask)
+        first_ids.append(total)
+        combined += np.where(labelled > 0, labelled + total, 0).astype(np.int32, copy=False)
+        total += count
+    ys, xs = np.nonzero(combined)
+    ids = combined[ys, xs]
     cx, cy = xs + 0.5, ys + 0.5
-    sizes = np.bincount(ids, minlength=count + 1)[1:]
-    moments = np.stack([np.bincount(ids, weights=w, minlength=count + 1)[1:]
-                        for w in (cx, cy, cx * cx, cy * cy, cx * cy)])
-    boxes = np.array([(box[1].start, box[0].start, box[1].stop, box[0].stop)
-                      for box in ndimage.find_objects(labelled)])
-    union = (*boxes[:, :2].min(axis=0).tolist(), *boxes[:, 2:].max(axis=0).tolist())
-    is_large = sizes >= min_component_pixels
-    return _ClassShapes(
-        whole=_moments_shape(int(sizes.sum()), *moments.sum(axis=1).tolist(), union, height, width),  # type: ignore[call-arg]  # five sums
-        large=[_moments_shape(int(sizes[i]), *moments[:, i].tolist(), tuple(boxes[i].tolist()), height, width)  # type: ignore[call-arg]
-               for i in np.flatnonzero(is_large)],
-        small_patches=int(np.count_nonzero(~is_large)),
-        small_patch_pixels=int(sizes[~is_large].sum()),
-    )
+    all_sizes = np.bincount(ids, minlength=total + 1)[1:]
+    all_moments = np.stack([np.bincount(ids, weights=w, minlength=total + 1)[1:]
+                            for w in (cx, cy, cx * cx, cy * cy, cx * cy)])
+    all_boxes = np.array([(box[1].start, box[0].start, box[1].stop, box[0].stop)
+                          for box in ndimage.find_objects(combined)])
+    shapes = []
+    for start, stop in zip(first_ids, [*first_ids[1:], total]):
+        sizes, moments, boxes = all_sizes[start:stop], all_moments[:, start:stop], all_boxes[start:stop]
+        union = (*boxes[:, :2].min(axis=0).tolist(), *boxes[:, 2:].max(axis=0).tolist())
+        is_large = sizes >= min_component_pixels
+        shapes.append(_ClassShapes(
+            whole=_moments_shape(int(sizes.sum()), *moments.sum(axis=1).tolist(), union, height, width),  # type: ignore[call-arg]  # five sums
+            large=[_moments_shape(int(sizes[i]), *moments[:, i].tolist(), tuple(boxes[i].tolist()), height, width)  # type: ignore[call-arg]
+                   for i in np.flatnonzero(is_large)],
+            small_patches=int(np.count_nonzero(~is_large)),
+            small_patch_pixels=int(sizes[~is_large].sum()),
+        ))
+    return shapes
 
 
 def compute_stats(
@@ -184,9 +198,11 @@ def compute_stats(
 
     classes: list[ClassStats] = []
     components: list[tuple[tuple[int, int, int, int], str, _Shape]] = []  # (sort key, class, shape)
-    for class_index in np.flatnonzero(counts):
+    present = np.flatnonzero(counts)
+    masked = np.where(is_valid, labels, NODATA_INDEX)
+    all_shapes = _class_shapes([masked == class_index for class_index in present], min_component_pixels) if present.size else []
+    for class_index, shapes in zip(present, all_shapes):
         info = scheme.classes[class_index]
-        shapes = _class_shapes(is_valid & (labels == class_index), min_component_pixels)
         whole = shapes.whole
         classes.append({
             "name": info.name,

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from rsbuild.chips.downsample import downsample_labels, downsample_mask, downsample_rgb
+from rsbuild.chips.downsample import downsample_labels, downsample_mask, downsample_rgb, shared_output_size
+from rsbuild.grid import tile_windows
 
 
 def reference_weights(n: int, size: int) -> np.ndarray:
@@ -141,3 +142,29 @@ def test_mask_uses_footprint_fraction_and_threshold():
 def test_mask_512_to_224_keeps_its_share():
     mask = smooth_class_map((512, 512), 3, seed=6) == 1
     assert abs(downsample_mask(mask, 224).mean() - mask.mean()) < 0.01
+
+
+@pytest.mark.parametrize(("aoi", "tile", "stride", "size"), [(1024, 512, 256, 224), (256, 128, 64, 128), (96, 48, 16, 21)])
+def test_tiles_cut_from_the_downsampled_aoi_equal_tiles_downsampled_alone(aoi, tile, stride, size):
+    windows = tile_windows(aoi, tile, stride)
+    small_size = shared_output_size(aoi, tile, size, [w.row_off for w in windows] + [w.col_off for w in windows])
+    assert small_size == aoi * size // tile
+    rng = np.random.default_rng(aoi + size)
+    rgb = rng.integers(0, 256, size=(aoi, aoi, 3), dtype=np.uint8)
+    labels = smooth_class_map((aoi, aoi), 5, seed=3)
+    labels[rng.random((aoi, aoi)) < 0.05] = 255  # nodata competes like a class
+    mask = rng.random((aoi, aoi)) < 0.4
+    small = downsample_rgb(rgb, small_size), downsample_labels(labels, small_size), downsample_mask(mask, small_size)
+    for w in windows:
+        rows, cols = slice(w.row_off, w.row_off + tile), slice(w.col_off, w.col_off + tile)
+        r0, c0 = w.row_off * size // tile, w.col_off * size // tile
+        cut = slice(r0, r0 + size), slice(c0, c0 + size)
+        assert np.array_equal(small[0][cut], downsample_rgb(rgb[rows, cols], size))
+        assert np.array_equal(small[1][cut], downsample_labels(labels[rows, cols], size))
+        assert np.array_equal(small[2][cut], downsample_mask(mask[rows, cols], size))
+
+
+def test_no_shared_grid_when_tiles_start_between_weight_periods():
+    # 512 -> 224 repeats every 16 source pixels: a tile starting at 8 is not a slice of the AOI
+    assert shared_output_size(1024, 512, 224, [0, 8]) is None
+    assert shared_output_size(1000, 512, 224, [0]) is None

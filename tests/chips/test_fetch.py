@@ -219,3 +219,24 @@ def test_unknown_label_codes_become_nodata_and_are_counted(fixture_data, fixture
         assert dirty[key].stats["valid_pixels"] == reference[key].stats["valid_pixels"] - int(changed.sum())
     for key in set(dirty) - set(touched):
         assert dirty[key].mask_png == reference[key].mask_png
+
+
+def test_the_scl_read_for_the_scene_choice_is_the_mask_no_second_read(fixture_data, cog_server, stac_api_rustac, label_urls,
+                                                                       monkeypatch):
+    """With AOI-cloud candidates, each candidate's SCL is read once per POI, and the chosen one
+    becomes the cloud mask (its share in the metadata is the share that chose it)."""
+    reads: list[str] = []
+    real_read = raster_io.read_on_grid
+
+    def counted(href: str, *args: Any, **kwargs: Any) -> Any:
+        reads.append(href)
+        return real_read(href, *args, **kwargs)
+
+    monkeypatch.setattr(raster_io, "read_on_grid", counted)
+    east1 = next(p for p in fixture_data.pois if p.poi_id == "east1")
+    records = run_fetch_stage(fetch_config(fixture_data, stac_api_rustac.url, label_urls["EPSG:4326"]), [east1])
+    scl_reads = [href for href in reads if href.endswith("/SCL.tif")]
+    assert len(scl_reads) >= 2, "several candidate scenes have an SCL"
+    assert len(scl_reads) == len(set(scl_reads)), f"an SCL was read twice: {scl_reads}"
+    samples = [r for r in records if isinstance(r, Sample)]
+    assert samples and all(s.metadata["scene"]["aoi_cloud_share"] == 0.0 for s in samples)
