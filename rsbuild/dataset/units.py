@@ -33,6 +33,7 @@ from typing import Any
 
 from rsbuild.config import CaptionsConfig, OutputConfig
 from rsbuild.dataset import sft
+from rsbuild.dataset.annotations import CaptionCounts
 from rsbuild.dataset.layout import (
     CARD_FILE,
     DATA_DIR,
@@ -106,6 +107,7 @@ class Tally:
         self.scene_years: set[str] = set()
         self.plots = PlotCounts()
         self.plots_complete = True
+        self.captions = CaptionCounts()  # every generated caption, kept or rejected
 
     def add_sample(self, sample: Sample) -> None:
         c = self.counters
@@ -127,6 +129,7 @@ class Tally:
         if when[:4].isdigit():
             self.scene_years.add(when[:4])
         self.plots.add_sample(sample)
+        self.captions.add_sample(sample)
 
     def add_failure(self, failure: Failure) -> None:
         self.counters["failures_by_reason"][failure.reason] += 1
@@ -139,6 +142,7 @@ class Tally:
             "valid_pixels": self.valid_pixels,
             "scene_years": sorted(self.scene_years),
             "plots": self.plots.to_json(),
+            "captions": self.captions.to_json(),
         }
 
     def merge(self, doc: Mapping[str, Any]) -> None:
@@ -148,6 +152,7 @@ class Tally:
             self.rows[split].update(doc.get("rows", {}).get(split, {}))
         self.valid_pixels += int(doc.get("valid_pixels", 0))
         self.scene_years.update(doc.get("scene_years", []))
+        self.captions.merge(doc.get("captions") or {})
         if "plots" in doc:
             self.plots.merge(doc["plots"])
         else:
