@@ -56,7 +56,11 @@ def demo_model(engine: str, model: str | None) -> list[str]:
 
 
 def demo_config(info: FixtureInfo, stac_url: str, cog_url: str, engine: str, model: str | None = None) -> Config:
-    """A build config over the served demo catalog; LLM engines get fewer tiles (CPU decoding)."""
+    """A build config over the served demo catalog; LLM engines get fewer tiles and captions (CPU decoding).
+
+    The embedded model decodes under the fact-binding grammar (``captions.constrained``), with up to
+    three tries per caption: the check still reads every text and every rejected one is counted.
+    """
     llm = engine != "template"
     data: dict[str, Any] = {
         "pois": {"path": str(info.pois_path)},
@@ -66,8 +70,10 @@ def demo_config(info: FixtureInfo, stac_url: str, cog_url: str, engine: str, mod
                    "scheme": "esa_worldcover", "version": "synthetic-v200"},
         "output": {"write_bbox_overlays": True, "pretty_name": "rsbuild demo (synthetic Sentinel-2)"},
         "captions": {"engine": engine, "models": demo_model(engine, model),
-                     "tasks": ["area"] if llm else ["area", "linear", "class", "revise"],
-                     "paraphrases": 0 if llm else 2, "max_tokens": 96, "max_check_attempts": 2},
+                     "tasks": ["area", "class"] if llm else ["area", "linear", "class", "revise"],
+                     "paraphrases": 0 if llm else 2, "max_class_rows": 1 if llm else 3,
+                     "max_tokens": 64 if llm else 96, "max_check_attempts": 3,
+                     "constrained": engine == "local"},
     }
     return config_from_dict(data, source="demo config")
 

@@ -96,6 +96,7 @@ Annotation = TypedDict(
         "class": NotRequired[str],  # task "class": the class described
         "source_task": NotRequired[str],  # task "revise": the task of the caption revised
         "attempts": NotRequired[int],
+        "rejected": NotRequired[dict[str, int]],  # texts of this caption slot rejected before it, by reason
         "finish_reason": NotRequired[str],
         "cached_prompt_tokens": NotRequired[int],
     },
@@ -116,6 +117,7 @@ CaptionFailure = TypedDict(
         "text": "str | None",
         "check_reasons": list[str],
         "class": NotRequired[str],
+        "rejected": NotRequired[dict[str, int]],  # every text of this caption slot rejected, by reason (incl. ``text``)
     },
     total=False,
 )

@@ -8,8 +8,9 @@ A prompt folder holds ``system.j2`` and one template per task (``area.j2``, ``li
 - ``subject_class``: the ``stats.classes`` entry named by ``subject``, else none
 - ``elongated``: the ``stats.components`` entries with ``elongated`` true
 
-and two filters: ``share | percent`` (0.4567 -> ``"46%"``) and ``position | compass``
-(``"top-left"`` -> ``"north-west (top-left)"``; north is the top of the image, east the right).
+and three filters: ``share | percent`` (0.4567 -> ``"46%"``), ``position | compass``
+(``"top-left"`` -> ``"north-west (top-left)"``; north is the top of the image, east the right) and
+``position | compass_word`` (``"top-left"`` -> ``"north-west"``: the words a caption should use).
 
 A task template may hold chat turns: a line ``[user]`` or ``[assistant]`` starts a turn, and
 the text before the first such line is appended to the system prompt (the task's instructions).
@@ -89,6 +90,11 @@ def percent(share: float) -> str:
     """A share in 0-1 as a rounded percentage for prompts (``"46%"``, ``"under 1%"``)."""
     value = round(float(share) * 100)
     return "under 1%" if value < 1 and share > 0 else f"{value}%"
+
+
+def compass_word(position: str) -> str:
+    """A 3x3 image position as the compass words alone (``"top-left"`` -> ``"north-west"``)."""
+    return compass(position).split(" (")[0]
 
 
 def compass(position: str) -> str:
@@ -188,7 +194,7 @@ def _template_error(exc: Exception, filename: str) -> ConfigError:
     where = f"{filename}, line {line}" if line else filename
     return ConfigError(
         f"prompt template {where}: {what}. Templates may use stats, subject, subject_class, "
-        "elongated and the filters percent and compass; fix the template or pass another --prompts folder"
+        "elongated and the filters percent, compass and compass_word; fix the template or pass another --prompts folder"
     )
 
 
@@ -208,6 +214,7 @@ class PromptSet:
         )
         self._env.filters["percent"] = percent
         self._env.filters["compass"] = compass
+        self._env.filters["compass_word"] = compass_word
         self._templates: dict[str, jinja2.Template] = {}
         for name, source in self._sources.items():
             try:

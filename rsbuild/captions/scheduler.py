@@ -32,7 +32,7 @@ import itertools
 import queue
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -71,6 +71,7 @@ class CaptionTelemetry:
     captions_generated: int = 0  # texts checked (kept + rejected)
     captions_kept: int = 0
     captions_rejected: int = 0
+    rejected_by_reason: Counter[str] = field(default_factory=Counter)  # "check_failed", "truncated"
     truncated: int = 0
     engine_errors: int = 0
     prompt_tokens: int = 0
@@ -109,6 +110,7 @@ class CaptionTelemetry:
             "captions_generated": self.captions_generated,
             "captions_kept": self.captions_kept,
             "captions_rejected": self.captions_rejected,
+            "rejected_by_reason": dict(sorted(self.rejected_by_reason.items())),
             "truncated": self.truncated,
             "engine_errors": self.engine_errors,
             "pass_rate": None if self.pass_rate is None else round(self.pass_rate, 4),
@@ -137,6 +139,7 @@ class _Job:
     accepted: list[Annotation] = field(default_factory=list)
     attempts: int = 0
     last_failure: CaptionFailure | None = None
+    rejected: Counter[str] = field(default_factory=Counter)  # texts of this slot rejected, by reason
     reused: bool = False  # kept from an earlier run (recaption with an unchanged template)
 
     @property
@@ -355,11 +358,24 @@ class _Driver:
         while self.pending and self.pending[0].done:
             entry = self.pending.popleft()
             for job in entry.jobs:
+                _record_rejections(job)
                 entry.sample.annotations.extend(job.accepted)
                 if job.missing > 0 and job.last_failure is not None:
                     entry.sample.failures.append(job.last_failure)
             self.telemetry.samples += 1
             self.output.put(entry.sample)
+
+
+def _record_rejections(job: _Job) -> None:
+    """Write the slot's rejected-text counts where a reader finds them: on its failure record when the
+    slot stayed (partly) empty, else on its first accepted caption. Each rejected text is counted once."""
+    if not job.rejected or job.reused:
+        return
+    counts = dict(sorted(job.rejected.items()))
+    if job.missing > 0 and job.last_failure is not None:
+        job.last_failure["rejected"] = counts
+    elif job.accepted:
+        job.accepted[0]["rejected"] = counts
 
 
 def _take_previous(sample: Sample, cfg: CaptionsConfig) -> list[Annotation]:
@@ -490,7 +506,7 @@ def _take(job: _Job, result: CaptionResult, telemetry: CaptionTelemetry) -> None
             break
         telemetry.captions_generated += 1
         if reason == TRUNCATED:
-            telemetry.captions_rejected += 1
+            _reject(job, telemetry, "truncated")
             telemetry.truncated += 1
             limit = request.sampling.get("max_tokens")
             where = f"max_tokens={limit}" if limit else "the engine's token limit"
@@ -502,9 +518,15 @@ def _take(job: _Job, result: CaptionResult, telemetry: CaptionTelemetry) -> None
             telemetry.captions_kept += 1
             job.accepted.append(_annotation(job, result, text))
         else:
-            telemetry.captions_rejected += 1
+            _reject(job, telemetry, "check_failed")
             job.last_failure = {**base, "reason": "check_failed", "detail": "; ".join(verdict.reasons),
                                 "text": text, "check_reasons": list(verdict.reasons)}
+
+
+def _reject(job: _Job, telemetry: CaptionTelemetry, reason: str) -> None:
+    telemetry.captions_rejected += 1
+    telemetry.rejected_by_reason[reason] += 1
+    job.rejected[reason] += 1
 
 
 def _annotation(job: _Job, result: CaptionResult, text: str) -> Annotation:

@@ -5,8 +5,9 @@ Shared by the card plots (`rsbuild.dataset.plots`) and the HTML preview (`rsbuil
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from rsbuild.records import Sample
@@ -91,3 +92,64 @@ def caption_entries(sample: Sample) -> list[CaptionEntry]:
             )
         )
     return entries
+
+
+@dataclass
+class CaptionCounts:
+    """Every caption a build generated, kept or rejected, counted from the samples' JSON.
+
+    A kept caption is an annotation; its ``rejected`` field (and a failure's) counts the texts of
+    the same caption slot that the check (or the token limit) turned down, by reason. A failure
+    written before that field existed counts as one rejected text when it holds a text. Requests
+    that produced no text at all (engine errors) are ``unwritten``, not generated captions.
+    """
+
+    kept: Counter[str] = field(default_factory=Counter)  # task -> captions kept
+    rejected: Counter[str] = field(default_factory=Counter)  # task -> texts rejected
+    rejected_by_reason: Counter[str] = field(default_factory=Counter)  # "check_failed", "truncated", ...
+    unwritten: Counter[str] = field(default_factory=Counter)  # reason -> caption slots with no text
+
+    @property
+    def generated(self) -> int:
+        return sum(self.kept.values()) + sum(self.rejected.values())
+
+    def add_sample(self, sample: Sample) -> None:
+        for ann in sample.annotations:
+            task = str(ann.get("task", ""))
+            self.kept[task] += 1
+            self._add_rejected(task, ann.get("rejected"))
+        for failure in sample.failures:
+            task = str(failure.get("task", ""))
+            if failure.get("rejected"):
+                self._add_rejected(task, failure.get("rejected"))
+            elif failure.get("text"):
+                self._add_rejected(task, {str(failure.get("reason") or "check_failed"): 1})
+            else:
+                self.unwritten[str(failure.get("reason") or "unknown")] += 1
+
+    def _add_rejected(self, task: str, counts: Any) -> None:
+        if not isinstance(counts, Mapping):
+            return
+        for reason, count in counts.items():
+            self.rejected[task] += int(count)
+            self.rejected_by_reason[str(reason)] += int(count)
+
+    def to_json(self) -> dict[str, Any]:
+        generated = self.generated
+        return {
+            "captions_generated": generated,
+            "captions_kept": sum(self.kept.values()),
+            "captions_rejected": sum(self.rejected.values()),
+            "pass_rate": round(sum(self.kept.values()) / generated, 4) if generated else None,
+            "rejected_by_reason": dict(sorted(self.rejected_by_reason.items())),
+            "kept_by_task": dict(sorted(self.kept.items())),
+            "rejected_by_task": dict(sorted(self.rejected.items())),
+            "unwritten_by_reason": dict(sorted(self.unwritten.items())),
+        }
+
+    def merge(self, doc: Mapping[str, Any]) -> None:
+        """Add counts written by ``to_json`` plus ``kept_by_task`` (a unit marker's tally)."""
+        self.kept.update({str(k): int(v) for k, v in (doc.get("kept_by_task") or {}).items()})
+        self.rejected.update({str(k): int(v) for k, v in (doc.get("rejected_by_task") or {}).items()})
+        self.rejected_by_reason.update({str(k): int(v) for k, v in (doc.get("rejected_by_reason") or {}).items()})
+        self.unwritten.update({str(k): int(v) for k, v in (doc.get("unwritten_by_reason") or {}).items()})

@@ -172,10 +172,29 @@ def _provenance_section(summary: Mapping[str, Any], config: Mapping[str, Any] | 
             f"- Tile footprints of different splits that overlap: {overlap.get('overlapping_pairs', 0)} pairs "
             f"over {overlap.get('tiles', 0)} tiles."
         )
+    lines += _caption_accounting_lines(summary.get("captions") or {})
     failures = summary.get("failures_by_reason", {})
     if failures:
         lines.append("- Skipped (see `failures.jsonl`): " + ", ".join(f"{reason} {n}" for reason, n in sorted(failures.items())) + ".")
     return [*lines, ""]
+
+
+def _caption_accounting_lines(captions: Mapping[str, Any]) -> list[str]:
+    """Kept and rejected captions (every generated text counts), rejected ones by reason."""
+    generated = int(captions.get("captions_generated") or 0)
+    if not generated:
+        return []
+    kept, rejected = int(captions.get("captions_kept") or 0), int(captions.get("captions_rejected") or 0)
+    line = f"- Captions generated: {generated}; kept {kept} ({kept / generated:.0%}), rejected {rejected}"
+    reasons = captions.get("rejected_by_reason") or {}
+    if reasons:
+        line += " (" + ", ".join(f"{reason} {n}" for reason, n in sorted(reasons.items())) + ")"
+    lines = [line + ". Per tile: `KEY.json` → `caption_failures` (slots left empty, with the last rejected text) "
+             "and `rejected` (counts by reason) on annotations and failures."]
+    unwritten = captions.get("unwritten_by_reason") or {}
+    if unwritten:
+        lines.append("- Captions never written: " + ", ".join(f"{reason} {n}" for reason, n in sorted(unwritten.items())) + ".")
+    return lines
 
 
 def _label_origin(labels: Mapping[str, Any]) -> str:

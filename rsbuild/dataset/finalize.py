@@ -78,6 +78,7 @@ def finalize(
         "failures_by_reason": dict(sorted(c["failures_by_reason"].items())),
         "failures_by_stage": dict(sorted(c["failures_by_stage"].items())),
         "caption_failures_by_reason": dict(sorted(c["caption_failures_by_reason"].items())),
+        "captions": tally.captions.to_json(),
         "annotations_by_task": dict(sorted(c["annotations"].items())),
         "annotators": dict(sorted(c["annotators"].items())),
         "classes": tally.classes(),

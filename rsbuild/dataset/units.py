@@ -33,6 +33,7 @@ from typing import Any
 
 from rsbuild.config import CaptionsConfig, OutputConfig
 from rsbuild.dataset import sft
+from rsbuild.dataset.annotations import CaptionCounts
 from rsbuild.dataset.layout import (
     CARD_FILE,
     DATA_DIR,
@@ -107,6 +108,7 @@ class Tally:
         self.plots = PlotCounts()
         self.plots_complete = True
         self.derived = sft.DerivedCounts()  # vqa / referring / masks rows (absent from the JSON when none)
+        self.captions = CaptionCounts()  # every generated caption, kept or rejected
 
     def add_sample(self, sample: Sample) -> None:
         c = self.counters
@@ -128,6 +130,7 @@ class Tally:
         if when[:4].isdigit():
             self.scene_years.add(when[:4])
         self.plots.add_sample(sample)
+        self.captions.add_sample(sample)
 
     def add_failure(self, failure: Failure) -> None:
         self.counters["failures_by_reason"][failure.reason] += 1
@@ -141,6 +144,7 @@ class Tally:
             "scene_years": sorted(self.scene_years),
             "plots": self.plots.to_json(),
             **({"derived": self.derived.to_json()} if self.derived else {}),
+            "captions": self.captions.to_json(),
         }
 
     def merge(self, doc: Mapping[str, Any]) -> None:
@@ -151,6 +155,7 @@ class Tally:
         self.valid_pixels += int(doc.get("valid_pixels", 0))
         self.scene_years.update(doc.get("scene_years", []))
         self.derived.merge(doc.get("derived", {}))
+        self.captions.merge(doc.get("captions") or {})
         if "plots" in doc:
             self.plots.merge(doc["plots"])
         else:

@@ -22,6 +22,7 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
+from rsbuild.dataset.annotations import CaptionCounts
 from rsbuild.dataset.layout import CARD_FILE, DATA_DIR, FAILURES_FILE, SHARDS_DIR, SUMMARY_FILE, TMP_SUFFIX
 from rsbuild.dataset.sft import STILL_TASK, reported_tasks, row_problems
 from rsbuild.dataset.shards import list_shards, read_shard, read_shard_stats
@@ -44,6 +45,7 @@ class Report:
     shards: list[dict[str, Any]] = field(default_factory=list)
     failures_by_reason: Counter = field(default_factory=Counter)
     vqa_answers: Counter = field(default_factory=Counter)  # (kind, answer) of vqa rows
+    captions: CaptionCounts = field(default_factory=CaptionCounts)  # kept and rejected captions
     problems: list[str] = field(default_factory=list)
     problem_count: int = 0
 
@@ -77,6 +79,7 @@ class Report:
             "shards": self.shards,
             "failures": sum(self.failures_by_reason.values()),
             "failures_by_reason": dict(sorted(self.failures_by_reason.items())),
+            "captions": self.captions.to_json(),
             "problem_count": self.problem_count,
             "problems": self.problems,
             **({"vqa_answers": answers} if answers else {}),
@@ -125,6 +128,7 @@ def _check_shards(out: Path, report: Report) -> tuple[set[str], set[str]]:
                 report.tiles_by_split[sample.split] += 1
                 for ann in sample.annotations:
                     report.annotations_by_task[str(ann.get("task"))] += 1
+                report.captions.add_sample(sample)
                 for cls in sample.stats.get("classes", []):
                     report.class_tiles[cls["name"]] += 1
                 if sample.stats.get("dominant_class"):
@@ -249,7 +253,8 @@ def render_report(report: Report, console: Console) -> None:
         for cls in data["classes"]:
             classes.add_row(cls["name"], str(cls["tiles"]), str(cls["dominant_tiles"]), str(cls["rows"]))
         console.print(classes)
-    if data["annotations_by_task"] or data["failures_by_reason"]:
+    captions = data["captions"]
+    if data["annotations_by_task"] or data["failures_by_reason"] or captions["captions_generated"]:
         other = Table(title="annotations and failures", header_style="bold")
         other.add_column("what")
         other.add_column("count", justify="right")
@@ -257,6 +262,14 @@ def render_report(report: Report, console: Console) -> None:
             other.add_row(f"annotations: {task}", str(count))
         for reason, count in data["failures_by_reason"].items():
             other.add_row(f"failed: {reason}", str(count))
+        if captions["captions_generated"]:
+            rate = captions["pass_rate"]
+            other.add_row("captions generated (kept + rejected)", str(captions["captions_generated"]))
+            other.add_row(f"captions kept ({rate:.0%} of generated)", str(captions["captions_kept"]))
+            for reason, count in captions["rejected_by_reason"].items():
+                other.add_row(f"captions rejected: {reason}", str(count))
+            for reason, count in captions["unwritten_by_reason"].items():
+                other.add_row(f"captions not written: {reason}", str(count))
         console.print(other)
     if data.get("vqa_answers"):
         vqa = Table(title="VQA answers", header_style="bold")

@@ -2,7 +2,8 @@
 
 Streams the shards once; every annotation is checked again with `check_caption` (so captions
 edited or written by another tool are judged too), and captions the build already rejected
-(``caption_failures``) are counted with their recorded reasons.
+(``caption_failures`` and the ``rejected`` counts) are counted with their recorded reasons: the
+pass rate is passed ÷ every caption generated, kept or rejected.
 
 Rows derived from the stats (tasks vqa, referring, masks) are exact by construction, so verify
 re-derives each from the tile's statistics (`verify_derived_rows`: every VQA answer, every
@@ -31,6 +32,7 @@ from rsbuild.captions.vqa import derive_answer
 from rsbuild.chips.masks import component_masks, decode_rle
 from rsbuild.dataset.layout import DATA_DIR
 from rsbuild.dataset.sft import DERIVED_ROW_TASKS
+from rsbuild.dataset.annotations import CaptionCounts
 from rsbuild.dataset.shards import list_shards, read_shard
 from rsbuild.errors import InputError
 from rsbuild.records import SPLITS, Sample
@@ -45,13 +47,18 @@ def reason_kind(reason: str) -> str:
 
 
 def verify_dataset(dataset_dir: Path, top: int = 10) -> dict[str, Any]:
-    """Pass rate per task and overall, and the most frequent reasons, as a JSON-able dict."""
+    """Pass rate per task and overall, and the most frequent reasons, as a JSON-able dict.
+
+    The pass rate is honest: captions that pass the check now ÷ every caption the build generated,
+    kept or rejected (rejected texts are counted from the ``rejected`` fields and the
+    ``caption_failures`` of each ``KEY.json``). ``kept_pass_rate`` looks at the kept captions only.
+    """
     shards = list_shards(Path(dataset_dir))
     if not shards:
         raise InputError(f"no shards under {Path(dataset_dir) / 'shards'}; pass a folder written by `rsbuild build`")
     passed: Counter[str] = Counter()
     failed: Counter[str] = Counter()
-    rejected_at_build: Counter[str] = Counter()
+    counts = CaptionCounts()
     reasons: Counter[str] = Counter()
     samples = 0
     mask_failures: Counter[str] = Counter()
@@ -60,6 +67,7 @@ def verify_dataset(dataset_dir: Path, top: int = 10) -> dict[str, Any]:
             samples += 1
             for problem in shard_mask_problems(sample):
                 mask_failures[problem] += 1
+            counts.add_sample(sample)
             for ann in sample.annotations:
                 subject = ann.get("class") if ann.get("task") == "class" else None
                 verdict = check_caption(str(ann.get("text", "")), sample.stats, subject=subject)
@@ -70,25 +78,34 @@ def verify_dataset(dataset_dir: Path, top: int = 10) -> dict[str, Any]:
                     failed[task] += 1
                     reasons.update(reason_kind(r) for r in verdict.reasons)
             for failure in sample.failures:
-                rejected_at_build[str(failure.get("task"))] += 1
-                reasons.update(reason_kind(r) for r in failure.get("check_reasons") or [failure.get("reason", "unknown")])
-    tasks = sorted(set(passed) | set(failed) | set(rejected_at_build))
+                if failure.get("text"):
+                    reasons.update(reason_kind(r) for r in failure.get("check_reasons") or [failure.get("reason", "unknown")])
+    rejected = counts.rejected
     by_task = {}
-    for task in tasks:
-        checked = passed[task] + failed[task]
+    for task in sorted(set(passed) | set(failed) | set(rejected)):
+        kept = passed[task] + failed[task]
+        generated = kept + rejected[task]
         by_task[task] = {
-            "captions": checked,
+            "generated": generated,
+            "captions": kept,
             "passed": passed[task],
             "failed": failed[task],
-            "pass_rate": round(passed[task] / checked, 4) if checked else None,
-            "rejected_at_build": rejected_at_build[task],
+            "rejected_at_build": rejected[task],
+            "pass_rate": _rate(passed[task], generated),
+            "kept_pass_rate": _rate(passed[task], kept),
         }
-    total = sum(passed.values()) + sum(failed.values())
+    kept_total = sum(passed.values()) + sum(failed.values())
+    generated_total = kept_total + sum(rejected.values())
     report: dict[str, Any] = {
         "samples": samples,
-        "captions": total,
-        "pass_rate": round(sum(passed.values()) / total, 4) if total else None,
-        "rejected_at_build": sum(rejected_at_build.values()),
+        "generated": generated_total,
+        "captions": kept_total,
+        "passed": sum(passed.values()),
+        "rejected_at_build": sum(rejected.values()),
+        "rejected_by_reason": dict(sorted(counts.rejected_by_reason.items())),
+        "unwritten_by_reason": dict(sorted(counts.unwritten.items())),
+        "pass_rate": _rate(sum(passed.values()), generated_total),
+        "kept_pass_rate": _rate(sum(passed.values()), kept_total),
         "by_task": by_task,
         "top_reasons": [{"reason": r, "count": c} for r, c in reasons.most_common(top)],
     }
@@ -203,15 +220,23 @@ def verify_derived_rows(out: Path, top: int = 10) -> dict[str, Any]:
     }
 
 
+def _rate(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
 def render_verify(report: dict[str, Any], console: Console) -> None:
     """Tables of the verify report."""
-    table = Table(title=f"captions: {report['captions']} checked, pass rate {report['pass_rate']}")
-    for column in ("task", "captions", "passed", "failed", "pass rate", "rejected at build"):
+    table = Table(title=f"captions: {report['generated']} generated ({report['captions']} kept, "
+                        f"{report['rejected_at_build']} rejected at build), pass rate {report['pass_rate']}")
+    for column in ("task", "generated", "kept", "rejected at build", "kept and passing now", "pass rate"):
         table.add_column(column, justify="left" if column == "task" else "right")
     for task, row in report["by_task"].items():
-        table.add_row(task, str(row["captions"]), str(row["passed"]), str(row["failed"]), str(row["pass_rate"]),
-                      str(row["rejected_at_build"]))
+        table.add_row(task, str(row["generated"]), str(row["captions"]), str(row["rejected_at_build"]), str(row["passed"]),
+                      str(row["pass_rate"]))
     console.print(table)
+    if report["rejected_by_reason"]:
+        console.print("rejected at build by reason: " + ", ".join(f"{r} {n}" for r, n in report["rejected_by_reason"].items()),
+                      markup=False, highlight=False)
     if report["top_reasons"]:
         reasons = Table(title="most frequent reasons")
         reasons.add_column("reason")

