@@ -30,9 +30,9 @@ from rsbuild.captions.check import check_caption
 from rsbuild.captions.referring import referring_expressions
 from rsbuild.captions.vqa import derive_answer
 from rsbuild.chips.masks import component_masks, decode_rle
+from rsbuild.dataset.annotations import CaptionCounts
 from rsbuild.dataset.layout import DATA_DIR
 from rsbuild.dataset.sft import DERIVED_ROW_TASKS
-from rsbuild.dataset.annotations import CaptionCounts
 from rsbuild.dataset.shards import list_shards, read_shard
 from rsbuild.errors import InputError
 from rsbuild.records import SPLITS, Sample
