@@ -513,7 +513,7 @@ def _take(job: _Job, result: CaptionResult, telemetry: CaptionTelemetry) -> None
             job.last_failure = {**base, "reason": "truncated", "text": text, "check_reasons": [],
                                 "detail": f"cut off at {where}; raise captions.max_tokens"}
             continue
-        verdict = check_caption(text, job.sample.stats, subject=subject)
+        verdict = check_caption(text, job.sample.stats, subject=subject, task=job.task)
         if verdict.ok:
             telemetry.captions_kept += 1
             job.accepted.append(_annotation(job, result, text))

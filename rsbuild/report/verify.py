@@ -70,7 +70,7 @@ def verify_dataset(dataset_dir: Path, top: int = 10) -> dict[str, Any]:
             counts.add_sample(sample)
             for ann in sample.annotations:
                 subject = ann.get("class") if ann.get("task") == "class" else None
-                verdict = check_caption(str(ann.get("text", "")), sample.stats, subject=subject)
+                verdict = check_caption(str(ann.get("text", "")), sample.stats, subject=subject, task=ann.get("task"))
                 task = str(ann.get("task"))
                 if verdict.ok:
                     passed[task] += 1
