@@ -21,6 +21,7 @@ MAX_AREA_CLASSES = 3
 VERBS = ("covers", "takes up", "makes up")
 HEDGES = ("about ", "roughly ", "")
 PLACES = ("mostly in the ", "mainly in the ", "in the ")
+SPREAD_EXTENT = 0.8  # a class whose box spans this much of both axes is "spread across the image", not "in the center"
 WORDS = {"top-left": "north-west", "top": "north", "top-right": "north-east", "left": "west", "center": "center",
          "right": "east", "bottom-left": "south-west", "bottom": "south", "bottom-right": "south-east"}
 
@@ -33,12 +34,23 @@ def _choice(options: tuple[str, ...]) -> str:
     return "(" + " | ".join(_literal(o) for o in options) + ")"
 
 
+def _place(cls: Mapping[str, Any]) -> str:
+    """The place phrase a class may take: its 3x3 cell, or "spread across the image" when its pixels
+    reach over most of the tile around a central centroid (saying "in the center" would mislead)."""
+    position = str(cls.get("position"))
+    x0, y0, x1, y1 = (float(v) for v in cls.get("bbox") or (0.0, 0.0, 0.0, 0.0))
+    if position == "center" and min(x1 - x0, y1 - y0) >= SPREAD_EXTENT:
+        patches = int(cls.get("components", 1)) >= 3
+        return _choice(("in patches across the image", "spread across the image") if patches else ("spread across the image",))
+    return f"place {_literal(WORDS.get(position, position))}"
+
+
 def _sentence(rule: str, cls: Mapping[str, Any]) -> str:
     name = str(cls["name"])
     share = max(1, round(float(cls["share"]) * 100))
-    place = WORDS.get(str(cls.get("position")), str(cls.get("position")))
-    return (f"{rule} ::= {_literal(name[:1].upper() + name[1:] + ' ')} verb \" \" hedge {_literal(f'{share}% of the image')}"
-            f" (\", \" place {_literal(place)})? \".\"")
+    verbs = tuple(v for v in VERBS if not (name.endswith("cover") and v == "covers"))  # not "Tree cover covers"
+    return (f"{rule} ::= {_literal(name[:1].upper() + name[1:] + ' ')} {_choice(verbs)} \" \" hedge "
+            f"{_literal(f'{share}% of the image')} (\", \" {_place(cls)})? \".\"")
 
 
 def caption_grammar(task: str, stats: Mapping[str, Any], subject: str | None = None) -> str | None:
@@ -55,5 +67,5 @@ def caption_grammar(task: str, stats: Mapping[str, Any], subject: str | None = N
     rules = [_sentence(f"s{i}", c) for i, c in enumerate(classes)]
     orders = [order for size in range(1, len(classes) + 1) for order in permutations(range(len(classes)), size)]
     root = "root ::= " + " | ".join("(" + ' " " '.join(f"s{i}" for i in order) + ")" for order in orders)
-    return "\n".join([root, f"verb ::= {_choice(VERBS)}", f"hedge ::= {_choice(HEDGES)}",
+    return "\n".join([root, f"hedge ::= {_choice(HEDGES)}",
                       f"place ::= {_choice(PLACES)}", *rules]) + "\n"

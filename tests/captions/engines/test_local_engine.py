@@ -99,8 +99,9 @@ def test_caption_grammar_binds_shares_and_places_to_their_class() -> None:
 
     grammar = caption_grammar("area", EXAMPLE_STATS)
     assert grammar is not None
-    assert 's0 ::= "Tree cover " verb " " hedge "92% of the image" (", " place "center")? "."' in grammar
-    assert 's1 ::= "Water " verb " " hedge "8% of the image" (", " place "west")? "."' in grammar
+    # tree cover reaches over the whole tile: "spread across the image", not "in the center"; never "Tree cover covers"
+    assert 's0 ::= "Tree cover " ("takes up" | "makes up") " " hedge "92% of the image" (", " ("spread across the image"))? "."' in grammar
+    assert 's1 ::= "Water " ("covers" | "takes up" | "makes up") " " hedge "8% of the image" (", " place "west")? "."' in grammar
     only_water = caption_grammar("class", EXAMPLE_STATS, "water")
     assert only_water is not None and "Tree cover" not in only_water and "root ::= (s0)\n" in only_water
     assert 'root ::= (s0) | (s1) | (s0 " " s1) | (s1 " " s0)\n' in grammar  # each class once, any order
