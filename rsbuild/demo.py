@@ -72,7 +72,7 @@ def demo_config(info: FixtureInfo, stac_url: str, cog_url: str, engine: str, mod
         "captions": {"engine": engine, "models": demo_model(engine, model),
                      "tasks": ["area", "class"] if llm else ["area", "linear", "class", "revise"],
                      "paraphrases": 0 if llm else 2, "max_class_rows": 1 if llm else 3,
-                     "max_tokens": 64 if llm else 96, "max_check_attempts": 3,
+                     "max_tokens": 80 if llm else 96, "max_check_attempts": 3,
                      "constrained": engine == "local"},
     }
     return config_from_dict(data, source="demo config")

@@ -40,8 +40,7 @@ def _place(cls: Mapping[str, Any]) -> str:
     position = str(cls.get("position"))
     x0, y0, x1, y1 = (float(v) for v in cls.get("bbox") or (0.0, 0.0, 0.0, 0.0))
     if position == "center" and min(x1 - x0, y1 - y0) >= SPREAD_EXTENT:
-        patches = int(cls.get("components", 1)) >= 3
-        return _choice(("in patches across the image", "spread across the image") if patches else ("spread across the image",))
+        return _choice(("spread across the image",))
     return f"place {_literal(WORDS.get(position, position))}"
 
 
