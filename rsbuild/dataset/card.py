@@ -14,6 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from rsbuild.config import OutputConfig
 from rsbuild.dataset.sft import STILL_TASK, reported_tasks
+from rsbuild.dataset.shards import brace_pattern
 from rsbuild.records import SPLITS
 from rsbuild.schemes import Scheme
 
@@ -55,7 +56,11 @@ def public_url(value: str) -> str:
         return value
     parts = urlsplit(value)
     host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
+    try:
+        port = parts.port
+    except ValueError:  # not a port number: keep only the host (the netloc may hold credentials)
+        port = None
+    netloc = f"{host}:{port}" if port else host
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
@@ -192,8 +197,9 @@ def _label_origin(labels: Mapping[str, Any]) -> str:
         else:
             how = f"band `{dataset.band}`"
         return f"Earth Engine `{dataset.collection}` ({how}, computed on the chip grid)"
-    where = labels.get("url") if source == "cog" else f"{labels.get('catalog')} / {labels.get('collection')}"
-    return f"`{public_url(str(where))}`"
+    if source == "cog":
+        return f"`{public_url(str(labels.get('url')))}`"
+    return f"`{labels.get('collection')}` in the STAC catalog `{public_url(str(labels.get('catalog')))}`"
 
 
 def _stills_line(stills: Mapping[str, Any], written: int) -> str:
@@ -240,8 +246,17 @@ def _licences_section(summary: Mapping[str, Any], scheme: Scheme | None) -> list
     return lines
 
 
-def _layout_section(output_cfg: OutputConfig) -> list[str]:
-    mask = ", `KEY.mask.png` (class index per pixel, 255 = nodata)" if output_cfg.write_masks else ""
+def shard_patterns(summary: Mapping[str, Any]) -> dict[str, str]:
+    """Brace pattern of each split's shards (numbered 0, 1, 2 … per split), splits with shards only."""
+    counts = {s: sum(1 for shard in summary.get("shards", []) if shard["split"] == s) for s in SPLITS}
+    return {split: brace_pattern(split, n) for split, n in counts.items() if n}
+
+
+def _layout_section(summary: Mapping[str, Any], output_cfg: OutputConfig) -> list[str]:
+    mask = (", `KEY.mask.png` (palette PNG: the pixel value is the class index, 255 = nodata, "
+            "the palette gives the scheme's colours)") if output_cfg.write_masks else ""
+    patterns = shard_patterns(summary)
+    listed = "; ".join(f"{split} `{pattern}`" for split, pattern in patterns.items())
     return [
         "## Layout",
         "",
@@ -249,6 +264,8 @@ def _layout_section(output_cfg: OutputConfig) -> list[str]:
             f"- `shards/{{split}}-NNNNNN.tar`: WebDataset shards, one sample per tile: `KEY.png` (RGB), `KEY.json` "
             f"(`metadata`, `stats`, `annotations`){mask}; `{{shard}}.stats.json` beside each."
         ),
+        *([f"- Shards are numbered without gaps per split: {listed}; `data/{{split}}.shards.txt` lists them."]
+          if patterns else []),
         (
             "- `data/{train,validation,test}.jsonl`: SFT rows (`messages` with the image path and prompt, the answer; "
             "`meta` with key, task, class, annotator, overlay)."
@@ -262,7 +279,8 @@ def _layout_section(output_cfg: OutputConfig) -> list[str]:
     ]
 
 
-def _loading_section() -> list[str]:
+def _loading_section(summary: Mapping[str, Any]) -> list[str]:
+    pattern = shard_patterns(summary).get("train", "shards/train-000000.tar")
     return [
         "## Loading",
         "",
@@ -276,9 +294,8 @@ def _loading_section() -> list[str]:
         "tiles = load_dataset(\"webdataset\", data_files={\"train\": \"path/to/this/folder/shards/train-*.tar\"},",
         "                     split=\"train\", features=features)",
         "",
-        "import glob, webdataset as wds",
-        "urls = sorted(glob.glob(\"path/to/this/folder/shards/train-*.tar\"))",
-        "chips = wds.WebDataset(urls, shardshuffle=False).decode(\"pil\").to_tuple(\"png\", \"json\")",
+        "import webdataset as wds",
+        f"chips = wds.WebDataset(\"path/to/this/folder/{pattern}\", shardshuffle=False).decode(\"pil\").to_tuple(\"png\", \"json\")",
         "```",
         "",
         "`decode(\"pil\")` converts every image to RGB; read `mask.png` as bytes and open it with PIL to keep class indices.",
@@ -307,7 +324,7 @@ def render_card(
         *_classes_section(summary),
         *_provenance_section(summary, config),
         *_licences_section(summary, scheme),
-        *_layout_section(output_cfg),
-        *_loading_section(),
+        *_layout_section(summary, output_cfg),
+        *_loading_section(summary),
     ]
     return "\n".join(parts)
