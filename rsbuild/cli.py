@@ -28,12 +28,42 @@ app = typer.Typer(
 console = Console()
 err_console = Console(stderr=True)
 
+def _flag(declaration: str, *short: str, help: str) -> Any:
+    """A boolean ``--flag/--no-flag`` option shown without a value in ``--help``."""
+    return typer.Option(declaration, *short, help=help, metavar="", show_default=False)
+
+
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="TOML config file (see `rsbuild init`)")]
 OutOption = Annotated[Path, typer.Option("--out", "-o", help="output folder")]
-QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")]
-OverwriteOption = Annotated[bool, typer.Option("--overwrite", help="replace a dataset already in --out")]
+QuietOption = Annotated[bool, _flag("--quiet/--no-quiet", "-q", help="no progress bar")]
+OverwriteOption = Annotated[bool, _flag("--overwrite/--no-overwrite", help="replace a dataset already in --out")]
 NumShardsOption = Annotated[int, typer.Option("--num-shards", help="job arrays: number of workers sharing the units")]
 ShardIndexOption = Annotated[int, typer.Option("--shard-index", help="job arrays: this worker's index in [0, --num-shards)")]
+SourceArgument = Annotated[str, typer.Argument(help="dataset or chip folder (local path or fsspec URL)")]
+TargetOption = Annotated[str, typer.Option("--out", "-o", help="output folder (local path or fsspec URL)")]
+EngineOption = Annotated[str | None, typer.Option(help="caption engine: template | openai | local | vllm")]
+PromptsOption = Annotated[Path | None, typer.Option(help="folder of prompt templates")]
+TasksOption = Annotated[str | None, typer.Option(help="comma-separated tasks: area,linear,class,revise")]
+ServerOption = Annotated[str | None, typer.Option("--server-url", help="OpenAI-compatible base URL")]
+ModelOption = Annotated[list[str] | None, typer.Option("--model", help="annotator model (repeatable)")]
+ParaphrasesOption = Annotated[int | None, typer.Option(help="paraphrases per area caption (revise task)")]
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from rsbuild.version import __version__
+
+        print(f"rsbuild {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", help="print the version and exit", is_eager=True,
+                                          callback=_print_version, metavar="", show_default=False)] = False,
+) -> None:
+    """Build remote-sensing vision-language datasets: Sentinel-2 chips, aligned land-cover labels, captions,
+    WebDataset shards and SFT JSONL."""
 
 
 def _friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -59,7 +89,14 @@ def _load(config: Path) -> Any:
 @app.command()
 @_friendly_errors
 def init(path: Annotated[Path, typer.Argument(help="where to write the example config")] = Path("rsbuild.toml")) -> None:
-    """Write a commented example config."""
+    """Write a commented example config.
+
+    Examples:
+
+    \b
+      rsbuild init
+      rsbuild init my-run.toml
+    """
     from rsbuild.config import write_example
 
     write_example(path)
@@ -80,6 +117,12 @@ def fetch(
     """Fetch half: POIs → scenes → aligned chips, masks and statistics in chip shards.
 
     Rerunning the same command resumes where it stopped.
+
+    Examples:
+
+    \b
+      rsbuild fetch -c rsbuild.toml -o chips
+      rsbuild fetch -c rsbuild.toml -o chips --num-shards 4 --shard-index 0
     """
     from rsbuild.run.pipeline import WorkerSlice, run_fetch
 
@@ -95,8 +138,11 @@ def build(
     out: OutOption,
     engine: Annotated[str | None, typer.Option(help="caption engine: template | openai | local | vllm")] = None,
     prompts: Annotated[Path | None, typer.Option(help="folder of prompt templates")] = None,
-    write_bbox_overlays: Annotated[bool, typer.Option("--write-bbox-overlays", help="draw each JSONL row's boxes")] = False,
+    write_bbox_overlays: Annotated[bool, _flag("--write-bbox-overlays/--no-write-bbox-overlays", help="draw each JSONL row's boxes")] = False,
     split_by: Annotated[str | None, typer.Option("--split-by", help="poi | cell")] = None,
+    tasks: TasksOption = None,
+    server_url: ServerOption = None,
+    model: ModelOption = None,
     quiet: QuietOption = False,
     overwrite: OverwriteOption = False,
     num_shards: NumShardsOption = 1,
@@ -107,16 +153,21 @@ def build(
     """The whole job: fetch → caption → shards, SFT JSONL, folders and dataset card.
 
     Rerunning the same command resumes where it stopped; no caption request is sent twice.
+
+    Examples:
+
+    \b
+      rsbuild build -c rsbuild.toml -o out
+      rsbuild build -c rsbuild.toml -o out --engine openai --server-url http://127.0.0.1:8000/v1 --model M
+      rsbuild build -c rsbuild.toml -o out --tasks area,class --split-by cell
     """
     from rsbuild.config import config_from_dict
     from rsbuild.run.pipeline import WorkerSlice, run_build
 
     cfg = _load(config)
     data = cfg.dump()
-    if engine:
-        data["captions"]["engine"] = engine
-    if prompts:
-        data["captions"]["prompts_dir"] = str(prompts.resolve())
+    overrides = _caption_overrides(engine, prompts, tasks, server_url, model, None)
+    data["captions"].update({k: v for k, v in overrides.items() if v is not None})
     if write_bbox_overlays:
         data["output"]["write_bbox_overlays"] = True
     if split_by:
@@ -147,14 +198,6 @@ def _caption_overrides(engine: str | None, prompts: Path | None, tasks: str | No
     }
 
 
-SourceArgument = Annotated[str, typer.Argument(help="dataset or chip folder (local path or fsspec URL)")]
-TargetOption = Annotated[str, typer.Option("--out", "-o", help="output folder (local path or fsspec URL)")]
-EngineOption = Annotated[str | None, typer.Option(help="caption engine: template | openai | local | vllm")]
-PromptsOption = Annotated[Path | None, typer.Option(help="folder of prompt templates")]
-TasksOption = Annotated[str | None, typer.Option(help="comma-separated tasks: area,linear,class,revise")]
-ServerOption = Annotated[str | None, typer.Option("--server-url", help="OpenAI-compatible base URL")]
-ModelOption = Annotated[list[str] | None, typer.Option("--model", help="annotator model (repeatable)")]
-ParaphrasesOption = Annotated[int | None, typer.Option(help="paraphrases per area caption (revise task)")]
 
 
 @app.command()
@@ -175,6 +218,12 @@ def recaption(
 
     Annotations of the chosen tasks are replaced, others kept; captions whose template did not
     change are kept without asking the engine. Rerunning the same command resumes.
+
+    Examples:
+
+    \b
+      rsbuild recaption out -o out-v2 --prompts my-prompts
+      rsbuild caption chips -o out --engine vllm --model HuggingFaceTB/SmolLM2-1.7B-Instruct
     """
     from rsbuild.run.recaption import run_recaption
 
@@ -186,7 +235,9 @@ def recaption(
 app.command(
     "caption",
     help="Caption half: chip shards from `rsbuild fetch` → the finished dataset (GPU box, no network). "
-    "Same options as recaption; rerunning resumes.",
+    "Same options as recaption; rerunning resumes.\n\nExamples:\n\n\b\n"
+    "  rsbuild caption chips -o out --engine vllm --model HuggingFaceTB/SmolLM2-1.7B-Instruct\n"
+    "  rsbuild caption chips -o out --engine openai --server-url http://127.0.0.1:8000/v1 --model M\n",
 )(recaption)
 
 
@@ -194,9 +245,16 @@ app.command(
 @_friendly_errors
 def inspect(
     directory: Annotated[Path, typer.Argument(help="a dataset folder written by `rsbuild build`")],
-    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+    as_json: Annotated[bool, _flag("--json/--no-json", help="print the report as JSON")] = False,
 ) -> None:
-    """Counts and validation of a built dataset; exits 1 when it is broken."""
+    """Counts and validation of a built dataset; exits 1 when it is broken.
+
+    Examples:
+
+    \b
+      rsbuild inspect out
+      rsbuild inspect out --json
+    """
     from rsbuild.report.inspection import inspect_dataset, render_report
 
     report = inspect_dataset(directory)
@@ -212,10 +270,17 @@ def inspect(
 @_friendly_errors
 def verify(
     directory: Annotated[Path, typer.Argument(help="a dataset folder written by `rsbuild build`")],
-    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+    as_json: Annotated[bool, _flag("--json/--no-json", help="print the report as JSON")] = False,
     min_pass_rate: Annotated[float | None, typer.Option(help="exit 1 when the pass rate is lower")] = None,
 ) -> None:
-    """Check every caption against its tile's statistics: pass rate per task and the reasons."""
+    """Check every caption against its tile's statistics: pass rate per task and the reasons.
+
+    Examples:
+
+    \b
+      rsbuild verify out
+      rsbuild verify out --min-pass-rate 0.9
+    """
     from rsbuild.report.verify import render_verify, verify_dataset
 
     report = verify_dataset(directory)
@@ -235,7 +300,14 @@ def demo(
     model: Annotated[str | None, typer.Option(help="model for the engine (vllm default: the SmolLM2 folder scripts/setup_vllm_cpu.sh converts)")] = None,
     quiet: QuietOption = False,
 ) -> None:
-    """Generate a synthetic catalog, serve it on loopback, build a dataset from it."""
+    """Generate a synthetic catalog, serve it on loopback, build a dataset from it.
+
+    Examples:
+
+    \b
+      rsbuild demo
+      rsbuild demo --engine template -o /tmp/demo
+    """
     from rsbuild.demo import run_demo
 
     run_demo(out, console=console, engine=engine, show_progress=not quiet, model=model)
@@ -249,9 +321,16 @@ def preview(
     split: Annotated[str | None, typer.Option(help="only this split")] = None,
     limit: Annotated[int | None, typer.Option(help="at most this many samples")] = None,
     filter: Annotated[list[str] | None, typer.Option("--filter", help="KEY=VALUE[,VALUE]; KEY: split|task|class|verdict; repeatable")] = None,
-    inline: Annotated[bool, typer.Option("--inline", help="embed images: one portable file")] = False,
+    inline: Annotated[bool, _flag("--inline/--no-inline", help="embed images: one portable file")] = False,
 ) -> None:
-    """Write a static HTML gallery: chips, label overlays, boxes, captions and check verdicts."""
+    """Write a static HTML gallery: chips, label overlays, boxes, captions and check verdicts.
+
+    Examples:
+
+    \b
+      rsbuild preview out
+      rsbuild preview out --split train --limit 50 --inline
+    """
     from rsbuild.report.preview import write_preview
 
     summary = write_preview(directory, out, split=split, limit=limit, filters=filter or [], inline_images=inline)
