@@ -53,9 +53,7 @@ class FolderLayout:
             raise ValueError("file_cap must be at least 1")
         self.out_dir = Path(out_dir)
         self.file_cap = file_cap
-        self._counts = dict.fromkeys(FOLDERS, 0)
-        for folder in FOLDERS:
-            (self.out_dir / folder).mkdir(parents=True, exist_ok=True)
+        self._counts = dict.fromkeys(FOLDERS, 0)  # folders appear with their first file (no empty mapbox_stills/)
 
     def allocate(self, folder: str, filename: str) -> str:
         """The next path (relative to OUT, ``/``-separated) for ``filename`` in ``folder``."""
@@ -63,7 +61,7 @@ class FolderLayout:
         self._counts[folder] = n + 1
         segment = f"s{n // self.file_cap:05d}"
         if n % self.file_cap == 0:
-            (self.out_dir / folder / segment).mkdir(exist_ok=True)
+            (self.out_dir / folder / segment).mkdir(parents=True, exist_ok=True)
         return f"{folder}/{segment}/{filename}"
 
     def write(self, folder: str, filename: str, data: bytes) -> str:
