@@ -186,6 +186,29 @@ def build(
     console.print(Text.assemble("dataset written to ", (str(out), "bold"), "; check it with ", (f"rsbuild inspect {out}", "bold")))
 
 
+@app.command()
+@_friendly_errors
+def scenes(
+    config: ConfigOption,
+    limit: Annotated[int | None, typer.Option(help="at most this many POIs")] = None,
+) -> None:
+    """Dry run: the scene each POI would get (id, date, scene cloud) or why there is none; reads no pixels.
+
+    Examples:
+
+    \b
+      rsbuild scenes -c rsbuild.toml
+      rsbuild scenes -c rsbuild.toml --limit 20
+    """
+    from rsbuild.run.scenes import choose_scenes, scenes_table
+
+    cfg = _load(config)
+    choices = list(choose_scenes(cfg, limit))
+    console.print(scenes_table(choices, cfg.scenes.aoi_cloud_candidates))
+    found = sum(1 for choice in choices if choice.scene is not None)
+    console.print(Text(f"{found} of {len(choices)} POIs have a scene"))
+
+
 def _caption_overrides(engine: str | None, prompts: Path | None, tasks: str | None, server_url: str | None,
                       models: list[str] | None, paraphrases: int | None) -> dict[str, Any]:
     return {
