@@ -77,10 +77,15 @@ def one_native_thread() -> None:
     threadpool_limits(1)  # for libraries already loaded (e.g. a preloaded numpy)
 
 
-def encode_png(array: np.ndarray, compress_level: int) -> bytes:
-    """PNG bytes of a uint8 (H, W) or (H, W, 3) array (deterministic: no timestamps)."""
+def encode_png(array: np.ndarray, compress_level: int, palette: np.ndarray | None = None) -> bytes:
+    """PNG bytes of a uint8 (H, W) or (H, W, 3) array (deterministic: no timestamps). With a (256, 3)
+    ``palette`` an (H, W) array becomes a palette PNG: pixel values stay the class indices (what
+    loaders read), and viewers show the scheme's colours instead of near-black greys."""
     buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG", compress_level=compress_level)
+    image = Image.fromarray(array)
+    if palette is not None:
+        image.putpalette(palette.astype(np.uint8).tobytes())  # mode L -> P, same pixel values
+    image.save(buffer, format="PNG", compress_level=compress_level)
     return buffer.getvalue()
 
 
@@ -227,6 +232,7 @@ class Tiler:
         self.label_meta = label_meta
         self.label_fill = label_fill
         self.scheme = get_scheme(cfg.labels.scheme)
+        self.palette = self.scheme.colormap()
         self.tiles = tile_windows(cfg.imagery.aoi_size, cfg.imagery.tile_size, cfg.imagery.tile_stride)
 
     def __call__(self, read: AoiRead) -> list[Sample | Failure]:
@@ -281,7 +287,7 @@ class Tiler:
             key=key,
             split=split,
             image_png=encode_png(rgb, level),
-            mask_png=encode_png(mask, level) if self.cfg.output.write_masks else None,
+            mask_png=encode_png(mask, level, self.palette) if self.cfg.output.write_masks else None,
             metadata=metadata,
             stats=stats,
         )
