@@ -361,5 +361,31 @@ def preview(
                                 f" with {summary.samples} samples (of {summary.scanned} read); open it in a browser"))
 
 
+@app.command()
+@_friendly_errors
+def publish(
+    directory: Annotated[Path, typer.Argument(help="a dataset folder written by `rsbuild build`")],
+    repo: Annotated[str, typer.Argument(help="Hugging Face dataset repository, NAMESPACE/NAME")],
+    private: Annotated[bool, _flag("--private/--public", help="create the repository private")] = False,
+    message: Annotated[str | None, typer.Option(help="commit message")] = None,
+) -> None:
+    """Upload a finished dataset to the Hugging Face Hub (token from HF_TOKEN or `huggingface-cli login`).
+
+    Run bookkeeping (units/, data/parts/) stays local; files the Hub already holds are skipped, so
+    running it again after an interruption sends only what is missing.
+
+    Examples:
+
+    \b
+      rsbuild publish out my-org/sentinel2-captions
+      HF_TOKEN=... rsbuild publish out my-org/sentinel2-captions --private
+    """
+    from rsbuild.report.publish import publish as publish_dataset
+
+    result = publish_dataset(directory, repo, private=private, message=message)
+    console.print(Text.assemble("published to ", (result.repo_url, "bold"),
+                                "" if result.commit_url else " (nothing changed)"), highlight=False)
+
+
 def main() -> None:  # pragma: no cover - console script entry
     app()

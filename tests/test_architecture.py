@@ -42,6 +42,7 @@ EXTERNAL_HOMES: dict[str, set[str]] = {
     "typer": {"rsbuild.cli"},
     "jinja2": {"rsbuild.captions.prompts"},
     "fsspec": {"rsbuild.run.recaption", "rsbuild.dataset.loader"},
+    "huggingface_hub": {"rsbuild.report.publish"},
 }
 
 

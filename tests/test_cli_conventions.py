@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from rsbuild.cli import app
 from rsbuild.version import __version__
 
-COMMANDS = ("init", "fetch", "scenes", "build", "recaption", "caption", "inspect", "verify", "demo", "preview")
+COMMANDS = ("init", "fetch", "scenes", "build", "recaption", "caption", "inspect", "verify", "demo", "preview", "publish")
 
 
 def _help(*args: str) -> str:
