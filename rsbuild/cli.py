@@ -28,16 +28,46 @@ app = typer.Typer(
 console = Console()
 err_console = Console(stderr=True)
 
+def _flag(declaration: str, *short: str, help: str) -> Any:
+    """A boolean ``--flag/--no-flag`` option shown without a value in ``--help``."""
+    return typer.Option(declaration, *short, help=help, metavar="", show_default=False)
+
+
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="TOML config file (see `rsbuild init`)")]
 OutOption = Annotated[str, typer.Option("--out", "-o", help="output folder: a local path or s3://bucket/prefix")]
-QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")]
-OverwriteOption = Annotated[bool, typer.Option("--overwrite", help="replace a dataset already in --out")]
+QuietOption = Annotated[bool, _flag("--quiet/--no-quiet", "-q", help="no progress bar")]
+OverwriteOption = Annotated[bool, _flag("--overwrite/--no-overwrite", help="replace a dataset already in --out")]
 NumShardsOption = Annotated[int, typer.Option("--num-shards", help="job arrays: number of workers sharing the units")]
 ShardIndexOption = Annotated[int, typer.Option("--shard-index", help="job arrays: this worker's index in [0, --num-shards)")]
-RetryOption = Annotated[bool, typer.Option(
-    "--retry-failed", help="also redo finished units that lost POIs to transient errors (timeouts, 5xx, refused connections)")]
+RetryOption = Annotated[bool, _flag(
+    "--retry-failed/--no-retry-failed", help="also redo finished units that lost POIs to transient errors (timeouts, 5xx, refused connections)")]
 FailureShareOption = Annotated[float | None, typer.Option(
     "--max-failure-share", help="exit 1 when a larger share of the POI rows gives no tile (default: output.max_failure_share, 0.5)")]
+SourceArgument = Annotated[str, typer.Argument(help="dataset or chip folder (local path or fsspec URL)")]
+TargetOption = Annotated[str, typer.Option("--out", "-o", help="output folder (local path or fsspec URL)")]
+EngineOption = Annotated[str | None, typer.Option(help="caption engine: template | openai | local | vllm")]
+PromptsOption = Annotated[Path | None, typer.Option(help="folder of prompt templates")]
+TasksOption = Annotated[str | None, typer.Option(help="comma-separated tasks: area,linear,class,revise (LLM); vqa,referring,masks (from the stats)")]
+ServerOption = Annotated[str | None, typer.Option("--server-url", help="OpenAI-compatible base URL")]
+ModelOption = Annotated[list[str] | None, typer.Option("--model", help="annotator model (repeatable)")]
+ParaphrasesOption = Annotated[int | None, typer.Option(help="paraphrases per area caption (revise task)")]
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from rsbuild.version import __version__
+
+        print(f"rsbuild {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", help="print the version and exit", is_eager=True,
+                                          callback=_print_version, metavar="", show_default=False)] = False,
+) -> None:
+    """Build remote-sensing vision-language datasets: Sentinel-2 chips, aligned land-cover labels, captions,
+    WebDataset shards and SFT JSONL."""
 
 
 def _friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -92,7 +122,14 @@ def _exit_on_problem(summary: Any) -> None:
 @app.command()
 @_friendly_errors
 def init(path: Annotated[Path, typer.Argument(help="where to write the example config")] = Path("rsbuild.toml")) -> None:
-    """Write a commented example config."""
+    """Write a commented example config.
+
+    Examples:
+
+    \b
+      rsbuild init
+      rsbuild init my-run.toml
+    """
     from rsbuild.config import write_example
 
     write_example(path)
@@ -116,6 +153,12 @@ def fetch(
 
     Rerunning the same command resumes where it stopped. Exits 1 when no tile was written or
     too many POI rows gave none (--max-failure-share).
+
+    Examples:
+
+    \b
+      rsbuild fetch -c rsbuild.toml -o chips
+      rsbuild fetch -c rsbuild.toml -o chips --num-shards 4 --shard-index 0
     """
     from rsbuild.dataset.remote import staged_output
     from rsbuild.run.pipeline import WorkerSlice, run_fetch
@@ -134,8 +177,11 @@ def build(
     out: OutOption,
     engine: Annotated[str | None, typer.Option(help="caption engine: template | openai | local | vllm")] = None,
     prompts: Annotated[Path | None, typer.Option(help="folder of prompt templates")] = None,
-    write_bbox_overlays: Annotated[bool, typer.Option("--write-bbox-overlays", help="draw each JSONL row's boxes")] = False,
+    write_bbox_overlays: Annotated[bool, _flag("--write-bbox-overlays/--no-write-bbox-overlays", help="draw each JSONL row's boxes")] = False,
     split_by: Annotated[str | None, typer.Option("--split-by", help="poi | cell")] = None,
+    tasks: TasksOption = None,
+    server_url: ServerOption = None,
+    model: ModelOption = None,
     quiet: QuietOption = False,
     overwrite: OverwriteOption = False,
     num_shards: NumShardsOption = 1,
@@ -150,14 +196,19 @@ def build(
     Rerunning the same command resumes where it stopped; no caption request is sent twice.
     Exits 1 when nothing was written, too many POI rows gave no tile (--max-failure-share) or no
     caption was kept.
+
+    Examples:
+
+    \b
+      rsbuild build -c rsbuild.toml -o out
+      rsbuild build -c rsbuild.toml -o out --engine openai --server-url http://127.0.0.1:8000/v1 --model M
+      rsbuild build -c rsbuild.toml -o out --tasks area,class --split-by cell
     """
     from rsbuild.run.pipeline import WorkerSlice, run_build
 
     def edit(data: dict[str, Any]) -> None:
-        if engine:
-            data["captions"]["engine"] = engine
-        if prompts:
-            data["captions"]["prompts_dir"] = str(prompts.resolve())
+        overrides = _caption_overrides(engine, prompts, tasks, server_url, model, None)
+        data["captions"].update({k: v for k, v in overrides.items() if v is not None})
         if write_bbox_overlays:
             data["output"]["write_bbox_overlays"] = True
         if split_by:
@@ -181,6 +232,29 @@ def build(
     console.print(Text.assemble("dataset written to ", (str(out), "bold"), "; check it with ", (f"rsbuild inspect {out}", "bold")))
 
 
+@app.command()
+@_friendly_errors
+def scenes(
+    config: ConfigOption,
+    limit: Annotated[int | None, typer.Option(help="at most this many POIs")] = None,
+) -> None:
+    """Dry run: the scene each POI would get (id, date, scene cloud) or why there is none; reads no pixels.
+
+    Examples:
+
+    \b
+      rsbuild scenes -c rsbuild.toml
+      rsbuild scenes -c rsbuild.toml --limit 20
+    """
+    from rsbuild.run.scenes import choose_scenes, scenes_table
+
+    cfg = _load(config)
+    choices = list(choose_scenes(cfg, limit))
+    console.print(scenes_table(choices, cfg.scenes.aoi_cloud_candidates))
+    found = sum(1 for choice in choices if choice.scene is not None)
+    console.print(Text(f"{found} of {len(choices)} POIs have a scene"))
+
+
 def _caption_overrides(engine: str | None, prompts: Path | None, tasks: str | None, server_url: str | None,
                       models: list[str] | None, paraphrases: int | None) -> dict[str, Any]:
     return {
@@ -193,14 +267,6 @@ def _caption_overrides(engine: str | None, prompts: Path | None, tasks: str | No
     }
 
 
-SourceArgument = Annotated[str, typer.Argument(help="dataset or chip folder (local path or fsspec URL)")]
-TargetOption = Annotated[str, typer.Option("--out", "-o", help="output folder (local path or fsspec URL)")]
-EngineOption = Annotated[str | None, typer.Option(help="caption engine: template | openai | local | vllm")]
-PromptsOption = Annotated[Path | None, typer.Option(help="folder of prompt templates")]
-TasksOption = Annotated[str | None, typer.Option(help="comma-separated tasks: area,linear,class,revise (LLM); vqa,referring,masks (from the stats)")]
-ServerOption = Annotated[str | None, typer.Option("--server-url", help="OpenAI-compatible base URL")]
-ModelOption = Annotated[list[str] | None, typer.Option("--model", help="annotator model (repeatable)")]
-ParaphrasesOption = Annotated[int | None, typer.Option(help="paraphrases per area caption (revise task)")]
 
 
 @app.command()
@@ -221,6 +287,12 @@ def recaption(
 
     Annotations of the chosen tasks are replaced, others kept; captions whose template did not
     change are kept without asking the engine. Rerunning the same command resumes.
+
+    Examples:
+
+    \b
+      rsbuild recaption out -o out-v2 --prompts my-prompts
+      rsbuild caption chips -o out --engine vllm --model HuggingFaceTB/SmolLM2-1.7B-Instruct
     """
     from rsbuild.dataset.remote import staged_output
     from rsbuild.run.recaption import run_recaption
@@ -234,7 +306,9 @@ def recaption(
 app.command(
     "caption",
     help="Caption half: chip shards from `rsbuild fetch` → the finished dataset (GPU box, no network). "
-    "Same options as recaption; rerunning resumes.",
+    "Same options as recaption; rerunning resumes.\n\nExamples:\n\n\b\n"
+    "  rsbuild caption chips -o out --engine vllm --model HuggingFaceTB/SmolLM2-1.7B-Instruct\n"
+    "  rsbuild caption chips -o out --engine openai --server-url http://127.0.0.1:8000/v1 --model M\n",
 )(recaption)
 
 
@@ -242,9 +316,16 @@ app.command(
 @_friendly_errors
 def inspect(
     directory: Annotated[Path, typer.Argument(help="a dataset folder written by `rsbuild build`")],
-    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+    as_json: Annotated[bool, _flag("--json/--no-json", help="print the report as JSON")] = False,
 ) -> None:
-    """Counts and validation of a built dataset; exits 1 when it is broken."""
+    """Counts and validation of a built dataset; exits 1 when it is broken.
+
+    Examples:
+
+    \b
+      rsbuild inspect out
+      rsbuild inspect out --json
+    """
     from rsbuild.report.inspection import inspect_dataset, render_report
 
     report = inspect_dataset(directory)
@@ -260,10 +341,17 @@ def inspect(
 @_friendly_errors
 def verify(
     directory: Annotated[Path, typer.Argument(help="a dataset folder written by `rsbuild build`")],
-    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+    as_json: Annotated[bool, _flag("--json/--no-json", help="print the report as JSON")] = False,
     min_pass_rate: Annotated[float | None, typer.Option(help="exit 1 when the pass rate is lower")] = None,
 ) -> None:
-    """Check every caption against its tile's statistics: pass rate per task and the reasons."""
+    """Check every caption against its tile's statistics: pass rate per task and the reasons.
+
+    Examples:
+
+    \b
+      rsbuild verify out
+      rsbuild verify out --min-pass-rate 0.9
+    """
     from rsbuild.report.verify import render_verify, verify_dataset
 
     report = verify_dataset(directory)
@@ -285,7 +373,14 @@ def demo(
     model: Annotated[str | None, typer.Option(help="model for the engine (vllm default: the SmolLM2 folder scripts/setup_vllm_cpu.sh converts)")] = None,
     quiet: QuietOption = False,
 ) -> None:
-    """Generate a synthetic catalog, serve it on loopback, build a dataset from it."""
+    """Generate a synthetic catalog, serve it on loopback, build a dataset from it.
+
+    Examples:
+
+    \b
+      rsbuild demo
+      rsbuild demo --engine template -o /tmp/demo
+    """
     from rsbuild.demo import run_demo
 
     run_demo(out, console=console, engine=engine, show_progress=not quiet, model=model)
@@ -299,14 +394,47 @@ def preview(
     split: Annotated[str | None, typer.Option(help="only this split")] = None,
     limit: Annotated[int | None, typer.Option(help="at most this many samples")] = None,
     filter: Annotated[list[str] | None, typer.Option("--filter", help="KEY=VALUE[,VALUE]; KEY: split|task|class|verdict; repeatable")] = None,
-    inline: Annotated[bool, typer.Option("--inline", help="embed images: one portable file")] = False,
+    inline: Annotated[bool, _flag("--inline/--no-inline", help="embed images: one portable file")] = False,
 ) -> None:
-    """Write a static HTML gallery: chips, label overlays, boxes, captions and check verdicts."""
+    """Write a static HTML gallery: chips, label overlays, boxes, captions and check verdicts.
+
+    Examples:
+
+    \b
+      rsbuild preview out
+      rsbuild preview out --split train --limit 50 --inline
+    """
     from rsbuild.report.preview import write_preview
 
     summary = write_preview(directory, out, split=split, limit=limit, filters=filter or [], inline_images=inline)
     console.print(Text.assemble("wrote ", (str(summary.out_file), "bold"),
                                 f" with {summary.samples} samples (of {summary.scanned} read); open it in a browser"))
+
+
+@app.command()
+@_friendly_errors
+def publish(
+    directory: Annotated[Path, typer.Argument(help="a dataset folder written by `rsbuild build`")],
+    repo: Annotated[str, typer.Argument(help="Hugging Face dataset repository, NAMESPACE/NAME")],
+    private: Annotated[bool, _flag("--private/--public", help="create the repository private")] = False,
+    message: Annotated[str | None, typer.Option(help="commit message")] = None,
+) -> None:
+    """Upload a finished dataset to the Hugging Face Hub (token from HF_TOKEN or `huggingface-cli login`).
+
+    Run bookkeeping (units/, data/parts/) stays local; files the Hub already holds are skipped, so
+    running it again after an interruption sends only what is missing.
+
+    Examples:
+
+    \b
+      rsbuild publish out my-org/sentinel2-captions
+      HF_TOKEN=... rsbuild publish out my-org/sentinel2-captions --private
+    """
+    from rsbuild.report.publish import publish as publish_dataset
+
+    result = publish_dataset(directory, repo, private=private, message=message)
+    console.print(Text.assemble("published to ", (result.repo_url, "bold"),
+                                "" if result.commit_url else " (nothing changed)"), highlight=False)
 
 
 def main() -> None:  # pragma: no cover - console script entry

@@ -302,6 +302,7 @@ class OutputConfig(_Section):
     )
     license: str = "cc-by-4.0"
     pretty_name: str = "rsbuild dataset"
+    synthetic: bool = Field(False, description="imagery and labels are generated (the demo): the card claims no source licences")
 
 
 VLLM_RESERVED_ARGS = frozenset({"model", "seed", "enable_prefix_caching", "tokenizer"})

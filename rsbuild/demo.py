@@ -68,7 +68,7 @@ def demo_config(info: FixtureInfo, stac_url: str, cog_url: str, engine: str, mod
         "imagery": {"aoi_size": DEMO_AOI_SIZE, "tile_size": 512, "tile_stride": 512 if llm else 256, "output_size": 224},
         "labels": {"source": "cog", "url": f"{cog_url}/{info.label_4326_path.relative_to(info.cog_dir).as_posix()}",
                    "scheme": "esa_worldcover", "version": "synthetic-v200"},
-        "output": {"write_bbox_overlays": True, "pretty_name": "rsbuild demo (synthetic Sentinel-2)"},
+        "output": {"write_bbox_overlays": True, "pretty_name": "rsbuild demo (synthetic Sentinel-2)", "synthetic": True},
         "captions": {"engine": engine, "models": demo_model(engine, model),
                      "tasks": ["area", "class"] if llm else ["area", "linear", "class", "revise"],
                      "paraphrases": 0 if llm else 2, "max_class_rows": 1 if llm else 3,

@@ -44,6 +44,7 @@ EXTERNAL_HOMES: dict[str, set[str]] = {
     "jinja2": {"rsbuild.captions.prompts"},
     "fsspec": {"rsbuild.run.recaption", "rsbuild.dataset.loader", "rsbuild.dataset.remote"},
     "boto3": {"rsbuild.testing.servers"},  # only to set up the loopback S3 server (rsbuild itself goes through fsspec)
+    "huggingface_hub": {"rsbuild.report.publish"},
 }
 
 

@@ -106,10 +106,15 @@ def one_native_thread(main_pid: int | None = None) -> None:
 PNG_ZLIB_STRATEGY = zlib.Z_RLE
 
 
-def encode_png(array: np.ndarray, compress_level: int) -> bytes:
-    """PNG bytes of a uint8 (H, W) or (H, W, 3) array (deterministic: no timestamps)."""
+def encode_png(array: np.ndarray, compress_level: int, palette: np.ndarray | None = None) -> bytes:
+    """PNG bytes of a uint8 (H, W) or (H, W, 3) array (deterministic: no timestamps). With a (256, 3)
+    ``palette`` an (H, W) array becomes a palette PNG: pixel values stay the class indices (what
+    loaders read), and viewers show the scheme's colours instead of near-black greys."""
     buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG", compress_level=compress_level, compress_type=PNG_ZLIB_STRATEGY)
+    image = Image.fromarray(array)
+    if palette is not None:
+        image.putpalette(palette.astype(np.uint8).tobytes())  # mode L -> P, same pixel values
+    image.save(buffer, format="PNG", compress_level=compress_level, compress_type=PNG_ZLIB_STRATEGY)
     return buffer.getvalue()
 
 
@@ -272,6 +277,7 @@ class Tiler:
         self.tiles = tile_windows(img.aoi_size, img.tile_size, img.tile_stride)
         offsets = [w.row_off for w in self.tiles] + [w.col_off for w in self.tiles]
         self.small_size = shared_output_size(img.aoi_size, img.tile_size, img.output_size, offsets)
+        self.palette = self.scheme.colormap()
 
     def __call__(self, read: AoiRead) -> list[Sample | Failure]:
         aoi = self.prepare(read)
@@ -342,7 +348,7 @@ class Tiler:
             key=key,
             split=split,
             image_png=encode_png(rgb, level),
-            mask_png=encode_png(mask, level) if self.cfg.output.write_masks else None,
+            mask_png=encode_png(mask, level, self.palette) if self.cfg.output.write_masks else None,
             metadata=metadata,
             stats=stats,
             masks=component_masks(mask, stats, self.scheme) if "masks" in self.cfg.captions.tasks else [],

@@ -24,12 +24,15 @@ from rsbuild.dataset.layout import (
     FOLDERS,
     PARTS_DIR,
     PLOTS_DIR,
+    SHARD_LIST_SUFFIX,
+    SHARD_NAMES_FILE,
+    SHARDS_DIR,
     SUMMARY_FILE,
     TMP_SUFFIX,
     pretty_json,
 )
 from rsbuild.dataset.plots import card_plot_section, write_plots
-from rsbuild.dataset.shards import write_atomic
+from rsbuild.dataset.shards import renumber_shards, write_atomic
 from rsbuild.dataset.units import Tally, done_units, failures_part, marker_path
 from rsbuild.records import SPLITS
 from rsbuild.schemes import Scheme
@@ -43,6 +46,37 @@ def _concat(parts: Iterable[Path], target: Path) -> None:
             with open(part, "rb") as src:
                 shutil.copyfileobj(src, out)
     tmp.replace(target)
+
+
+def _renumber(out_dir: Path, shards: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Contiguous shard names per split (unit order, then part order) and ``data/{split}.shards.txt``."""
+    shards = sorted(shards, key=lambda s: (SPLITS.index(s["split"]), s["unit"]))  # stable: parts keep their order
+    unit_names = [(s["split"], s["name"].removesuffix(".tar")) for s in shards]
+    names = renumber_shards(out_dir / SHARDS_DIR, unit_names, out_dir / SHARDS_DIR / SHARD_NAMES_FILE)
+    shards = [{**s, "name": names[s["name"].removesuffix(".tar")] + ".tar"} for s in shards]
+    (out_dir / DATA_DIR).mkdir(exist_ok=True)
+    for split in SPLITS:
+        listed = "".join(f"{SHARDS_DIR}/{s['name']}\n" for s in shards if s["split"] == split)
+        target = out_dir / DATA_DIR / f"{split}{SHARD_LIST_SUFFIX}"
+        if listed:
+            write_atomic(target, listed.encode("utf-8"))
+        else:
+            target.unlink(missing_ok=True)
+    return shards
+
+
+def _card_text(summary: dict[str, Any], output_cfg: OutputConfig, scheme: Scheme | None,
+               config: Mapping[str, Any] | None) -> str:
+    """The card, or a short card saying why it could not be written: every tile is fetched by now,
+    so a card problem must not lose the run (the error goes to ``summary.json`` too)."""
+    try:
+        return card.render_card(summary, output_cfg, scheme, config)
+    except Exception as exc:  # reported in the card and the summary, never fatal here
+        summary["card_error"] = f"{type(exc).__name__}: {exc}"
+        return (
+            f"# {output_cfg.pretty_name}\n\nThe dataset card could not be written ({summary['card_error']}); "
+            "the data is complete: see `summary.json`. Rerun the same command to retry the card.\n"
+        )
 
 
 def finalize(
@@ -62,9 +96,11 @@ def finalize(
     for unit in units:
         marker = json.loads(marker_path(out_dir, unit).read_text(encoding="utf-8"))
         tally.merge(marker["tally"])
-        shards += [{"name": s["shard"], "split": s["split"], "samples": s["samples"], "bytes": s["bytes"]} for s in marker["shards"]]
+        shards += [{"name": s["shard"], "split": s["split"], "samples": s["samples"], "bytes": s["bytes"], "unit": unit}
+                   for s in marker["shards"]]
         for key, split, bbox in marker["footprints"]:
             overlap.add(key, bbox, split)
+    shards = _renumber(out_dir, shards)
     _concat((failures_part(out_dir, u) for u in units if failures_part(out_dir, u).exists()), out_dir / FAILURES_FILE)
     c = tally.counters
     summary: dict[str, Any] = {
@@ -97,7 +133,7 @@ def finalize(
         if tally.derived:
             summary["derived"] = tally.derived.to_json()
         summary["files"] = {folder: sum(1 for p in (out_dir / folder).rglob("*") if p.is_file()) for folder in FOLDERS}
-        card_text = card.render_card(summary, output_cfg, scheme, config)
+        card_text = _card_text(summary, output_cfg, scheme, config)
         if output_cfg.write_plots and summary["tiles"]:
             # the units counted what the plots show; markers written without those counts: read the shards
             plot_files = write_plots(tally.plots.counts() if tally.plots_complete else out_dir, out_dir / PLOTS_DIR)

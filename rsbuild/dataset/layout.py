@@ -1,8 +1,10 @@
 """The dataset folder: ``images/ overlays/ metadata/ mapbox_stills/`` in ``sNNNNN/`` segments.
 
 ```
-OUT/shards/{split}-NNNNNN.tar (+ .stats.json)   rsbuild.dataset.shards
+OUT/shards/{split}-NNNNNN.tar (+ .stats.json)   rsbuild.dataset.shards (NNNNNN = 0, 1, 2 … per split)
+OUT/shards/names.json                           unit shard name -> final name (finalize renumbers)
 OUT/data/{train,validation,test}.jsonl          rsbuild.dataset.sft rows
+OUT/data/{split}.shards.txt                     the split's shard paths, one a line
 OUT/images/sNNNNN/KEY.png                       the chip PNG bytes, as in the shard
 OUT/overlays/sNNNNN/KEY_RR_TASK.png             one per JSONL row (output.write_bbox_overlays)
 OUT/metadata/sNNNNN/KEY.json                    per-tile sidecar: metadata + label counts/shapes
@@ -35,6 +37,8 @@ SUMMARY_FILE = "summary.json"
 CARD_FILE = "README.md"
 FAILURES_FILE = "failures.jsonl"
 RUN_FILE = "run.json"  # the run's config fingerprint
+SHARD_NAMES_FILE = "names.json"  # shards/names.json: unit shard name -> contiguous name (finalize)
+SHARD_LIST_SUFFIX = ".shards.txt"  # data/{split}.shards.txt
 CONFIG_FILE = "config.resolved.json"  # the resolved config of the run (recaption reads it)
 RUN_SUMMARY_FILE = "run_summary.json"
 REJECTS_FILE = "rejects.jsonl"  # POI rows that were not read, with the reason
@@ -49,9 +53,7 @@ class FolderLayout:
             raise ValueError("file_cap must be at least 1")
         self.out_dir = Path(out_dir)
         self.file_cap = file_cap
-        self._counts = dict.fromkeys(FOLDERS, 0)
-        for folder in FOLDERS:
-            (self.out_dir / folder).mkdir(parents=True, exist_ok=True)
+        self._counts = dict.fromkeys(FOLDERS, 0)  # folders appear with their first file (no empty mapbox_stills/)
 
     def allocate(self, folder: str, filename: str) -> str:
         """The next path (relative to OUT, ``/``-separated) for ``filename`` in ``folder``."""
@@ -59,7 +61,7 @@ class FolderLayout:
         self._counts[folder] = n + 1
         segment = f"s{n // self.file_cap:05d}"
         if n % self.file_cap == 0:
-            (self.out_dir / folder / segment).mkdir(exist_ok=True)
+            (self.out_dir / folder / segment).mkdir(parents=True, exist_ok=True)
         return f"{folder}/{segment}/{filename}"
 
     def write(self, folder: str, filename: str, data: bytes) -> str:
@@ -83,11 +85,14 @@ class FolderLayout:
 
 
 def metadata_sidecar(sample: Sample, shard: str, image: str | None, mask_in_shard: bool) -> dict[str, Any]:
-    """The ``metadata/…/KEY.json`` document: provenance plus label counts and shapes (no pixels)."""
+    """The ``metadata/…/KEY.json`` document: provenance plus label counts and shapes (no pixels).
+
+    ``unit_shard`` is the name the unit wrote the sample's shard under; finalize renumbers shards
+    and ``shards/names.json`` maps that name to the final one."""
     return {
         "key": sample.key,
         "split": sample.split,
-        "shard": f"{SHARDS_DIR}/{shard}.tar",
+        "unit_shard": f"{SHARDS_DIR}/{shard}.tar",
         "image": image,
         "metadata": sample.metadata,
         "label": {

@@ -329,6 +329,21 @@ def _check_pass_rate(fig: Figure, counts: Mapping[str, Any]) -> None:
     ax.set_ylabel("passed / checked")
 
 
+WORLD = (-180.0, 180.0, -90.0, 90.0)
+
+
+def map_extent(points: list[tuple[float, float]]) -> tuple[float, float, float, float]:
+    """(west, east, south, north) around the POI cells with a margin (a cell at least, 10 % of the
+    span), inside the world; the whole world when there are no points."""
+    if not points:
+        return WORLD
+    lons, lats = [p[0] for p in points], [p[1] for p in points]
+    pad_lon = max(POI_CELL_DEG, 0.1 * (max(lons) - min(lons)))
+    pad_lat = max(POI_CELL_DEG, 0.1 * (max(lats) - min(lats)))
+    return (max(-180.0, min(lons) - pad_lon), min(180.0, max(lons) + pad_lon),
+            max(-90.0, min(lats) - pad_lat), min(90.0, max(lats) + pad_lat))
+
+
 def _poi_map(fig: Figure, counts: Mapping[str, Any]) -> None:
     ax = fig.add_subplot()
     cells = counts["poi_cells"]
@@ -337,11 +352,13 @@ def _poi_map(fig: Figure, counts: Mapping[str, Any]) -> None:
         lons = [c[1] for c in cells if c[0] == split]
         lats = [c[2] for c in cells if c[0] == split]
         ax.scatter(lons, lats, s=10, color=SPLIT_COLORS.get(split, FALLBACK_COLOR), label=split, alpha=0.8, linewidths=0)
-    ax.set_xlim(-180, 180)
-    ax.set_ylim(-90, 90)
+    west, east, south, north = map_extent([(c[1], c[2]) for c in cells])
+    ax.set_xlim(west, east)
+    ax.set_ylim(south, north)
     ax.set_aspect("equal")
-    ax.set_xticks(range(-180, 181, 60))
-    ax.set_yticks(range(-90, 91, 30))
+    if (west, east, south, north) == WORLD:
+        ax.set_xticks(range(-180, 181, 60))
+        ax.set_yticks(range(-90, 91, 30))
     ax.grid(True, color="#ddd", linewidth=0.6)
     ax.set_xlabel("longitude")
     ax.set_ylabel("latitude")

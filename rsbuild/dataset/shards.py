@@ -1,20 +1,28 @@
 """WebDataset shards: atomic, size-capped, byte-reproducible writing; reading back as Samples.
 
-Layout: ``OUT/shards/{split}-{NNNNNN}.tar`` with members ``KEY.json``, ``KEY.mask.png`` (optional)
+Layout: ``OUT/shards/{split}-{NNNNNN}.tar`` (numbered 0, 1, 2 … per split) with members ``KEY.json``, ``KEY.mask.png`` (optional)
 and ``KEY.png``. A shard is written as ``{name}.tar.tmp`` (never matching ``*.tar``), renamed when
 complete, and only then gets its ``{name}.stats.json`` sidecar, itself written atomically: a
 shard without a sidecar was not finished. Members carry a fixed mtime, owner and mode, so the
 same samples in the same order give byte-identical shards. webdataset is imported only here.
+
+A unit of work writes its shards under unit names (``{split}-u{unit:06d}-{part:02d}.tar``, see
+`unit_shard_name`); `renumber_shards` gives the done units' shards contiguous numbers per split at
+finalize (unit order, then part order), so brace patterns like ``train-{000000..000239}.tar``
+name every shard. The renaming is recorded before it starts and can be redone or undone at any
+point, so finalize may run again (more units done, a resumed run) and always ends with the same
+names for the same units.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import tarfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -77,6 +85,20 @@ class AtomicJsonl:
 def shard_name(split: str, index: int) -> str:
     """``{split}-{index:06d}`` (the file is that plus ``.tar``)."""
     return f"{split}-{index:06d}"
+
+
+def unit_shard_name(split: str, unit: int, part: int) -> str:
+    """The name a unit of work gives its ``part``-th shard of ``split`` until finalize renumbers it."""
+    return f"{split}-u{unit:06d}-{part:02d}"
+
+
+_UNIT_SHARD = re.compile(r"^[a-z]+-u(\d{6})-\d{2}(\.tar)?$")
+
+
+def unit_of_shard_name(name: str) -> int | None:
+    """The unit in a unit shard name (``train-u000003-01.tar`` → 3), None for a renumbered name."""
+    match = _UNIT_SHARD.match(name)
+    return int(match.group(1)) if match else None
 
 
 def key_problem(key: str) -> str | None:
@@ -151,6 +173,10 @@ class ShardStats:
         }
 
 
+def _stats_bytes(doc: dict[str, Any]) -> bytes:
+    return (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode("utf-8")
+
+
 class _OpenShard:
     """One shard being written under its temporary name."""
 
@@ -180,7 +206,7 @@ class _OpenShard:
         self.stats.bytes = self.final_path.stat().st_size
         self.stats.seconds = time.perf_counter() - self.started
         sidecar = self.final_path.with_name(f"{self.stats.name}.stats.json")
-        write_atomic(sidecar, (json.dumps(self.stats.to_json(), indent=2, sort_keys=True) + "\n").encode("utf-8"))
+        write_atomic(sidecar, _stats_bytes(self.stats.to_json()))
         return self.stats
 
     def abort(self) -> None:
@@ -205,6 +231,7 @@ class ShardSink:
         *,
         first_index: int = 0,
         max_shards: int | None = None,
+        unit: int | None = None,
     ) -> None:
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
@@ -219,6 +246,12 @@ class ShardSink:
         self._first_index = first_index
         self._next_index = first_index
         self._max_shards = max_shards
+        self._unit = unit
+
+    def _name(self, index: int) -> str:
+        if self._unit is None:
+            return shard_name(self.split, index)
+        return unit_shard_name(self.split, self._unit, index - self._first_index)
 
     def write(self, sample: Sample) -> str:
         """Append a sample; returns the name (``{split}-NNNNNN``) of the shard it went to."""
@@ -240,7 +273,7 @@ class ShardSink:
                     f"more than {self._max_shards} {self.split} shards in one unit of work; "
                     "lower output.unit_pois or raise output.shard_max_samples / shard_max_bytes"
                 )
-            shard = self._open = _OpenShard(self.shards_dir, shard_name(self.split, self._next_index), self.split)
+            shard = self._open = _OpenShard(self.shards_dir, self._name(self._next_index), self.split)
             self._next_index += 1
         shard.write(sample, members)
         return shard.stats.name
@@ -262,10 +295,13 @@ class ShardSink:
 class ShardSinks:
     """One `ShardSink` per split, opened on first use; routes samples by ``sample.split``."""
 
-    def __init__(self, shards_dir: Path, output_cfg: OutputConfig, *, first_index: int = 0, max_shards: int | None = None) -> None:
+    def __init__(
+        self, shards_dir: Path, output_cfg: OutputConfig, *, first_index: int = 0, max_shards: int | None = None,
+        unit: int | None = None,
+    ) -> None:
         self.shards_dir = Path(shards_dir)
         self.output_cfg = output_cfg
-        self.first_index, self.max_shards = first_index, max_shards
+        self.first_index, self.max_shards, self.unit = first_index, max_shards, unit
         self._sinks: dict[str, ShardSink] = {}
 
     def write(self, sample: Sample) -> str:
@@ -275,7 +311,7 @@ class ShardSinks:
             cfg = self.output_cfg
             sink = ShardSink(
                 self.shards_dir, sample.split, cfg.shard_max_samples, cfg.shard_max_bytes, cfg.write_masks,
-                first_index=self.first_index, max_shards=self.max_shards,
+                first_index=self.first_index, max_shards=self.max_shards, unit=self.unit,
             )
             self._sinks[sample.split] = sink
         return sink.write(sample)
@@ -287,6 +323,58 @@ class ShardSinks:
     def abort(self) -> None:
         for sink in self._sinks.values():
             sink.abort()
+
+
+def _move_shard(shards_dir: Path, src: str, dst: str) -> None:
+    """Rename shard ``src`` to ``dst`` (names without ``.tar``) with its stats sidecar. Each file
+    moves only when it is still under ``src``, so an interrupted move can simply be run again."""
+    tar = shards_dir / f"{src}.tar"
+    if tar.exists():
+        os.replace(tar, shards_dir / f"{dst}.tar")
+    sidecar = shards_dir / f"{src}.stats.json"
+    if sidecar.exists():
+        doc = json.loads(sidecar.read_text(encoding="utf-8"))
+        doc["shard"] = f"{dst}.tar"
+        write_atomic(shards_dir / f"{dst}.stats.json", _stats_bytes(doc))
+        sidecar.unlink()
+
+
+def contiguous_names(unit_shards: Sequence[tuple[str, str]]) -> dict[str, str]:
+    """Unit shard name → ``{split}-NNNNNN`` numbered from 0 per split, in the order given."""
+    counters: Counter[str] = Counter()
+    names: dict[str, str] = {}
+    for split, name in unit_shards:
+        names[name] = shard_name(split, counters[split])
+        counters[split] += 1
+    return names
+
+
+def renumber_shards(shards_dir: Path, unit_shards: Sequence[tuple[str, str]], state_file: Path) -> dict[str, str]:
+    """Give the shards ``(split, unit shard name)`` contiguous names per split, in the order given.
+
+    ``state_file`` records the renaming before any file moves: a later call first moves the files
+    of the recorded renaming back (when the names change, e.g. more units are done), so an
+    interrupted or repeated call always ends with the same names. Returns unit name → new name.
+    """
+    shards_dir = Path(shards_dir)
+    shards_dir.mkdir(parents=True, exist_ok=True)
+    names = contiguous_names(unit_shards)
+    previous = json.loads(state_file.read_text(encoding="utf-8")) if state_file.exists() else None
+    if previous == names and all((shards_dir / f"{new}.tar").exists() for new in names.values()):
+        return names
+    for unit_name, new in (previous or {}).items():
+        _move_shard(shards_dir, new, unit_name)
+    write_atomic(state_file, _stats_bytes(names))
+    for unit_name, new in names.items():
+        _move_shard(shards_dir, unit_name, new)
+    return names
+
+
+def brace_pattern(split: str, count: int) -> str:
+    """The webdataset / braceexpand pattern of a split's ``count`` shards, relative to OUT."""
+    if count <= 1:
+        return f"{SHARDS_DIR}/{shard_name(split, 0)}.tar"
+    return f"{SHARDS_DIR}/{split}-{{{0:06d}..{count - 1:06d}}}.tar"
 
 
 def list_shards(out_dir: Path) -> list[Path]:
@@ -382,11 +470,15 @@ __all__ = [
     "ShardSink",
     "ShardSinks",
     "ShardStats",
+    "brace_pattern",
     "list_shards",
     "read_shard",
     "read_shard_stats",
+    "renumber_shards",
     "sample_members",
     "shard_name",
     "stats_path",
+    "unit_of_shard_name",
+    "unit_shard_name",
     "write_atomic",
 ]

@@ -4,7 +4,7 @@ A run is cut into units of ``output.unit_pois`` consecutive POI rows (unit ``u``
 ``u*unit_pois+1 … (u+1)*unit_pois``). Everything a unit writes has a name derived from its id:
 
 ```
-shards/{split}-{u*100+part:06d}.tar (+ .stats.json)   at most 100 shards per split and unit
+shards/{split}-u{u:06d}-{part:02d}.tar (+ .stats.json)  at most 100 per split and unit (renumbered at finalize)
 data/parts/{split}-{u:06d}.jsonl                      its SFT rows
 units/{u:06d}.failures.jsonl                          its bad samples
 images|metadata|overlays/sNNNNN/…                     NNNNNN from the sample's ordinal (POI row, tile)
@@ -55,7 +55,7 @@ from rsbuild.dataset.layout import (
 from rsbuild.dataset.overlays import palette_of, render_overlay
 from rsbuild.dataset.plots import PlotCounts
 from rsbuild.dataset.sft import still_overview_row
-from rsbuild.dataset.shards import AtomicJsonl, ShardSinks, key_problem, write_atomic
+from rsbuild.dataset.shards import AtomicJsonl, ShardSinks, key_problem, unit_shard_name, write_atomic
 from rsbuild.errors import InputError
 from rsbuild.records import SPLITS, Failure, Poi, Sample
 from rsbuild.schemes import Scheme
@@ -193,8 +193,7 @@ class UnitWriter:
         self.slot_of = slot_of or plan.ordinal
         self.output_cfg, self.captions_cfg, self.dataset, self.modality = output_cfg, captions_cfg, dataset, modality
         clean_unit(self.out_dir, unit)
-        self._shards = ShardSinks(self.out_dir / SHARDS_DIR, output_cfg, first_index=unit * SHARDS_PER_UNIT,
-                                  max_shards=SHARDS_PER_UNIT)
+        self._shards = ShardSinks(self.out_dir / SHARDS_DIR, output_cfg, max_shards=SHARDS_PER_UNIT, unit=unit)
         (self.out_dir / UNITS_DIR).mkdir(parents=True, exist_ok=True)
         self._failures = AtomicJsonl(failures_part(self.out_dir, unit))
         self._jsonl: dict[str, AtomicJsonl] = {}
@@ -377,13 +376,10 @@ def clean_unit(out_dir: Path, unit: int) -> None:
     """Remove whatever an unfinished attempt at ``unit`` left (shards, sidecars, parts, marker)."""
     out_dir = Path(out_dir)
     marker_path(out_dir, unit).unlink(missing_ok=True)
-    first = unit * SHARDS_PER_UNIT
     shards_dir = out_dir / SHARDS_DIR
     for split in SPLITS:
-        for index in range(first, first + SHARDS_PER_UNIT):
-            base = shards_dir / f"{split}-{index:06d}"
-            for suffix in (".tar", f".tar{TMP_SUFFIX}", ".stats.json", f".stats.json{TMP_SUFFIX}"):
-                base.with_name(base.name + suffix).unlink(missing_ok=True)
+        for path in shards_dir.glob(unit_shard_name(split, unit, 0)[:-2] + "*"):
+            path.unlink(missing_ok=True)
         part = out_dir / DATA_DIR / PARTS_DIR / f"{split}-{unit:06d}.jsonl"
         for path in (part, part.with_name(part.name + TMP_SUFFIX)):
             path.unlink(missing_ok=True)

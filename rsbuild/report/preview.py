@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image
 
 from rsbuild.captions.base import TASKS
-from rsbuild.dataset.annotations import VERDICTS, CaptionEntry, caption_entries
+from rsbuild.dataset.annotations import FAIL, PASS, VERDICTS, CaptionEntry, caption_entries
 from rsbuild.dataset.sft import component_boxes
 from rsbuild.dataset.shards import list_shards, read_shard
 from rsbuild.errors import ConfigError, InputError
@@ -160,9 +160,9 @@ def _png(array: np.ndarray) -> bytes:
 
 
 def overlay_png(mask_png: bytes, scheme: Scheme | None) -> bytes:
-    """The RGBA overlay PNG of an L-mode class-index mask PNG."""
+    """The RGBA overlay PNG of a class-index mask PNG (palette or grey: the pixel values are the indices)."""
     with Image.open(io.BytesIO(mask_png)) as img:
-        mask = np.asarray(img.convert("L") if img.mode != "L" else img)
+        mask = np.asarray(img if img.mode in ("L", "P") else img.convert("L"))  # P: the values are the indices
     return _png(overlay_rgba(mask, scheme))
 
 
@@ -237,6 +237,25 @@ class PreviewSummary:
             "samples_by_split": dict(sorted(self.samples_by_split.items())),
             "captions_by_verdict": dict(sorted(self.captions_by_verdict.items())),
         }
+
+
+def header_text(summary: PreviewSummary, dataset_dir: Path) -> str:
+    """The page's header line: the dataset's counts (from its ``summary.json``) and the pass rate of
+    the captions on the page (checked ones: pass ÷ (pass + fail))."""
+    parts = []
+    try:
+        doc = json.loads((Path(dataset_dir) / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        doc = {}
+    if doc:
+        by_split = doc.get("tiles_by_split", {})
+        parts.append(f"{doc.get('tiles', 0)} tiles (" + ", ".join(f"{s} {by_split.get(s, 0)}" for s in SPLITS) + ")")
+        parts.append(f"{len(doc.get('shards', []))} shards, {doc.get('rows', 0)} SFT rows, {doc.get('failures', 0)} skipped")
+    verdicts = summary.captions_by_verdict
+    checked = verdicts[PASS] + verdicts[FAIL]
+    rate = f"{verdicts[PASS] / checked:.1%}" if checked else "-"
+    parts.append(f"this page: {summary.samples} samples, {sum(verdicts.values())} captions, check pass rate {rate}")
+    return "; ".join(parts)
 
 
 def default_preview_path(dataset_dir: Path) -> Path:
@@ -365,6 +384,7 @@ def write_preview(
                 "legend": [{"name": name, "color": legend[name]} for name in sorted(legend)],
                 "filters": flt.to_json(),
                 "scanned": summary.scanned,
+                "header": header_text(summary, dataset_dir),
             }
             page.write(']</script>\n<script type="application/json" id="rsb-info">' + _script_json(info) + "</script>\n")
             page.write(_page_tail())

@@ -153,7 +153,7 @@ class RunSummary:
         if overlap is not None:
             pairs = overlap.get("overlapping_pairs", 0)
             table.add_row("split overlap", str(pairs), "tile pairs of different splits whose footprints overlap"
-                          + ("; use --split-by cell" if pairs else ""))
+                          + ("; to split by geographic cell set splits.by = \"cell\" in the config (build: --split-by cell)" if pairs else ""))
         if self.units_skipped:
             table.add_row("units already done", str(self.units_skipped), "resumed: skipped")
         if self.units_redone:

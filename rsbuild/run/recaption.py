@@ -23,7 +23,7 @@ from rich.console import Console
 
 from rsbuild.config import Config, config_from_dict
 from rsbuild.dataset.layout import CONFIG_FILE, SHARDS_DIR, UNITS_DIR
-from rsbuild.dataset.shards import read_shard_stream
+from rsbuild.dataset.shards import read_shard_stream, unit_of_shard_name
 from rsbuild.dataset.units import SHARDS_PER_UNIT, UnitRouter, UnitWriter, failures_part, plan_for, prepare_run
 from rsbuild.errors import InputError
 from rsbuild.records import Sample
@@ -65,23 +65,26 @@ def source_units(source: str) -> dict[int, list[str]]:
     try:
         with fsspec.open(_join(source, "summary.json"), "r", encoding="utf-8") as handle:
             summary = json.load(handle)
-        names, units = [s["name"] for s in summary["shards"]], list(summary.get("units", []))
+        named = [(s["name"], s.get("unit")) for s in summary["shards"]]
+        units = list(summary.get("units", []))
     except (json.JSONDecodeError, UnicodeDecodeError, TypeError):
         raise InputError(f"{_join(source, 'summary.json')} is damaged (not a JSON summary); rerun the same "
                          "`rsbuild build` (or fetch) on that folder to write it again") from None
     except (FileNotFoundError, KeyError):  # not finalized yet (e.g. chips being fetched): list
         fs, path = fsspec.core.url_to_fs(source)
-        names = [Path(p).name for p in fs.glob(f"{path}/{SHARDS_DIR}/*.tar")]
+        named = [(Path(p).name, None) for p in fs.glob(f"{path}/{SHARDS_DIR}/*.tar")]
         units = [int(Path(p).name[:6]) for p in fs.glob(f"{path}/{UNITS_DIR}/" + "[0-9]" * 6 + ".json")]
     by_unit: dict[int, list[str]] = {unit: [] for unit in units}
-    for name in sorted(names):
-        by_unit.setdefault(shard_unit(name), []).append(name)
+    for name, unit in sorted(named, key=lambda item: item[0]):
+        by_unit.setdefault(shard_unit(name) if unit is None else int(unit), []).append(name)
     return dict(sorted(by_unit.items()))
 
 
 def shard_unit(name: str) -> int:
-    """The unit a shard belongs to (``{split}-{unit*100+part:06d}.tar``)."""
-    return int(name.removesuffix(".tar").rsplit("-", 1)[1]) // SHARDS_PER_UNIT
+    """The unit a shard belongs to, from its name: a unit's own name (``{split}-u{unit:06d}-{part:02d}.tar``)
+    or the ``{split}-{unit*100+part:06d}.tar`` of datasets finalized before shards were renumbered."""
+    unit = unit_of_shard_name(name)
+    return unit if unit is not None else int(name.removesuffix(".tar").rsplit("-", 1)[1]) // SHARDS_PER_UNIT
 
 
 def _unit_samples(source: str, names: list[str]) -> Iterator[Sample]:

@@ -70,7 +70,7 @@ def test_folder_layout_caps_leaf_folders(tmp_path: Path) -> None:
     leaves = sorted((tmp_path / "images").iterdir())
     assert [p.name for p in leaves] == ["s00000", "s00001", "s00002", "s00003"]
     assert [len(list(p.iterdir())) for p in leaves] == [3, 3, 3, 1]
-    assert all((tmp_path / folder).is_dir() for folder in ("overlays", "metadata", "mapbox_stills"))
+    assert not any((tmp_path / folder).exists() for folder in ("overlays", "metadata", "mapbox_stills"))  # no empty folders
 
 
 def test_dataset_writer_writes_every_part(tmp_path: Path) -> None:
@@ -117,7 +117,9 @@ def test_metadata_sidecar_has_counts_not_pixels(tmp_path: Path) -> None:
     assert sidecar["metadata"]["scene"]["id"] == "S2A_TEST"
     assert sidecar["label"]["stats"]["classes"][0]["pixels"] == 40 * 25
     assert sidecar["label"]["mask"] == {"in_shard": True, "member": f"{samples[0].key}.mask.png", "size": [40, 40], "nodata": 255}
-    assert sidecar["shard"] == "shards/train-000000.tar" and sidecar["image"] == "images/s00000/poi00_t0000.png"
+    assert sidecar["unit_shard"] == "shards/train-u000000-00.tar" and sidecar["image"] == "images/s00000/poi00_t0000.png"
+    names = json.loads((tmp_path / "shards" / "names.json").read_text())
+    assert names["train-u000000-00"] == "train-000000" and (tmp_path / "shards" / "train-000000.tar").is_file()
     assert len((tmp_path / "metadata" / "s00000" / f"{samples[0].key}.json").read_bytes()) < 4000  # no pixel payload
 
 
@@ -224,3 +226,35 @@ def test_overlay_labels_of_boxes_sharing_a_corner_do_not_cover_each_other() -> N
     for i, a in enumerate(rects):
         for b in rects[:i]:
             assert a[2] < b[0] or b[2] < a[0] or a[3] < b[1] or b[3] < a[1], (a, b)
+
+
+def test_card_names_a_stac_label_source_with_a_port_and_no_path(tmp_path: Path) -> None:
+    config = {"labels": {"source": "stac", "catalog": "http://127.0.0.1:8123", "collection": "esa-worldcover", "scheme": "esa_worldcover"}}
+    cfg = OutputConfig(shard_max_samples=2)
+    with DatasetWriter(tmp_path, cfg, SplitsConfig(), CaptionsConfig(), SCHEME, config=config) as writer:
+        for sample in _samples(2):
+            writer.write(sample)
+    summary = writer.close()
+    body = (tmp_path / "README.md").read_text()
+    assert "card_error" not in summary
+    assert "`esa-worldcover` in the STAC catalog `http://127.0.0.1:8123`" in body
+
+
+def test_public_url_survives_a_malformed_port() -> None:
+    assert public_url("http://u:p@127.0.0.1:8123 / esa-worldcover").startswith("http://127.0.0.1/")  # no crash, no credentials
+
+
+def test_a_card_that_cannot_be_rendered_does_not_lose_the_run(tmp_path: Path, monkeypatch) -> None:
+    from rsbuild.dataset import card
+
+    def broken(*args, **kwargs):
+        raise ValueError("Port could not be cast to integer value as '8123 '")
+
+    monkeypatch.setattr(card, "render_card", broken)
+    with DatasetWriter(tmp_path, OutputConfig(), SplitsConfig(), CaptionsConfig(), SCHEME) as writer:
+        writer.write(_samples(1)[0])
+    summary = writer.close()
+    assert summary["tiles"] == 1 and (tmp_path / "data" / "train.jsonl").stat().st_size > 0
+    assert summary["card_error"] == "ValueError: Port could not be cast to integer value as '8123 '"
+    assert "could not be written" in (tmp_path / "README.md").read_text()
+    assert json.loads((tmp_path / "summary.json").read_text())["card_error"] == summary["card_error"]

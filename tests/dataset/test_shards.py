@@ -288,7 +288,7 @@ def test_exception_mid_shard_leaves_no_partial_tar(tmp_path: Path, samples: list
             writer.abort()  # what UnitRouter.abort does for every open unit
             raise
     shards = list_shards(tmp_path)
-    assert [p.name for p in shards] == ["train-000000.tar"]  # the complete one only
+    assert [p.name for p in shards] == ["train-u000000-00.tar"]  # the complete one only (named by its unit until finalize)
     assert [s.key for s in read_shard(shards[0])] == [s.key for s in samples[:3]]
     assert read_shard_stats(shards[0])["samples"] == 3
     assert not list(tmp_path.rglob("*.tmp"))
@@ -312,9 +312,9 @@ def test_killed_writer_leaves_only_complete_tars_and_the_unit_is_redone(tmp_path
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, timeout=60, check=False)
     assert result.returncode == -signal.SIGKILL, result.stderr.decode()
     temp = list((tmp_path / "shards").glob("*.tar.tmp"))
-    assert [p.name for p in temp] == ["train-000001.tar.tmp"] and temp[0].stat().st_size > 0
+    assert [p.name for p in temp] == ["train-u000000-01.tar.tmp"] and temp[0].stat().st_size > 0
     shards = list_shards(tmp_path)
-    assert [p.name for p in shards] == ["train-000000.tar"]
+    assert [p.name for p in shards] == ["train-u000000-00.tar"]
     assert len(list(read_shard(shards[0]))) == 4 == read_shard_stats(shards[0])["samples"]
     assert done_units(tmp_path) == set() and not failures_part(tmp_path, 0).exists()  # the unit is not done
 
@@ -343,5 +343,5 @@ def test_unit_writer_records_failures(tmp_path: Path, samples: list[Sample]) -> 
     assert summary["failures"] == 3 and summary["failures_by_reason"] == {"cloudy": 1, "invalid_key": 1, "no_scene": 1}
     assert summary["failures_by_stage"] == {"search": 1, "tile": 1, "write": 1}
     assert summary["tiles_by_split"]["train"] == 1 and summary["shards"] == [
-        {"name": "train-000000.tar", "split": "train", "samples": 1, "bytes": list_shards(tmp_path)[0].stat().st_size}
+        {"name": "train-000000.tar", "split": "train", "samples": 1, "bytes": list_shards(tmp_path)[0].stat().st_size, "unit": 0}
     ]

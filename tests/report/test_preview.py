@@ -194,6 +194,20 @@ def test_page_holds_every_sample_with_its_images_boxes_and_verdicts(dataset: tup
             assert caption["reasons"] == ["engine_error: HTTP 503 after 3 retries"]
 
 
+def test_header_gives_counts_and_the_pass_rate(dataset: tuple[Path, list[Sample]], tmp_path: Path) -> None:
+    out, samples = dataset
+    page = tmp_path / "preview.html"
+    write_preview(out, page)
+    match = re.search(r'<script type="application/json" id="rsb-info">(.*?)</script>', page.read_text(encoding="utf-8"), re.S)
+    assert match
+    header = json.loads(match.group(1))["header"]
+    passed = sum(a.get("verified") is True for s in samples for a in s.annotations)
+    failed = sum(a.get("verified") is False for s in samples for a in s.annotations)
+    captions = sum(len(s.annotations) + len(s.failures) for s in samples)
+    assert f"this page: {len(samples)} samples, {captions} captions, check pass rate {passed / (passed + failed):.1%}" in header
+    assert 'id="rsb-raw"' in page.read_text(encoding="utf-8")  # the raw-chip switch
+
+
 def test_write_time_filters_split_and_limit(dataset: tuple[Path, list[Sample]], tmp_path: Path) -> None:
     out, samples = dataset
     page = tmp_path / "fails.html"
@@ -428,6 +442,13 @@ def test_page_in_headless_chromium(dataset: tuple[Path, list[Sample]], tmp_path:
         pixels = np.asarray(img.convert("RGB"))
     assert pixels.shape[0] >= 1000 and pixels.std() > 20
     assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 500, "the screenshot looks blank"
+
+    # The header shows the pass rate; "raw chip" hides masks and boxes.
+    assert "check pass rate" in browser.evaluate("document.getElementById('rsb-stats').textContent")
+    browser.click("#rsb-raw")
+    hidden = browser.evaluate("[...document.querySelectorAll('.card img.mask, .card .box')].map(e => getComputedStyle(e).display)")
+    assert hidden and set(hidden) == {"none"}
+    browser.click("#rsb-raw")
 
     # A real click on "next" shows the second page.
     browser.click("#rsb-next")

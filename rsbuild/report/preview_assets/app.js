@@ -124,5 +124,7 @@ $('rsb-prev').addEventListener('click', () => { state.page -= 1; render(); windo
 $('rsb-next').addEventListener('click', () => { state.page += 1; render(); window.scrollTo(0, 0); });
 $('rsb-opacity').addEventListener('input', (e) => document.documentElement.style.setProperty('--mask-opacity', e.target.value));
 $('rsb-boxes').addEventListener('change', (e) => document.body.classList.toggle('hide-boxes', !e.target.checked));
+$('rsb-raw').addEventListener('change', (e) => document.body.classList.toggle('raw-chip', e.target.checked));
+$('rsb-stats').textContent = info.header;
 applyFilters();
 })();

@@ -1,0 +1,60 @@
+"""`rsbuild publish` through the real huggingface_hub client against a loopback Hub."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from rsbuild.cli import app
+from rsbuild.config import CaptionsConfig, OutputConfig, SplitsConfig
+from rsbuild.dataset.writer import DatasetWriter
+from rsbuild.report.publish import publish
+from rsbuild.schemes import get_scheme
+from rsbuild.testing.hf_hub import HubServer
+from tests.dataset.test_shards import make_sample
+
+TOKEN = "hf_test_secret_token_0123456789"
+
+
+def _dataset(out: Path) -> None:
+    with DatasetWriter(out, OutputConfig(shard_max_samples=2), SplitsConfig(), CaptionsConfig(), get_scheme("esa_worldcover")) as writer:
+        for i in range(5):
+            writer.write(make_sample(f"p{i}_t0000", seed=i))
+
+
+def test_publish_uploads_the_dataset_once_and_keeps_the_token_secret(tmp_path: Path, monkeypatch) -> None:
+    out = tmp_path / "ds"
+    _dataset(out)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))  # no token file of the machine's user
+    with HubServer() as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        monkeypatch.setenv("HF_TOKEN", TOKEN)
+        result = CliRunner().invoke(app, ["publish", str(out), "me/s2-demo"], env={"COLUMNS": "200"})
+        assert result.exit_code == 0, (result.output, hub.unknown)
+        assert hub.unknown == [] and hub.tokens == {TOKEN} and TOKEN not in result.output
+        files = hub.repos["me/s2-demo"]
+        local = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+        expected = {k: v for k, v in local.items() if not k.startswith(("units/", "data/parts/"))}
+        assert files == expected and "shards/train-000000.tar" in files and "README.md" in files
+        assert not any(k.startswith("units/") for k in files)
+
+        (out / "README.md").write_text((out / "README.md").read_text() + "\nA note.\n")
+        publish(out, "me/s2-demo")  # again: only what changed is sent
+        assert len(hub.commits) == 2 and hub.commits[1]["paths"] == ["README.md"]
+        assert hub.repos["me/s2-demo"]["README.md"].endswith(b"A note.\n")
+    assert TOKEN not in "".join(p.read_text(errors="replace") for p in out.rglob("*") if p.is_file() and p.stat().st_size < 10**6)
+
+
+def test_publish_without_a_token_says_how_to_get_one(tmp_path: Path, monkeypatch) -> None:
+    out = tmp_path / "ds"
+    _dataset(out)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    result = CliRunner().invoke(app, ["publish", str(out), "me/s2-demo"])
+    assert result.exit_code == 2 and "HF_TOKEN" in result.output and "Traceback" not in result.output
+
+
+def test_publish_refuses_an_unfinished_folder(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["publish", str(tmp_path), "me/x"], env={"COLUMNS": "300"})
+    assert result.exit_code == 2 and "not a finished dataset" in result.output

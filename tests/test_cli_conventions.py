@@ -1,0 +1,75 @@
+"""CLI conventions: --version, boolean flags as --flag/--no-flag, examples in every --help,
+build's caption options, and hints that name options the command has."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from typer.testing import CliRunner
+
+from rsbuild.cli import app
+from rsbuild.version import __version__
+
+COMMANDS = ("init", "fetch", "scenes", "build", "recaption", "caption", "inspect", "verify", "demo", "preview", "publish")
+
+
+def _help(*args: str) -> str:
+    result = CliRunner().invoke(app, [*args, "--help"], env={"COLUMNS": "200", "NO_COLOR": "1"})
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_version_prints_the_package_version() -> None:
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"rsbuild {__version__}"
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_help_has_examples(command: str) -> None:
+    text = _help(command)
+    assert "Examples:" in text
+    assert re.search(rf"^\s+rsbuild {command}\b", text, re.MULTILINE), text
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_boolean_flags_show_no_value(command: str) -> None:
+    for line in _help(command).splitlines():
+        if "<bool>" in line:
+            assert "--help" in line, line  # click's own help option is the only one left with a type
+
+
+def test_flags_have_negative_forms_that_work(tmp_path) -> None:
+    text = _help("build")
+    for flag in ("--quiet", "--overwrite", "--write-bbox-overlays"):
+        assert f"--no-{flag[2:]}" in text
+    result = CliRunner().invoke(app, ["inspect", str(tmp_path), "--no-json"])
+    assert "No such option" not in result.output
+
+
+def test_build_takes_the_caption_options() -> None:
+    text = _help("build")
+    for option in ("--tasks", "--server-url", "--model", "--engine", "--prompts"):
+        assert option in text
+
+
+def test_build_caption_options_reach_the_config(tmp_path) -> None:
+    config = tmp_path / "rsbuild.toml"
+    assert CliRunner().invoke(app, ["init", str(config)]).exit_code == 0
+    result = CliRunner().invoke(app, ["build", "-c", str(config), "-o", str(tmp_path / "out"), "--tasks", "area,nonsense", "-q"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "captions.tasks.1" in result.output  # --tasks went into the config and was validated there
+
+
+def test_overlap_hint_names_options_the_demo_user_can_use() -> None:
+    from rsbuild.run.pipeline import RunSummary
+
+    summary = RunSummary(out_dir="out")
+    summary.writer = {"overlap": {"overlapping_pairs": 3, "tiles": 10}}
+    summary.finalized = True
+    from rich.console import Console
+
+    console = Console(width=300, record=True)
+    console.print(summary.table())
+    text = console.export_text()
+    assert "splits.by" in text and "use --split-by cell" not in text
