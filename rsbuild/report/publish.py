@@ -46,9 +46,12 @@ def publish(out_dir: Path, repo_id: str, *, private: bool = False, message: str 
         raise InputError(f"{out_dir} is not a finished dataset (no {SUMMARY_FILE} / {CARD_FILE}); run `rsbuild build` to the end first")
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):
         raise InputError(f"REPO {repo_id!r} must be NAMESPACE/NAME, e.g. my-org/sentinel2-captions")
-    from huggingface_hub import HfApi
+    from huggingface_hub import HfApi, constants
     from huggingface_hub.errors import HfHubHTTPError
 
+    if constants.HF_HUB_OFFLINE:  # read by huggingface_hub when it is imported
+        raise InputError("HF_HUB_OFFLINE is set, so huggingface_hub sends no request; unset it (or set HF_HUB_OFFLINE=0) "
+                         "for `rsbuild publish`")
     api = HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None, token=_token())
     try:
         repo = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)

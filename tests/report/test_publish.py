@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from rsbuild.cli import app
@@ -21,6 +22,14 @@ def _dataset(out: Path) -> None:
     with DatasetWriter(out, OutputConfig(shard_max_samples=2), SplitsConfig(), CaptionsConfig(), get_scheme("esa_worldcover")) as writer:
         for i in range(5):
             writer.write(make_sample(f"p{i}_t0000", seed=i))
+
+
+@pytest.fixture(autouse=True)
+def _online(monkeypatch) -> None:
+    """CI sets HF_HUB_OFFLINE=1 so no test reaches the real Hub; these tests talk to the loopback Hub only."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
 
 
 def test_publish_uploads_the_dataset_once_and_keeps_the_token_secret(tmp_path: Path, monkeypatch) -> None:
@@ -58,3 +67,15 @@ def test_publish_without_a_token_says_how_to_get_one(tmp_path: Path, monkeypatch
 def test_publish_refuses_an_unfinished_folder(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["publish", str(tmp_path), "me/x"], env={"COLUMNS": "300"})
     assert result.exit_code == 2 and "not a finished dataset" in result.output
+
+
+def test_publish_in_offline_mode_says_which_variable_stops_it(tmp_path: Path, monkeypatch) -> None:
+    import huggingface_hub.constants
+
+    out = tmp_path / "ds"
+    _dataset(out)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    result = CliRunner().invoke(app, ["publish", str(out), "me/s2-demo"], env={"COLUMNS": "200"})
+    assert result.exit_code == 2 and "HF_HUB_OFFLINE" in result.output and "Traceback" not in result.output
+    assert TOKEN not in result.output
