@@ -118,6 +118,7 @@ CaptionFailure = TypedDict(
         "check_reasons": list[str],
         "class": NotRequired[str],
         "rejected": NotRequired[dict[str, int]],  # every text of this caption slot rejected, by reason (incl. ``text``)
+        "transient": NotRequired[bool],  # an engine error after retries of a transient fault: a rerun may succeed
     },
     total=False,
 )

@@ -44,6 +44,7 @@ class CaptionResult:
     texts: list[str]
     annotator: str  # model id that wrote the texts
     error: str | None = None  # set when the request failed (after retries)
+    error_transient: bool = False  # that failure was a transient fault (timeout, 429, 5xx, connection): a rerun may succeed
     finish_reasons: list[str] = field(default_factory=list)  # one per text where the engine says ("stop", "length")
     prompt_tokens: int = 0
     completion_tokens: int = 0

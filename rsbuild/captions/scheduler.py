@@ -493,6 +493,8 @@ def _take(job: _Job, result: CaptionResult, telemetry: CaptionTelemetry) -> None
         base["class"] = job.subject
     if result.error:
         job.last_failure = {**base, "reason": "engine_error", "detail": result.error, "text": None, "check_reasons": []}
+        if result.error_transient:  # `build --retry-failed` redoes the unit (the cache answers what was kept)
+            job.last_failure["transient"] = True
         return
     reasons = result.finish_reasons if len(result.finish_reasons) == len(result.texts) else [""] * len(result.texts)
     texts = [(t.strip(), reason) for t, reason in zip(result.texts, reasons) if t and t.strip()]

@@ -212,6 +212,7 @@ class UnitWriter:
             return
         shard = self._shards.write(sample)
         self._tally.add_sample(sample)
+        self._transient += sum(1 for failure in sample.failures if failure.get("transient"))
         bbox = sample.metadata.get("bbox_wgs84")
         if bbox is not None:
             self._footprints.append([sample.key, sample.split, list(bbox)])

@@ -479,6 +479,7 @@ def write_samples(samples: Iterable[Sample], router: UnitRouter, summary: RunSum
             summary.captions_failed += len(sample.failures)
             for failure in sample.failures:
                 summary.caption_failures[str(failure.get("reason", "unknown"))] += 1
+                summary.failures_transient += bool(failure.get("transient"))
                 if failure.get("detail"):
                     summary.failure_examples.setdefault("caption", str(failure.get("detail")))
             with router.lock:

@@ -345,3 +345,16 @@ def test_unit_writer_records_failures(tmp_path: Path, samples: list[Sample]) -> 
     assert summary["tiles_by_split"]["train"] == 1 and summary["shards"] == [
         {"name": "train-000000.tar", "split": "train", "samples": 1, "bytes": list_shards(tmp_path)[0].stat().st_size, "unit": 0}
     ]
+
+
+def test_a_unit_with_a_transient_caption_failure_is_one_retry_failed_redoes(tmp_path: Path, samples: list[Sample]) -> None:
+    from rsbuild.dataset.units import units_with_transient_failures
+
+    lost = {"stage": "caption", "key": samples[0].key, "task": "area", "annotator": "m", "seed": 1, "attempts": 1,
+            "reason": "engine_error", "detail": "HTTP 503 after 4 tries", "text": None, "check_reasons": [], "transient": True}
+    for unit, failures in ((0, [lost]), (1, [{**lost, "transient": False}])):
+        plan = UnitPlan(unit_pois=1000, tiles_per_poi=2, rows_per_tile=rows_per_tile_bound(CaptionsConfig()))
+        writer = UnitWriter(tmp_path, unit, plan, OutputConfig(), CaptionsConfig(), ESA_WORLDCOVER, dataset=False)
+        writer.write(Sample(**{**samples[0].__dict__, "failures": failures}))
+        writer.finish()
+    assert units_with_transient_failures(tmp_path, [0, 1]) == {0}

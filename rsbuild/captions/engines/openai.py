@@ -140,7 +140,7 @@ class OpenAIEngine(CaptionEngine):
         try:
             await self._choices(request, request.n, request.seed, result)
         except openai.OpenAIError as exc:
-            result.error = self._describe(exc)
+            result.error, result.error_transient = self._describe(exc), isinstance(exc, RETRYABLE)
             return result
         missing = request.n - len(result.texts)
         if missing > 0:
@@ -150,13 +150,13 @@ class OpenAIEngine(CaptionEngine):
             )
             for item in extra:
                 if isinstance(item, openai.OpenAIError):
-                    result.error = self._describe(item)
+                    result.error, result.error_transient = self._describe(item), isinstance(item, RETRYABLE)
                 elif isinstance(item, BaseException):
                     raise item
         if not result.texts:
             result.error = result.error or "the server returned no text"
             return result
-        result.error = None
+        result.error, result.error_transient = None, False
         result.texts, result.finish_reasons = result.texts[: request.n], result.finish_reasons[: request.n]
         return result
 

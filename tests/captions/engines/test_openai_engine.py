@@ -220,8 +220,24 @@ def test_gives_up_after_retries_without_showing_the_key(secret_key: str) -> None
         engine = OpenAIEngine(server.base_url, api_key_env="RSBUILD_TEST_KEY", retries=2, backoff_s=0.01)
         results = engine.generate(caption_requests(2))
     assert all(r.texts == [] and r.error for r in results)
-    assert all("503" in r.error and secret_key not in r.error for r in results)
+    assert all("503" in r.error and secret_key not in r.error and r.error_transient for r in results)
     assert engine.counters["requests"] == 6
+
+
+def test_a_caption_lost_to_a_transient_fault_is_recorded_as_transient(secret_key: str) -> None:
+    """503s past the retries: the caption failure says transient (``build --retry-failed`` redoes its
+    unit); a 400 (a request the server will never take) does not."""
+    from rsbuild.captions.prompts import PromptSet
+    from rsbuild.captions.scheduler import annotate
+    from tests.captions.test_scheduler import _cfg, _sample
+
+    for status, transient in ((503, True), (400, False)):
+        with ScriptedServer([status] * 40) as server:
+            engine = OpenAIEngine(server.base_url, api_key_env="RSBUILD_TEST_KEY", retries=1, backoff_s=0.01)
+            (sample,) = annotate([_sample(1)], engine, _cfg(tasks=["area"], max_check_attempts=1), prompts=PromptSet.load())
+        (failure,) = sample.failures
+        assert failure["reason"] == "engine_error" and str(status) in failure["detail"]
+        assert failure.get("transient", False) is transient and sample.annotations == []
 
 
 def test_refused_key_stops_the_run_without_showing_the_key(secret_key: str) -> None:
