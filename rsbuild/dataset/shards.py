@@ -370,6 +370,17 @@ def renumber_shards(shards_dir: Path, unit_shards: Sequence[tuple[str, str]], st
     return names
 
 
+def restore_unit_shard_names(shards_dir: Path, state_file: Path) -> None:
+    """Undo the renumbering recorded in ``state_file``: every shard back under its unit name, the
+    record removed. Done before a finished unit is redone, so its old shards are found (and
+    removed) by their unit names, and the next finalize renumbers afresh."""
+    if not state_file.exists():
+        return
+    for unit_name, new in json.loads(state_file.read_text(encoding="utf-8")).items():
+        _move_shard(Path(shards_dir), new, unit_name)
+    state_file.unlink()
+
+
 def brace_pattern(split: str, count: int) -> str:
     """The webdataset / braceexpand pattern of a split's ``count`` shards, relative to OUT."""
     if count <= 1:

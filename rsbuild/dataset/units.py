@@ -42,6 +42,7 @@ from rsbuild.dataset.layout import (
     PARTS_DIR,
     PLOTS_DIR,
     RUN_FILE,
+    SHARD_NAMES_FILE,
     SHARDS_DIR,
     STILLS_FOLDER,
     SUMMARY_FILE,
@@ -55,7 +56,14 @@ from rsbuild.dataset.layout import (
 from rsbuild.dataset.overlays import palette_of, render_overlay
 from rsbuild.dataset.plots import PlotCounts
 from rsbuild.dataset.sft import still_overview_row
-from rsbuild.dataset.shards import AtomicJsonl, ShardSinks, key_problem, unit_shard_name, write_atomic
+from rsbuild.dataset.shards import (
+    AtomicJsonl,
+    ShardSinks,
+    key_problem,
+    restore_unit_shard_names,
+    unit_shard_name,
+    write_atomic,
+)
 from rsbuild.errors import InputError
 from rsbuild.records import SPLITS, Failure, Poi, Sample
 from rsbuild.schemes import Scheme
@@ -376,8 +384,9 @@ def forget_unit(out_dir: Path, unit: int) -> None:
 def clean_unit(out_dir: Path, unit: int) -> None:
     """Remove whatever an unfinished attempt at ``unit`` left (shards, sidecars, parts, marker)."""
     out_dir = Path(out_dir)
-    marker_path(out_dir, unit).unlink(missing_ok=True)
     shards_dir = out_dir / SHARDS_DIR
+    restore_unit_shard_names(shards_dir, shards_dir / SHARD_NAMES_FILE)  # a finalized unit's shards carry final names
+    marker_path(out_dir, unit).unlink(missing_ok=True)
     for split in SPLITS:
         for path in shards_dir.glob(unit_shard_name(split, unit, 0)[:-2] + "*"):
             path.unlink(missing_ok=True)
