@@ -15,6 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Self
 
+from rsbuild.testing.processes import send_json
+
 _PREUPLOAD = re.compile(r"^/api/datasets/([^/]+/[^/]+)/preupload/([^/?]+)")
 _REVISION = re.compile(r"^/api/datasets/([^/]+/[^/]+)/revision/([^/?]+)")
 _COMMIT = re.compile(r"^/api/datasets/([^/]+/[^/]+)/commit/([^/?]+)")
@@ -56,12 +58,7 @@ class HubServer:
                 return
 
             def _reply(self, status: int, doc: Any) -> None:
-                body = json.dumps(doc).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                send_json(self, status, doc)
 
             def _body(self) -> bytes:
                 return self.rfile.read(int(self.headers.get("Content-Length") or 0))

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures
+import json
 import os
 import queue
 import shlex
@@ -41,12 +42,23 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, Self
 
 from rsbuild.concurrency import PR_SET_PDEATHSIG, libc_prctl, pid_exists
 
 LOOPBACK = "127.0.0.1"
+
+
+def send_json(handler: BaseHTTPRequestHandler, status: int, doc: Any) -> None:
+    """Answer an ``http.server`` request with ``doc`` as JSON (the loopback test servers' replies)."""
+    body = json.dumps(doc).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
 
 
 def free_port(host: str = LOOPBACK) -> int:

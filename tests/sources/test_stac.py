@@ -35,6 +35,7 @@ from rsbuild.sources.stac import (
     aoi_polygon,
     parse_interval,
 )
+from rsbuild.testing.processes import send_json
 from rsbuild.testing.servers import RangeHTTPServer, RustacServer, StacFastapiStaticServer
 from rsbuild.testing.synthetic import (
     DN_OFFSET,
@@ -364,12 +365,7 @@ class ItemApi:
                 self._json(200, {"type": "FeatureCollection", "features": page, "links": links})
 
             def _json(self, status: int, doc: dict[str, Any]) -> None:
-                data = json.dumps(doc).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, status, doc)
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)

