@@ -7,8 +7,10 @@ and the finished units' files), then a background thread uploads every finished 
 goes, and each unit's marker only after the files it names (``units/NNNNNN.json`` are uploaded
 last in every pass), so the remote copy never claims a unit whose files are missing. At the end
 (also when the run fails) a last pass uploads what is left; whole-run files (card, summary,
-plots, ``data/{split}.jsonl``) are written by finalize and go with it. Nothing already uploaded is
-ever deleted remotely; temporary files (``*.tmp``) are never uploaded.
+plots, ``data/{split}.jsonl``) are written by finalize and go with it. The last pass also deletes
+the remote copies of files this run removed or renamed in the staging folder (finalize renumbers
+shards; a redone unit drops its old files), so the remote folder ends equal to the local one;
+nothing else is deleted remotely. Temporary files (``*.tmp``) are never uploaded.
 
 Credentials and the endpoint come from the environment as fsspec's S3 file system (s3fs,
 extra ``s3``) reads them: ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` (or a profile) and
@@ -82,8 +84,9 @@ class RemoteOutput:
             self.fs.rm(self.root, recursive=True)
         self._sent.clear()
 
-    def push(self) -> int:
-        """Upload new or changed staged files, markers last; returns files uploaded."""
+    def push(self, *, final: bool = False) -> int:
+        """Upload new or changed staged files, markers last; returns files uploaded. The ``final``
+        pass also deletes remote files the staging folder no longer has (only ones this run knew)."""
         with self._lock:
             pending: list[tuple[str, Path, tuple[int, int]]] = []
             for path in sorted(self.staging.rglob("*")):
@@ -101,6 +104,11 @@ class RemoteOutput:
             for relative, path, state in pending:
                 self.fs.put_file(str(path), f"{self.root}/{relative}")
                 self._sent[relative] = state
+            if final:
+                for relative in sorted(r for r in self._sent if not (self.staging / r).is_file()):
+                    with suppress(FileNotFoundError):  # already gone remotely
+                        self.fs.rm_file(f"{self.root}/{relative}")
+                    del self._sent[relative]
             return len(pending)
 
 
@@ -144,11 +152,11 @@ def staged_output(target: str | Path, *, overwrite: bool = False, interval_s: fl
         uploader.stopping.set()
         uploader.join()
         with suppress(Exception):  # the run's own error is the one to report
-            remote.push()  # keep every finished unit: the rerun resumes from the remote copy
+            remote.push(final=True)  # keep every finished unit: the rerun resumes from the remote copy
         raise
     uploader.stopping.set()
     uploader.join()
-    remote.push()
+    remote.push(final=True)
     shutil.rmtree(staging, ignore_errors=True)
 
 
