@@ -17,6 +17,7 @@ even when that is SIGKILLed (Linux).
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -462,27 +463,31 @@ class StacFastapiStaticServer(_SubprocessServer):
 
 
 class MotoS3Server(_SubprocessServer):
-    """moto's S3 server (PyPI ``moto[server]``) on loopback, answering only signed requests.
+    """moto's S3 server (PyPI ``moto[server]``) on loopback, by default answering only signed requests.
 
     With ``INITIAL_NO_AUTH_ACTION_COUNT=3`` the first three requests go unchecked: they create an
     IAM user, its policy (all of S3) and its access key. Every later request must carry a valid
     signature of that key (a wrong secret gets ``SignatureDoesNotMatch``, an unsigned request 403),
     as on an object store that needs credentials. The key pair (test-only) is ``access_key`` /
     ``secret_key``; ``client()`` is a boto3 S3 client signed with it.
+
+    ``check_signatures=False`` serves any caller (moto's default) with a fixed test key pair: for
+    tests of what is stored, where the signing is another test's subject.
     """
 
     name = "moto server"
 
-    def __init__(self) -> None:
+    def __init__(self, check_signatures: bool = True) -> None:
         super().__init__()
-        self.access_key = ""
-        self.secret_key = ""
+        self.check_signatures = check_signatures
+        self.access_key = "" if check_signatures else "rsbuild-test-key"
+        self.secret_key = "" if check_signatures else "rsbuild-test-secret"
 
     def _command(self, port: int) -> list[str]:
         return [sys.executable, "-m", "moto.server", "-H", LOOPBACK, "-p", str(port)]
 
     def _environment(self, port: int) -> dict[str, str]:
-        return {"INITIAL_NO_AUTH_ACTION_COUNT": "3"}
+        return {"INITIAL_NO_AUTH_ACTION_COUNT": "3" if self.check_signatures else "inf"}
 
     def _probe_path(self) -> str:
         return "/moto-api/"  # the dashboard: not an S3 action, so not counted
@@ -492,10 +497,7 @@ class MotoS3Server(_SubprocessServer):
         if not self.access_key:
             import json
 
-            import boto3
-
-            iam = boto3.client("iam", endpoint_url=self.url, region_name="us-east-1",
-                               aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap")  # fmt: skip
+            iam = self._client("iam", "bootstrap", "bootstrap")
             iam.create_user(UserName="rsbuild-test")
             policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
             iam.put_user_policy(UserName="rsbuild-test", PolicyName="s3", PolicyDocument=json.dumps(policy))
@@ -505,7 +507,20 @@ class MotoS3Server(_SubprocessServer):
 
     def client(self) -> Any:
         """A boto3 S3 client signed with the server's key pair."""
+        return self._client("s3", self.access_key, self.secret_key)
+
+    def _client(self, service: str, access_key: str, secret_key: str) -> Any:
+        """A boto3 client of this server, made apart from the machine's AWS settings (profiles,
+        config files, session tokens), which would otherwise fail or change the signing."""
         import boto3
 
-        return boto3.client("s3", endpoint_url=self.url, region_name="us-east-1",
-                            aws_access_key_id=self.access_key, aws_secret_access_key=self.secret_key)  # fmt: skip
+        apart = {"AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull, "NO_PROXY": LOOPBACK}
+        saved = {name: os.environ.pop(name) for name in list(os.environ) if name.startswith("AWS_") or name in apart}
+        os.environ.update(apart)
+        try:  # the endpoint's proxy and the configuration are resolved here, once
+            return boto3.session.Session().client(service, endpoint_url=self.url, region_name="us-east-1",
+                                                  aws_access_key_id=access_key, aws_secret_access_key=secret_key)  # fmt: skip
+        finally:
+            for name in apart:
+                os.environ.pop(name, None)
+            os.environ.update(saved)

@@ -1,13 +1,18 @@
 """``s3://bucket/prefix`` as the output of build / fetch / caption and as the source of recaption,
-on a loopback S3 server that checks signatures (moto's server mode).
+on a loopback S3 server (moto's server mode).
 
 Keys and the endpoint reach fsspec's S3 file system (s3fs) through the environment, as a user
-would set them: ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL_S3``.
+would set them: ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL_S3``; every
+other AWS setting of the machine running the tests (profiles, session tokens, config files) is
+taken away so that only these reach botocore. The subject here is what is stored and resumed, so
+the server accepts any signature; signed requests against a server that checks them are the
+subject of ``tests/sources/test_cdse_s3.py``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,13 +34,18 @@ VARYING = {"run_summary.json"}  # timings and the staging folder's name
 
 @pytest.fixture(scope="module")
 def s3() -> Iterator[MotoS3Server]:
-    with MotoS3Server() as server:
+    with MotoS3Server(check_signatures=False) as server:
         server.client().create_bucket(Bucket=BUCKET)
         yield server
 
 
 @pytest.fixture
-def s3_environment(s3: MotoS3Server, monkeypatch: pytest.MonkeyPatch) -> MotoS3Server:
+def s3_environment(s3: MotoS3Server, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> MotoS3Server:
+    for name in [name for name in os.environ if name.startswith("AWS_") and name != "AWS_CA_BUNDLE"]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("NO_PROXY", ",".join(filter(None, [os.environ.get("NO_PROXY"), "127.0.0.1", "localhost"])))
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.access_key)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3.secret_key)
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3.url)
