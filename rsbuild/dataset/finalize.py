@@ -22,6 +22,7 @@ from rsbuild.dataset.layout import (
     DATA_DIR,
     FAILURES_FILE,
     FOLDERS,
+    IMAGEFOLDER_SUFFIX,
     PARTS_DIR,
     PLOTS_DIR,
     SHARD_LIST_SUFFIX,
@@ -29,6 +30,7 @@ from rsbuild.dataset.layout import (
     SHARDS_DIR,
     SUMMARY_FILE,
     TMP_SUFFIX,
+    compact_json,
     pretty_json,
 )
 from rsbuild.dataset.plots import card_plot_section, write_plots
@@ -45,6 +47,27 @@ def _concat(parts: Iterable[Path], target: Path) -> None:
         for part in parts:
             with open(part, "rb") as src:
                 shutil.copyfileobj(src, out)
+    tmp.replace(target)
+
+
+def imagefolder_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """An SFT row as a row of ``OUT/{split}.metadata.jsonl``: ``file_name`` (the image, relative to
+    OUT, which `datasets`' imagefolder builder turns into an ``Image()`` column) first, then the row
+    without ``meta.detail`` (its fields differ between derived tasks, and the builder reads one
+    schema from the first rows)."""
+    meta = {k: v for k, v in row["meta"].items() if k != "detail"}
+    return {"file_name": row["messages"][0]["content"][0]["image"], "messages": row["messages"], "meta": meta}
+
+
+def _write_imagefolder_metadata(jsonl: Path, target: Path) -> None:
+    """``target`` holds one `imagefolder_row` per line of ``jsonl``; no file for an empty split."""
+    if not jsonl.stat().st_size:
+        target.unlink(missing_ok=True)
+        return
+    tmp = target.with_name(target.name + TMP_SUFFIX)
+    with open(jsonl, encoding="utf-8") as rows, open(tmp, "wb") as out:
+        for line in rows:
+            out.write(compact_json(imagefolder_row(json.loads(line))))
     tmp.replace(target)
 
 
@@ -127,6 +150,7 @@ def finalize(
         for split in SPLITS:
             parts = (out_dir / DATA_DIR / PARTS_DIR / f"{split}-{u:06d}.jsonl" for u in units)
             _concat((p for p in parts if p.exists()), out_dir / DATA_DIR / f"{split}.jsonl")
+            _write_imagefolder_metadata(out_dir / DATA_DIR / f"{split}.jsonl", out_dir / f"{split}{IMAGEFOLDER_SUFFIX}")
         summary["rows"] = sum(sum(r.values()) for r in tally.rows.values())
         tasks = sft.reported_tasks(tally.rows.values())
         summary["rows_by_split"] = {split: {t: tally.rows[split][t] for t in tasks} for split in SPLITS}
