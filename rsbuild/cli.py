@@ -237,20 +237,23 @@ def build(
 def scenes(
     config: ConfigOption,
     limit: Annotated[int | None, typer.Option(help="at most this many POIs")] = None,
+    aoi_cloud: Annotated[bool, _flag("--aoi-cloud/--no-aoi-cloud", help="read each candidate scene's SCL window over the AOI (no imagery) "
+                                     "and show the AOI cloud share; the scene shown is then the one the fetch picks")] = False,
 ) -> None:
-    """Dry run: the scene each POI would get (id, date, scene cloud) or why there is none; reads no pixels.
+    """Dry run: the scene each POI would get (id, date, scene cloud) or why there is none; reads no pixels
+    (with --aoi-cloud: only the SCL window over each AOI).
 
     Examples:
 
     \b
       rsbuild scenes -c rsbuild.toml
-      rsbuild scenes -c rsbuild.toml --limit 20
+      rsbuild scenes -c rsbuild.toml --limit 20 --aoi-cloud
     """
     from rsbuild.run.scenes import choose_scenes, scenes_table
 
     cfg = _load(config)
-    choices = list(choose_scenes(cfg, limit))
-    console.print(scenes_table(choices, cfg.scenes.aoi_cloud_candidates))
+    choices = list(choose_scenes(cfg, limit, aoi_cloud=aoi_cloud))
+    console.print(scenes_table(choices, cfg.scenes.aoi_cloud_candidates, aoi_cloud=aoi_cloud))
     found = sum(1 for choice in choices if choice.scene is not None)
     console.print(Text(f"{found} of {len(choices)} POIs have a scene"))
 
