@@ -35,7 +35,7 @@ from rsbuild.dataset.layout import (
 )
 from rsbuild.dataset.plots import card_plot_section, write_plots
 from rsbuild.dataset.shards import renumber_shards, write_atomic
-from rsbuild.dataset.units import Tally, done_units, failures_part, marker_path
+from rsbuild.dataset.units import Tally, done_units, failures_part, marker_path, shard_names_lock
 from rsbuild.records import SPLITS
 from rsbuild.schemes import Scheme
 from rsbuild.version import __version__
@@ -114,16 +114,17 @@ def finalize(
     """Assemble the whole-run files from the done units: JSONL, failures, summary, card, plots."""
     out_dir = Path(out_dir)
     started = time.perf_counter()
-    units = sorted(done_units(out_dir))
     tally, overlap, shards = Tally(), OverlapReport(), []
-    for unit in units:
-        marker = json.loads(marker_path(out_dir, unit).read_text(encoding="utf-8"))
-        tally.merge(marker["tally"])
-        shards += [{"name": s["shard"], "split": s["split"], "samples": s["samples"], "bytes": s["bytes"], "unit": unit}
-                   for s in marker["shards"]]
-        for key, split, bbox in marker["footprints"]:
-            overlap.add(key, bbox, split)
-    shards = _renumber(out_dir, shards)
+    with shard_names_lock(out_dir):  # a concurrent worker redoing a unit renames shards back meanwhile
+        units = sorted(done_units(out_dir))
+        for unit in units:
+            marker = json.loads(marker_path(out_dir, unit).read_text(encoding="utf-8"))
+            tally.merge(marker["tally"])
+            shards += [{"name": s["shard"], "split": s["split"], "samples": s["samples"], "bytes": s["bytes"], "unit": unit}
+                       for s in marker["shards"]]
+            for key, split, bbox in marker["footprints"]:
+                overlap.add(key, bbox, split)
+        shards = _renumber(out_dir, shards)
     _concat((failures_part(out_dir, u) for u in units if failures_part(out_dir, u).exists()), out_dir / FAILURES_FILE)
     c = tally.counters
     summary: dict[str, Any] = {

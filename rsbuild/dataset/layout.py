@@ -38,6 +38,7 @@ SUMMARY_FILE = "summary.json"
 CARD_FILE = "README.md"
 FAILURES_FILE = "failures.jsonl"
 RUN_FILE = "run.json"  # the run's config fingerprint
+LOCK_FILE = "lock"  # units/lock: held while shards are renamed (finalize, a redone unit's cleanup)
 SHARD_NAMES_FILE = "names.json"  # shards/names.json: unit shard name -> contiguous name (finalize)
 SHARD_LIST_SUFFIX = ".shards.txt"  # data/{split}.shards.txt
 IMAGEFOLDER_SUFFIX = ".metadata.jsonl"  # OUT/{split}.metadata.jsonl: rows of the card's imagefolder config
