@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,24 @@ def _write_imagefolder_metadata(jsonl: Path, target: Path) -> None:
     tmp.replace(target)
 
 
+def _failed_pois(failures_file: Path, pois_with_tiles: set[str]) -> tuple[dict[str, int], int]:
+    """POIs that gave no tile in the whole dataset, by the first failure recorded for each
+    (``"stage/reason"`` -> count), and how many of them failed transiently (``--retry-failed``
+    may save them): what a resumed run's exit code is judged on."""
+    first: dict[str, str] = {}
+    transient: set[str] = set()
+    if failures_file.exists():
+        with open(failures_file, encoding="utf-8") as lines:
+            for line in lines:
+                doc = json.loads(line)
+                poi = doc.get("poi_id")
+                if poi and poi not in pois_with_tiles:
+                    first.setdefault(poi, f"{doc.get('stage')}/{doc.get('reason')}")
+                    if doc.get("transient"):
+                        transient.add(poi)
+    return dict(sorted(Counter(first.values()).items())), len(transient)
+
+
 def _renumber(out_dir: Path, shards: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Contiguous shard names per split (unit order, then part order) and ``data/{split}.shards.txt``."""
     shards = sorted(shards, key=lambda s: (SPLITS.index(s["split"]), s["unit"]))  # stable: parts keep their order
@@ -114,7 +133,7 @@ def finalize(
     """Assemble the whole-run files from the done units: JSONL, failures, summary, card, plots."""
     out_dir = Path(out_dir)
     started = time.perf_counter()
-    tally, overlap, shards = Tally(), OverlapReport(), []
+    tally, overlap, shards, pois_with_tiles = Tally(), OverlapReport(), [], set()
     with shard_names_lock(out_dir):  # a concurrent worker redoing a unit renames shards back meanwhile
         units = sorted(done_units(out_dir))
         for unit in units:
@@ -124,9 +143,11 @@ def finalize(
                        for s in marker["shards"]]
             for key, split, bbox in marker["footprints"]:
                 overlap.add(key, bbox, split)
+                pois_with_tiles.add(key.rsplit("_t", 1)[0])
         shards = _renumber(out_dir, shards)
     _concat((failures_part(out_dir, u) for u in units if failures_part(out_dir, u).exists()), out_dir / FAILURES_FILE)
     c = tally.counters
+    failed_pois, failed_transient = _failed_pois(out_dir / FAILURES_FILE, pois_with_tiles)
     summary: dict[str, Any] = {
         "rsbuild_version": __version__,
         "scheme": scheme.name if scheme else None,
@@ -137,6 +158,9 @@ def finalize(
         "failures": sum(c["failures_by_reason"].values()),
         "failures_by_reason": dict(sorted(c["failures_by_reason"].items())),
         "failures_by_stage": dict(sorted(c["failures_by_stage"].items())),
+        "pois_with_tiles": len(pois_with_tiles),
+        "pois_failed": failed_pois,
+        "pois_failed_transient": failed_transient,
         "caption_failures_by_reason": dict(sorted(c["caption_failures_by_reason"].items())),
         "captions": tally.captions.to_json(),
         "annotations_by_task": dict(sorted(c["annotations"].items())),

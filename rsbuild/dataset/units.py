@@ -425,7 +425,9 @@ def run_fingerprint(config: Mapping[str, Any]) -> str:
     """sha256 of what decides a run's outputs (the resolved config minus pure speed knobs)."""
     doc = json.loads(json.dumps(config, sort_keys=True, default=str))
     for section, key in (("imagery", "read_workers"), ("imagery", "cpu_workers"), ("captions", "concurrency"),
-                         ("output", "max_failure_share")):  # speed knobs and the exit rule: same bytes
+                         ("output", "max_failure_share"),  # speed knobs, the exit rule and timeouts: same bytes
+                         ("scenes", "connect_timeout_s"), ("scenes", "read_timeout_s"), ("imagery", "http_connect_timeout_s"),
+                         ("imagery", "http_timeout_s"), ("captions", "connect_timeout_s")):
         doc.get(section, {}).pop(key, None)
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
