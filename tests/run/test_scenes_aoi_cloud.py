@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from rsbuild.cli import app
 from rsbuild.grid import aoi_grid
-from rsbuild.testing.servers import RustacServer
+from rsbuild.testing.servers import RangeHTTPServer, RustacServer
 from rsbuild.testing.synthetic import SCENES, _cloud_opacity, _cloud_shadow
 from tests.test_cli import write_config
 
@@ -35,20 +35,21 @@ def _truth_shares(fixture_data) -> dict[str, float]:
     return shares
 
 
-def test_aoi_cloud_counts_the_scl_share_and_reads_no_imagery(tmp_path: Path, fixture_data, cog_server) -> None:
-    items = [item for item in fixture_data.items(cog_server.url) if item["id"] == NORTHEAST.id]
-    collection = next(c for c in fixture_data.collections() if c["id"] == "sentinel-2-l2a")
-    (tmp_path / "collection.json").write_text(json.dumps(collection))
-    (tmp_path / "items.json").write_text(json.dumps({"type": "FeatureCollection", "features": items}))
-    label_url = f"{cog_server.url}/{fixture_data.label_4326_path.relative_to(fixture_data.cog_dir).as_posix()}"
+def test_aoi_cloud_counts_the_scl_share_and_reads_no_imagery(tmp_path: Path, fixture_data) -> None:
     truth = _truth_shares(fixture_data)
     assert truth["east1"] > 0.9 and min(truth.values()) < 0.1  # shares differ from AOI to AOI
-    with RustacServer([tmp_path / "collection.json", tmp_path / "items.json"]) as stac:
-        config = write_config(tmp_path, fixture_data, stac.url, label_url)
-        cog_server.reset_stats()
-        result = CliRunner().invoke(app, ["scenes", "-c", str(config), "--aoi-cloud"], env={"COLUMNS": "250"})
+    # a server of its own: new URLs, so no raster cached by earlier tests hides a request
+    with RangeHTTPServer(fixture_data.cog_dir) as cogs:
+        items = [item for item in fixture_data.items(cogs.url) if item["id"] == NORTHEAST.id]
+        collection = next(c for c in fixture_data.collections() if c["id"] == "sentinel-2-l2a")
+        (tmp_path / "collection.json").write_text(json.dumps(collection))
+        (tmp_path / "items.json").write_text(json.dumps({"type": "FeatureCollection", "features": items}))
+        label_url = f"{cogs.url}/{fixture_data.label_4326_path.relative_to(fixture_data.cog_dir).as_posix()}"
+        with RustacServer([tmp_path / "collection.json", tmp_path / "items.json"]) as stac:
+            config = write_config(tmp_path, fixture_data, stac.url, label_url)
+            result = CliRunner().invoke(app, ["scenes", "-c", str(config), "--aoi-cloud"], env={"COLUMNS": "250"})
+        paths = {record.path for record in cogs.request_log}
     assert result.exit_code == 0, result.output
-    paths = {record.path for record in cog_server.request_log}
     assert paths and all(path.endswith("/SCL.tif") for path in paths), paths  # no band, visual or label bytes
     lines = {line.split("│")[1].strip(): line for line in result.output.splitlines() if line.count("│") > 6}
     for poi, share in truth.items():
