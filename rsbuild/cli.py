@@ -18,7 +18,27 @@ from rich.text import Text
 
 from rsbuild.errors import ConfigError, RsbuildError
 
+
+class _HelpWithoutValue:
+    """Click's own ``--help`` is a flag: shown without a ``<bool>`` value, like every rsbuild flag."""
+
+    def get_help_option(self, ctx: Any) -> Any:
+        option = super().get_help_option(ctx)  # type: ignore[misc]
+        if option is not None:
+            option.metavar = ""
+        return option
+
+
+class _Group(_HelpWithoutValue, typer.core.TyperGroup):
+    pass
+
+
+class _Command(_HelpWithoutValue, typer.core.TyperCommand):
+    pass
+
+
 app = typer.Typer(
+    cls=_Group,
     help="Build remote-sensing vision-language datasets: Sentinel-2 chips, aligned land-cover labels, captions, "
     "WebDataset shards and SFT JSONL.",
     no_args_is_help=True,
@@ -119,7 +139,7 @@ def _exit_on_problem(summary: Any) -> None:
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(cls=_Command)
 @_friendly_errors
 def init(path: Annotated[Path, typer.Argument(help="where to write the example config")] = Path("rsbuild.toml")) -> None:
     """Write a commented example config.
@@ -137,7 +157,7 @@ def init(path: Annotated[Path, typer.Argument(help="where to write the example c
                   markup=False, highlight=False)
 
 
-@app.command()
+@app.command(cls=_Command)
 @_friendly_errors
 def fetch(
     config: ConfigOption,
@@ -170,7 +190,7 @@ def fetch(
     _exit_on_problem(summary)
 
 
-@app.command()
+@app.command(cls=_Command)
 @_friendly_errors
 def build(
     config: ConfigOption,
@@ -232,25 +252,28 @@ def build(
     console.print(Text.assemble("dataset written to ", (str(out), "bold"), "; check it with ", (f"rsbuild inspect {out}", "bold")))
 
 
-@app.command()
+@app.command(cls=_Command)
 @_friendly_errors
 def scenes(
     config: ConfigOption,
     limit: Annotated[int | None, typer.Option(help="at most this many POIs")] = None,
+    aoi_cloud: Annotated[bool, _flag("--aoi-cloud/--no-aoi-cloud", help="read each candidate scene's SCL window over the AOI (no imagery) "
+                                     "and show the AOI cloud share; the scene shown is then the one the fetch picks")] = False,
 ) -> None:
-    """Dry run: the scene each POI would get (id, date, scene cloud) or why there is none; reads no pixels.
+    """Dry run: the scene each POI would get (id, date, scene cloud) or why there is none; reads no pixels
+    (with --aoi-cloud: only the SCL window over each AOI).
 
     Examples:
 
     \b
       rsbuild scenes -c rsbuild.toml
-      rsbuild scenes -c rsbuild.toml --limit 20
+      rsbuild scenes -c rsbuild.toml --limit 20 --aoi-cloud
     """
     from rsbuild.run.scenes import choose_scenes, scenes_table
 
     cfg = _load(config)
-    choices = list(choose_scenes(cfg, limit))
-    console.print(scenes_table(choices, cfg.scenes.aoi_cloud_candidates))
+    choices = list(choose_scenes(cfg, limit, aoi_cloud=aoi_cloud))
+    console.print(scenes_table(choices, cfg.scenes.aoi_cloud_candidates, aoi_cloud=aoi_cloud))
     found = sum(1 for choice in choices if choice.scene is not None)
     console.print(Text(f"{found} of {len(choices)} POIs have a scene"))
 
@@ -269,7 +292,7 @@ def _caption_overrides(engine: str | None, prompts: Path | None, tasks: str | No
 
 
 
-@app.command()
+@app.command(cls=_Command)
 @_friendly_errors
 def recaption(
     source: SourceArgument,
@@ -305,6 +328,7 @@ def recaption(
 
 app.command(
     "caption",
+    cls=_Command,
     help="Caption half: chip shards from `rsbuild fetch` → the finished dataset (GPU box, no network). "
     "Same options as recaption; rerunning resumes.\n\nExamples:\n\n\b\n"
     "  rsbuild caption chips -o out --engine vllm --model HuggingFaceTB/SmolLM2-1.7B-Instruct\n"
@@ -312,7 +336,7 @@ app.command(
 )(recaption)
 
 
-@app.command()
+@app.command(cls=_Command)
 @_friendly_errors
 def inspect(
     directory: Annotated[Path, typer.Argument(help="a dataset folder written by `rsbuild build`")],
@@ -337,7 +361,7 @@ def inspect(
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(cls=_Command)
 @_friendly_errors
 def verify(
     directory: Annotated[Path, typer.Argument(help="a dataset folder written by `rsbuild build`")],
@@ -365,7 +389,7 @@ def verify(
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(cls=_Command)
 @_friendly_errors
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder")] = Path("rsbuild-demo"),
@@ -386,7 +410,7 @@ def demo(
     run_demo(out, console=console, engine=engine, show_progress=not quiet, model=model)
 
 
-@app.command()
+@app.command(cls=_Command)
 @_friendly_errors
 def preview(
     directory: Annotated[Path, typer.Argument(help="a dataset folder written by `rsbuild build`")],
@@ -411,7 +435,7 @@ def preview(
                                 f" with {summary.samples} samples (of {summary.scanned} read); open it in a browser"))
 
 
-@app.command()
+@app.command(cls=_Command)
 @_friendly_errors
 def publish(
     directory: Annotated[Path, typer.Argument(help="a dataset folder written by `rsbuild build`")],

@@ -103,6 +103,8 @@ class ScenesConfig(_Section):
     catalog: str = Field(description="STAC API root URL, or path/URL of a static catalog.json")
     collection: str = "sentinel-2-l2a"
     datetime: str = Field("2024-06-01/2024-08-31", description="RFC 3339 interval start/end")
+    connect_timeout_s: float = Field(10.0, gt=0, le=600, description="STAC requests: seconds to connect")
+    read_timeout_s: float = Field(30.0, gt=0, le=3600, description="STAC requests: seconds to wait for an answer")
     target_date: str | None = Field(None, description="ties in cloud cover go to the scene nearest this date")
     max_cloud_cover: float = Field(20.0, ge=0, le=100)
     cloud_property: str = "eo:cloud_cover"
@@ -166,6 +168,8 @@ class ImageryConfig(_Section):
     min_tile_valid: float = Field(0.5, ge=0, le=1, description="tiles with a smaller valid share are skipped")
     read_workers: int = Field(8, ge=1, le=256, description="concurrent network reads")
     cpu_workers: int = Field(2, ge=0, le=256, description="processes for tiling and PNG encoding (0 = in the reader threads)")
+    http_connect_timeout_s: float = Field(10.0, gt=0, le=600, description="GDAL (imagery, SCL and label COGs): seconds to connect")
+    http_timeout_s: float = Field(30.0, gt=0, le=3600, description="GDAL: seconds for one whole range request")
 
     @model_validator(mode="after")
     def _tiles_fit(self) -> ImageryConfig:
@@ -363,7 +367,8 @@ class CaptionsConfig(_Section):
     max_samples_in_flight: int | None = Field(None, ge=1, description="samples held by the caption stage; default 4 x concurrency")
     model_urls: dict[str, str] = Field(default_factory=dict, description="engine 'openai': base URL per model (one server per model)")
     vllm: VllmConfig = Field(default_factory=VllmConfig)
-    timeout_s: float = Field(120.0, gt=0)
+    timeout_s: float = Field(120.0, gt=0, description="LLM server: seconds to wait for one answer")
+    connect_timeout_s: float = Field(10.0, gt=0, le=600, description="LLM server: seconds to connect")
     retries: int = Field(3, ge=0)
     max_check_attempts: int = Field(3, ge=1, description="generations per caption before giving up on the check")
     constrained: bool = Field(False, description="engine 'local': decode area/class captions under a grammar that binds each class to its measured share and place")
@@ -525,6 +530,8 @@ filter_mode = "auto"         # auto (from the server's conformance) | filter | q
 #                            # keys from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or credentials_file = "~/.cdse-keys",
 #                            # virtual_hosting = false (path-style), anonymous = true only for public buckets
 aoi_cloud_candidates = 3     # best scenes whose cloud share over the AOI is read to pick the clearest (0 = off)
+connect_timeout_s = 10.0     # STAC requests: seconds to connect, and to wait for an answer (each try; failures
+read_timeout_s = 30.0        # are retried with backoff, then recorded as transient: --retry-failed redoes them)
 
 [imagery]
 aoi_size = 1024              # native 10 m pixels around each POI
@@ -538,6 +545,8 @@ max_tile_cloud = 0.5
 min_tile_valid = 0.5
 read_workers = 8             # concurrent network reads
 cpu_workers = 2              # processes for tiling / PNG encoding (0 = in the reader threads)
+http_connect_timeout_s = 10.0  # GDAL reads of imagery, SCL and label COGs: seconds to connect,
+http_timeout_s = 30.0        # and for one whole range request (GDAL_HTTP_CONNECTTIMEOUT / GDAL_HTTP_TIMEOUT)
 
 [labels]
 source = "cog"               # cog (url below) | stac (catalog + collection) | earthengine (ee_* below)
@@ -587,6 +596,8 @@ paraphrases = 0
 class_min_share = 0.05
 max_class_rows = 3
 concurrency = 256            # requests open at once per server: a vLLM server batches hundreds (llama.cpp: its --n_parallel)
+timeout_s = 120.0            # engine "openai": seconds to wait for one answer, and to connect
+connect_timeout_s = 10.0
 # max_samples_in_flight = 1024   # samples the caption stage holds (default 4 x concurrency); bounds memory
 # models = ["Qwen/Qwen2.5-7B-Instruct"]   # annotator models; empty = the engine's default
 # model_urls = { "Qwen/Qwen2.5-7B-Instruct" = "http://127.0.0.1:8000/v1" }   # engine "openai": one server per model

@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from rsbuild.config import OutputConfig
+from rsbuild.dataset.layout import IMAGEFOLDER_SUFFIX, STILLS_FOLDER
 from rsbuild.dataset.sft import STILL_TASK, reported_tasks
 from rsbuild.dataset.shards import brace_pattern
 from rsbuild.records import SPLITS
@@ -85,15 +86,34 @@ def front_matter(summary: Mapping[str, Any], output_cfg: OutputConfig) -> str:
         f"- {size_category(rows or summary.get('tiles', 0))}",
         "configs:",
     ]
-    # Only the JSONL: `datasets` picks one builder per repository, so a second config over the
-    # tar shards would be read with the JSON builder (huggingface/datasets#7101).
-    jsonl_splits = [s for s in SPLITS if sum(summary.get("rows_by_split", {}).get(s, {}).values())]
-    if jsonl_splits:
-        lines += ["- config_name: default", "  data_files:"]
-        for split in jsonl_splits:
-            lines += [f"  - split: {split}", f"    path: data/{split}.jsonl"]
+    lines += _configs_lines(summary)
     lines.append("---")
     return "\n".join(lines)
+
+
+def _configs_lines(summary: Mapping[str, Any]) -> list[str]:
+    """The ``default`` config: `datasets` reads it with its imagefolder builder, so the SFT rows load
+    with an ``Image()`` column ``image``.
+
+    `datasets` picks one builder per repository, from the file extensions of the first config's
+    files (most files wins, ties go to ``.jsonl``), so there is one config. Its rows are
+    ``{split}.metadata.jsonl`` at the top of the folder (``file_name`` is resolved against the
+    folder of the metadata file and may not climb out of it); each split lists the image files too,
+    which is how the builder is chosen and what a download from the Hub fetches."""
+    splits = [s for s in SPLITS if sum(summary.get("rows_by_split", {}).get(s, {}).values())]
+    if not splits:
+        return []
+    files = summary.get("files", {})
+    images = ["images/**/*.png"] if files.get("images") else []
+    if _still_rows(summary):
+        images.append(f"{STILLS_FOLDER}/**")
+    if sum(files.get(folder, 0) for folder in ("images", STILLS_FOLDER)) == 1:
+        images.append(images[0])  # one image and one metadata file would tie, and the tie picks the JSON builder
+    lines = ["- config_name: default", "  metadata_filenames:", *(f"  - {s}{IMAGEFOLDER_SUFFIX}" for s in splits),
+             "  data_files:"]
+    for split in splits:
+        lines += [f"  - split: {split}", "    path:", *(f"    - {_yaml_str(p)}" for p in (f"{split}{IMAGEFOLDER_SUFFIX}", *images))]
+    return lines
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
@@ -300,6 +320,10 @@ def _layout_section(summary: Mapping[str, Any], output_cfg: OutputConfig) -> lis
             "`meta` with key, task, class, annotator, overlay)."
         ),
         (
+            "- `{train,validation,test}.metadata.jsonl`: the same rows with `file_name`, the image path, first "
+            "(without `meta.detail`): the `default` config, read by `datasets` with an `Image()` column `image`."
+        ),
+        (
             f"- `images/`, `overlays/`, `metadata/`, `mapbox_stills/`: files in `sNNNNN/` folders of at most "
             f"{output_cfg.folder_file_cap} files."
         ),
@@ -315,7 +339,7 @@ def _loading_section(summary: Mapping[str, Any]) -> list[str]:
         "",
         "```python",
         "from datasets import load_dataset",
-        "rows = load_dataset(\"path/to/this/folder\")  # SFT rows (data/*.jsonl)",
+        "rows = load_dataset(\"path/to/this/folder\")  # SFT rows: image (PIL), messages, meta",
         "# shards: KEY.json fields vary between tiles, so declare it as Json (datasets infers types from 5 samples)",
         "from datasets import Features, Image, Json, Value",
         "features = Features({\"__key__\": Value(\"string\"), \"__url__\": Value(\"string\"), \"json\": Json(),",

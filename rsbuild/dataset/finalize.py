@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from rsbuild.dataset.layout import (
     DATA_DIR,
     FAILURES_FILE,
     FOLDERS,
+    IMAGEFOLDER_SUFFIX,
     PARTS_DIR,
     PLOTS_DIR,
     SHARD_LIST_SUFFIX,
@@ -29,11 +31,12 @@ from rsbuild.dataset.layout import (
     SHARDS_DIR,
     SUMMARY_FILE,
     TMP_SUFFIX,
+    compact_json,
     pretty_json,
 )
 from rsbuild.dataset.plots import card_plot_section, write_plots
 from rsbuild.dataset.shards import renumber_shards, write_atomic
-from rsbuild.dataset.units import Tally, done_units, failures_part, marker_path
+from rsbuild.dataset.units import Tally, done_units, failures_part, marker_path, shard_names_lock
 from rsbuild.records import SPLITS
 from rsbuild.schemes import Scheme
 from rsbuild.version import __version__
@@ -46,6 +49,45 @@ def _concat(parts: Iterable[Path], target: Path) -> None:
             with open(part, "rb") as src:
                 shutil.copyfileobj(src, out)
     tmp.replace(target)
+
+
+def imagefolder_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """An SFT row as a row of ``OUT/{split}.metadata.jsonl``: ``file_name`` (the image, relative to
+    OUT, which `datasets`' imagefolder builder turns into an ``Image()`` column) first, then the row
+    without ``meta.detail`` (its fields differ between derived tasks, and the builder reads one
+    schema from the first rows)."""
+    meta = {k: v for k, v in row["meta"].items() if k != "detail"}
+    return {"file_name": row["messages"][0]["content"][0]["image"], "messages": row["messages"], "meta": meta}
+
+
+def _write_imagefolder_metadata(jsonl: Path, target: Path) -> None:
+    """``target`` holds one `imagefolder_row` per line of ``jsonl``; no file for an empty split."""
+    if not jsonl.stat().st_size:
+        target.unlink(missing_ok=True)
+        return
+    tmp = target.with_name(target.name + TMP_SUFFIX)
+    with open(jsonl, encoding="utf-8") as rows, open(tmp, "wb") as out:
+        for line in rows:
+            out.write(compact_json(imagefolder_row(json.loads(line))))
+    tmp.replace(target)
+
+
+def _failed_pois(failures_file: Path, pois_with_tiles: set[str]) -> tuple[dict[str, int], int]:
+    """POIs that gave no tile in the whole dataset, by the first failure recorded for each
+    (``"stage/reason"`` -> count), and how many of them failed transiently (``--retry-failed``
+    may save them): what a resumed run's exit code is judged on."""
+    first: dict[str, str] = {}
+    transient: set[str] = set()
+    if failures_file.exists():
+        with open(failures_file, encoding="utf-8") as lines:
+            for line in lines:
+                doc = json.loads(line)
+                poi = doc.get("poi_id")
+                if poi and poi not in pois_with_tiles:
+                    first.setdefault(poi, f"{doc.get('stage')}/{doc.get('reason')}")
+                    if doc.get("transient"):
+                        transient.add(poi)
+    return dict(sorted(Counter(first.values()).items())), len(transient)
 
 
 def _renumber(out_dir: Path, shards: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -91,18 +133,21 @@ def finalize(
     """Assemble the whole-run files from the done units: JSONL, failures, summary, card, plots."""
     out_dir = Path(out_dir)
     started = time.perf_counter()
-    units = sorted(done_units(out_dir))
-    tally, overlap, shards = Tally(), OverlapReport(), []
-    for unit in units:
-        marker = json.loads(marker_path(out_dir, unit).read_text(encoding="utf-8"))
-        tally.merge(marker["tally"])
-        shards += [{"name": s["shard"], "split": s["split"], "samples": s["samples"], "bytes": s["bytes"], "unit": unit}
-                   for s in marker["shards"]]
-        for key, split, bbox in marker["footprints"]:
-            overlap.add(key, bbox, split)
-    shards = _renumber(out_dir, shards)
+    tally, overlap, shards, pois_with_tiles = Tally(), OverlapReport(), [], set()
+    with shard_names_lock(out_dir):  # a concurrent worker redoing a unit renames shards back meanwhile
+        units = sorted(done_units(out_dir))
+        for unit in units:
+            marker = json.loads(marker_path(out_dir, unit).read_text(encoding="utf-8"))
+            tally.merge(marker["tally"])
+            shards += [{"name": s["shard"], "split": s["split"], "samples": s["samples"], "bytes": s["bytes"], "unit": unit}
+                       for s in marker["shards"]]
+            for key, split, bbox in marker["footprints"]:
+                overlap.add(key, bbox, split)
+                pois_with_tiles.add(key.rsplit("_t", 1)[0])
+        shards = _renumber(out_dir, shards)
     _concat((failures_part(out_dir, u) for u in units if failures_part(out_dir, u).exists()), out_dir / FAILURES_FILE)
     c = tally.counters
+    failed_pois, failed_transient = _failed_pois(out_dir / FAILURES_FILE, pois_with_tiles)
     summary: dict[str, Any] = {
         "rsbuild_version": __version__,
         "scheme": scheme.name if scheme else None,
@@ -113,6 +158,9 @@ def finalize(
         "failures": sum(c["failures_by_reason"].values()),
         "failures_by_reason": dict(sorted(c["failures_by_reason"].items())),
         "failures_by_stage": dict(sorted(c["failures_by_stage"].items())),
+        "pois_with_tiles": len(pois_with_tiles),
+        "pois_failed": failed_pois,
+        "pois_failed_transient": failed_transient,
         "caption_failures_by_reason": dict(sorted(c["caption_failures_by_reason"].items())),
         "captions": tally.captions.to_json(),
         "annotations_by_task": dict(sorted(c["annotations"].items())),
@@ -127,6 +175,7 @@ def finalize(
         for split in SPLITS:
             parts = (out_dir / DATA_DIR / PARTS_DIR / f"{split}-{u:06d}.jsonl" for u in units)
             _concat((p for p in parts if p.exists()), out_dir / DATA_DIR / f"{split}.jsonl")
+            _write_imagefolder_metadata(out_dir / DATA_DIR / f"{split}.jsonl", out_dir / f"{split}{IMAGEFOLDER_SUFFIX}")
         summary["rows"] = sum(sum(r.values()) for r in tally.rows.values())
         tasks = sft.reported_tasks(tally.rows.values())
         summary["rows_by_split"] = {split: {t: tally.rows[split][t] for t in tasks} for split in SPLITS}

@@ -5,6 +5,7 @@ OUT/shards/{split}-NNNNNN.tar (+ .stats.json)   rsbuild.dataset.shards (NNNNNN =
 OUT/shards/names.json                           unit shard name -> final name (finalize renumbers)
 OUT/data/{train,validation,test}.jsonl          rsbuild.dataset.sft rows
 OUT/data/{split}.shards.txt                     the split's shard paths, one a line
+OUT/{split}.metadata.jsonl                      the SFT rows + `file_name` (the card's `datasets` config)
 OUT/images/sNNNNN/KEY.png                       the chip PNG bytes, as in the shard
 OUT/overlays/sNNNNN/KEY_RR_TASK.png             one per JSONL row (output.write_bbox_overlays)
 OUT/metadata/sNNNNN/KEY.json                    per-tile sidecar: metadata + label counts/shapes
@@ -37,8 +38,10 @@ SUMMARY_FILE = "summary.json"
 CARD_FILE = "README.md"
 FAILURES_FILE = "failures.jsonl"
 RUN_FILE = "run.json"  # the run's config fingerprint
+LOCK_FILE = "lock"  # units/lock: held while shards are renamed (finalize, a redone unit's cleanup)
 SHARD_NAMES_FILE = "names.json"  # shards/names.json: unit shard name -> contiguous name (finalize)
 SHARD_LIST_SUFFIX = ".shards.txt"  # data/{split}.shards.txt
+IMAGEFOLDER_SUFFIX = ".metadata.jsonl"  # OUT/{split}.metadata.jsonl: rows of the card's imagefolder config
 CONFIG_FILE = "config.resolved.json"  # the resolved config of the run (recaption reads it)
 RUN_SUMMARY_FILE = "run_summary.json"
 REJECTS_FILE = "rejects.jsonl"  # POI rows that were not read, with the reason

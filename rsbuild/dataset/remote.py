@@ -35,8 +35,9 @@ TMP_MARK = ".tmp"
 SYNC_INTERVAL_S = 2.0
 
 
-def is_remote(location: str | Path) -> bool:
-    """True for fsspec URLs other than local files."""
+def is_fsspec_url(location: str | Path) -> bool:
+    """True for an fsspec URL other than a local file (``s3://…``, ``memory://…``): an output or
+    input that needs staging. Not `rsbuild.sources.raster_io.is_remote` (hrefs GDAL reads over the network)."""
     text = str(location)
     return "://" in text and not text.startswith("file://")
 
@@ -135,7 +136,7 @@ def staged_output(target: str | Path, *, overwrite: bool = False, interval_s: fl
 
     ``overwrite`` (the commands' ``--overwrite``) empties the remote prefix first instead of
     resuming from it, as ``prepare_run`` empties a local folder."""
-    if not is_remote(target):
+    if not is_fsspec_url(target):
         yield Path(target)
         return
     staging = Path(tempfile.mkdtemp(prefix="rsbuild-staging-"))
@@ -160,4 +161,4 @@ def staged_output(target: str | Path, *, overwrite: bool = False, interval_s: fl
     shutil.rmtree(staging, ignore_errors=True)
 
 
-__all__ = ["RemoteOutput", "is_remote", "staged_output"]
+__all__ = ["RemoteOutput", "is_fsspec_url", "staged_output"]

@@ -21,12 +21,14 @@ the markers, so it can run again at any time (and after job-array workers each d
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import shutil
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,7 @@ from rsbuild.dataset.layout import (
     DATA_DIR,
     FAILURES_FILE,
     FOLDERS,
+    LOCK_FILE,
     PARTS_DIR,
     PLOTS_DIR,
     RUN_FILE,
@@ -381,15 +384,35 @@ def forget_unit(out_dir: Path, unit: int) -> None:
     clean_unit(out_dir, unit)
 
 
+@contextmanager
+def shard_names_lock(out_dir: Path) -> Iterator[None]:
+    """Hold ``OUT/units/lock`` (an exclusive ``flock``; other processes on this folder wait).
+
+    Finalize renames shards to their final names and a redone unit first renames them back: two
+    job-array workers doing both at once on one folder could move a shard onto another. Both run
+    under this lock, so the renames of one never interleave with the other's. (An ``s3://`` output
+    is staged in a folder per process; workers there must not share one prefix while finalizing.)
+    Not reentrant: a holder must not take it again."""
+    folder = Path(out_dir) / UNITS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / LOCK_FILE, "a+b") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
 def clean_unit(out_dir: Path, unit: int) -> None:
     """Remove whatever an unfinished attempt at ``unit`` left (shards, sidecars, parts, marker)."""
     out_dir = Path(out_dir)
     shards_dir = out_dir / SHARDS_DIR
-    restore_unit_shard_names(shards_dir, shards_dir / SHARD_NAMES_FILE)  # a finalized unit's shards carry final names
-    marker_path(out_dir, unit).unlink(missing_ok=True)
-    for split in SPLITS:
-        for path in shards_dir.glob(unit_shard_name(split, unit, 0)[:-2] + "*"):
-            path.unlink(missing_ok=True)
+    with shard_names_lock(out_dir):  # no finalize renames shards meanwhile
+        restore_unit_shard_names(shards_dir, shards_dir / SHARD_NAMES_FILE)  # a finalized unit's shards carry final names
+        marker_path(out_dir, unit).unlink(missing_ok=True)
+        for split in SPLITS:
+            for path in shards_dir.glob(unit_shard_name(split, unit, 0)[:-2] + "*"):
+                path.unlink(missing_ok=True)
         part = out_dir / DATA_DIR / PARTS_DIR / f"{split}-{unit:06d}.jsonl"
         for path in (part, part.with_name(part.name + TMP_SUFFIX)):
             path.unlink(missing_ok=True)
@@ -402,7 +425,9 @@ def run_fingerprint(config: Mapping[str, Any]) -> str:
     """sha256 of what decides a run's outputs (the resolved config minus pure speed knobs)."""
     doc = json.loads(json.dumps(config, sort_keys=True, default=str))
     for section, key in (("imagery", "read_workers"), ("imagery", "cpu_workers"), ("captions", "concurrency"),
-                         ("output", "max_failure_share")):  # speed knobs and the exit rule: same bytes
+                         ("output", "max_failure_share"),  # speed knobs, the exit rule and timeouts: same bytes
+                         ("scenes", "connect_timeout_s"), ("scenes", "read_timeout_s"), ("imagery", "http_connect_timeout_s"),
+                         ("imagery", "http_timeout_s"), ("captions", "connect_timeout_s")):
         doc.get(section, {}).pop(key, None)
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 

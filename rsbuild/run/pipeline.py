@@ -101,8 +101,27 @@ class RunSummary:
             return
         else:
             return
+        self.problem = self._failure_text(head, self.pois_failed, self.pois_attempted, self.failures_transient)
+
+    def judge_dataset(self, max_failure_share: float) -> None:
+        """A resume that skipped done units and finalized: exit 1 when the finished dataset (not
+        only this run's units) lost more POI rows than allowed. Counts come from finalize
+        (``summary.json``: ``pois_with_tiles``, ``pois_failed``) plus the table's rejected rows."""
+        if self.problem or not self.finalized or not self.units_skipped:
+            return
+        failed = Counter(self.writer.get("pois_failed", {}))
+        failed.update({f"poi/{reason}": n for reason, n in self.rejects_by_reason.items()})
+        total = int(self.writer.get("pois_with_tiles", 0)) + sum(failed.values())
+        if not total or sum(failed.values()) / total <= max_failure_share:
+            return
+        head = (f"the finished dataset ({self.units_skipped} units from earlier runs included): {sum(failed.values())} "
+                f"of {total} POIs gave no tile, a share above --max-failure-share {max_failure_share:g} "
+                "(output.max_failure_share; pass a larger one to accept it)")
+        self.problem = self._failure_text(head, failed, total, int(self.writer.get("pois_failed_transient", 0)))
+
+    def _failure_text(self, head: str, pois_failed: Counter[str], total: int, transient: int) -> str:
         stages: dict[str, Counter[str]] = {}
-        for name, n in self.pois_failed.most_common():
+        for name, n in pois_failed.most_common():
             stage, reason = name.split("/", 1)
             stages.setdefault(stage, Counter())[reason] += n
         groups = []
@@ -110,13 +129,14 @@ class RunSummary:
             n = sum(by_reason.values())
             what = FAILED_AT.get(stage, f"POIs failed at {stage}")
             example = self.failure_examples.get(f"{stage}/{by_reason.most_common(1)[0][0]}")
-            groups.append(("all " if n == self.pois_attempted else "") + _count(n, what) + f" ({_reasons(by_reason)}"
+            groups.append(("all " if n == total else "") + _count(n, what) + f" ({_reasons(by_reason)}"
                           + (f"; e.g. {example}" if example else "") + ")")
         hints = dict.fromkeys(HINTS[stage] for stage in stages if stage in HINTS)
-        self.problem = f"{head}: " + "; ".join(groups) + ". " + " ".join(hints)
-        if self.failures_transient:
-            self.problem += (f" {self.failures_transient} of the failures were transient (a server did not answer): "
-                             "rerun with --retry-failed once it is back.")
+        text = f"{head}: " + "; ".join(groups) + ". " + " ".join(hints)
+        if transient:
+            text += (f" {transient} of the failures were transient (a server did not answer): "
+                     "rerun with --retry-failed once it is back.")
+        return text
 
     def table(self) -> Table:
         """A rich table of the run."""
@@ -235,10 +255,13 @@ def check_local_inputs(cfg: Config) -> None:
 
 def make_searcher(cfg: Config) -> Any:
     """The scene searcher for the configured catalog (opens it once)."""
+    from rsbuild.sources import raster_io, stac
     from rsbuild.sources.object_store import configure_gdal
     from rsbuild.sources.stac import SceneSearcher
 
     configure_gdal(cfg.scenes.s3)  # endpoint and keys of s3:// hrefs (CDSE), before any read
+    raster_io.set_http_timeouts(cfg.imagery.http_connect_timeout_s, cfg.imagery.http_timeout_s)
+    stac.set_timeouts(cfg.scenes.connect_timeout_s, cfg.scenes.read_timeout_s)
     required = ("visual",) if cfg.imagery.rgb_source == "visual" else ("red", "green", "blue")
     return SceneSearcher(cfg.scenes, required=required)
 
@@ -511,6 +534,7 @@ def finish_run(summary: RunSummary, router: UnitRouter, cfg: Config, out_dir: Pa
     if finalize_now:
         summary.writer = finalize(out_dir, cfg.output, cfg.splits, scheme, cfg.dump(), dataset=dataset)
         summary.finalized = True
+        summary.judge_dataset(cfg.output.max_failure_share)
     summary.elapsed_s = round(time.perf_counter() - started, 3)
     summary.retries = RETRIES.snapshot(since=summary.retries_before)
     write_atomic(out_dir / RUN_SUMMARY_FILE, pretty_json(summary.to_json()))

@@ -23,6 +23,7 @@ from rich.console import Console
 
 from rsbuild.config import Config, config_from_dict
 from rsbuild.dataset.layout import CONFIG_FILE, SHARDS_DIR, UNITS_DIR
+from rsbuild.dataset.remote import is_fsspec_url
 from rsbuild.dataset.shards import read_shard_stream, unit_of_shard_name
 from rsbuild.dataset.units import SHARDS_PER_UNIT, UnitRouter, UnitWriter, failures_part, plan_for, prepare_run
 from rsbuild.errors import InputError
@@ -37,12 +38,6 @@ from rsbuild.run.pipeline import (
     write_samples,
 )
 from rsbuild.schemes import get_scheme
-
-
-def is_remote(location: str | Path) -> bool:
-    """True for fsspec URLs other than local files."""
-    text = str(location)
-    return "://" in text and not text.startswith("file://")
 
 
 def _join(base: str, *parts: str) -> str:
@@ -126,7 +121,7 @@ def run_recaption(
     data = base.dump()
     data["captions"].update({k: v for k, v in overrides.items() if v is not None})
     cfg = config_from_dict(data, source=f"{source} config with command-line options")
-    staging = Path(tempfile.mkdtemp(prefix="rsbuild-out-")) if is_remote(out) else Path(out)
+    staging = Path(tempfile.mkdtemp(prefix="rsbuild-out-")) if is_fsspec_url(out) else Path(out)
     summary = RunSummary(out_dir=str(out))
     plan = plan_for(cfg)
     done = prepare_run(staging, cfg.dump(), overwrite=overwrite)
@@ -159,11 +154,11 @@ def run_recaption(
         for engine in caption_stage.engines if owned else ():
             engine.close()
     finish_run(summary, router, cfg, staging, scheme, started, finalize_now=finalize_run)
-    if is_remote(out):
+    if is_fsspec_url(out):
         fs, path = fsspec.core.url_to_fs(out)
         fs.put(str(staging) + "/", path, recursive=True)
         shutil.rmtree(staging, ignore_errors=True)
     return summary
 
 
-__all__ = ["is_remote", "run_recaption", "shard_unit", "source_config", "source_units"]
+__all__ = ["run_recaption", "shard_unit", "source_config", "source_units"]

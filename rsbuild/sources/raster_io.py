@@ -62,6 +62,15 @@ for _name, _value in GDAL_DEFAULTS.items():
 if not any(os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_SESSION_TOKEN")):
     os.environ.setdefault("AWS_NO_SIGN_REQUEST", "YES")
 
+
+
+def set_http_timeouts(connect_s: float, request_s: float) -> None:
+    """GDAL's connect and whole-request seconds (``imagery.http_*timeout_s``) for this process and
+    the workers it starts; GDAL reads them at each open."""
+    os.environ["GDAL_HTTP_CONNECTTIMEOUT"] = f"{connect_s:g}"
+    os.environ["GDAL_HTTP_TIMEOUT"] = f"{request_s:g}"
+
+
 RESAMPLING = {"nearest": Resampling.nearest, "bilinear": Resampling.bilinear, "average": Resampling.average}
 
 

@@ -399,6 +399,12 @@ class _Catalog:
         return io
 
 
+def set_timeouts(connect_s: float, read_s: float) -> None:
+    """The (connect, read) seconds of every STAC request from now on (``scenes.*_timeout_s``)."""
+    global SEARCH_TIMEOUT_S
+    SEARCH_TIMEOUT_S = (connect_s, read_s)
+
+
 def api_io() -> StacApiIO:
     """An HTTP session for a STAC API: bounded timeouts, no urllib3 retries (they happen in `retry_call`)."""
     return StacApiIO(timeout=SEARCH_TIMEOUT_S, max_retries=None)
@@ -520,7 +526,9 @@ def _open_catalog(href: str, field: str) -> Client | pystac.Catalog:
         if is_url:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # a static catalog has no conformsTo: that is fine
-                return retry_call("stac", lambda: Client.open(href, stac_io=api_io()), transient=transient_cause,
+                # open() passes its own timeout (default None: no timeout) to the stac_io: give it ours
+                return retry_call("stac", lambda: Client.open(href, stac_io=api_io(), timeout=SEARCH_TIMEOUT_S),
+                                  transient=transient_cause,
                                   key=href, backoff=SEARCH_BACKOFF)
         root = pystac.read_file(str(Path(href.removeprefix("file://"))))
     except (APIError, OSError, pystac.STACError, json.JSONDecodeError) as exc:

@@ -157,7 +157,7 @@ def test_card_front_matter_and_sections(tmp_path: Path) -> None:
     assert meta["size_categories"] == ["n<1K"]
     assert meta["pretty_name"] == "rsbuild dataset"
     default = next(c for c in meta["configs"] if c["config_name"] == "default")
-    assert default["data_files"] == [{"split": s, "path": f"data/{s}.jsonl"} for s in SPLITS_OF]
+    assert default["data_files"] == [{"split": s, "path": [f"{s}.metadata.jsonl", "images/**/*.png"]} for s in SPLITS_OF]
     for needle in ("Copernicus Sentinel data 2024", "ESA WorldCover", "CC-BY-4.0", "| water |", "rsbuild 0.1.0"):
         assert needle in body
     assert "| train | 3 | 3 | 3 | 3 | 6 | 2 |" in body  # tiles, rows per task, shards

@@ -79,3 +79,29 @@ def test_units_finished_out_of_order_and_finalized_twice_keep_the_names(tmp_path
     assert _final(job_array) == reference
     assert _final(job_array) == reference  # a rerun with every unit done finalizes again: nothing moves
     assert not list(job_array.rglob("*-u0000*"))  # no unit names left behind
+
+
+def test_a_redone_unit_waits_for_a_finalize_in_progress_and_loses_no_shard(tmp_path: Path) -> None:
+    """Job arrays: worker A finalizes (renames shards) while worker B redoes unit 1 (renames them
+    back first). B's cleanup waits for the names lock, so no shard is moved onto another."""
+    import threading
+
+    from rsbuild.dataset.units import clean_unit, shard_names_lock
+
+    for unit in range(UNITS):
+        _write_unit(tmp_path, unit)
+    final = _final(tmp_path)
+    by_first_key = {json.loads((tmp_path / "shards" / n.replace(".tar", ".stats.json")).read_text())["first_key"]: digest
+                    for n, digest in final.items()}
+    with shard_names_lock(tmp_path):  # worker A's finalize holds the lock
+        worker_b = threading.Thread(target=clean_unit, args=(tmp_path, 1))
+        worker_b.start()
+        worker_b.join(timeout=0.5)
+        assert worker_b.is_alive()  # waiting: nothing renamed or removed under A's feet
+        assert {p.name for p in list_shards(tmp_path)} == set(final) and (tmp_path / "shards" / "names.json").exists()
+    worker_b.join()
+    left = {json.loads(p.with_name(p.name.replace(".tar", ".stats.json")).read_text())["first_key"]:
+            hashlib.sha256(p.read_bytes()).hexdigest() for p in list_shards(tmp_path)}
+    unit1_keys = {f"p{1 * POIS_PER_UNIT + i + 1:03d}_t0000" for i in range(POIS_PER_UNIT)}
+    assert left == {k: v for k, v in by_first_key.items() if k not in unit1_keys}  # units 0 and 2 intact, unit 1 gone
+    assert all("-u00000" in p.name for p in list_shards(tmp_path))  # back under unit names until the next finalize

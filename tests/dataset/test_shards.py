@@ -292,7 +292,8 @@ def test_exception_mid_shard_leaves_no_partial_tar(tmp_path: Path, samples: list
     assert [s.key for s in read_shard(shards[0])] == [s.key for s in samples[:3]]
     assert read_shard_stats(shards[0])["samples"] == 3
     assert not list(tmp_path.rglob("*.tmp"))
-    assert list((tmp_path / "units").iterdir()) == [] and done_units(tmp_path) == set()  # no failures part, no marker
+    left = [p.name for p in (tmp_path / "units").iterdir()]
+    assert left in ([], ["lock"]) and done_units(tmp_path) == set()  # no failures part, no marker (the names lock may stay)
 
 
 KILL_SCRIPT = """

@@ -154,7 +154,9 @@ def test_retry_failed_redoes_units_that_met_a_server_down(tmp_path, fixture_data
     flaky = RangeHTTPServer(fixture_data.cog_dir, port=port).start()
     try:
         resumed = rsbuild("build", "--config", str(config), "--out", str(out), "--quiet")  # plain rerun: resume only
-        assert resumed.returncode == 0 and tree(out) != tree(reference)  # nothing left to do in this run
+        assert resumed.returncode == down.returncode and tree(out) != tree(reference)  # nothing to do; the dataset is judged
+        if resumed.returncode:
+            assert "the finished dataset" in resumed.stderr and "rerun with --retry-failed" in " ".join(resumed.stderr.split())
         assert markers(out) == {**good, **{n: m for n, m in markers(out).items() if n in lost_units}}
         retried = rsbuild("build", "--config", str(config), "--out", str(out), "--quiet", "--retry-failed")
     finally:

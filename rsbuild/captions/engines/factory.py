@@ -51,6 +51,7 @@ def _llm_engine(cfg: CaptionsConfig, model: str | None) -> CaptionEngine:
             api_key_env=cfg.api_key_env,
             concurrency=cfg.concurrency,
             timeout_s=cfg.timeout_s,
+            connect_timeout_s=cfg.connect_timeout_s,
             retries=cfg.retries,
             sampling=sampling,
         )

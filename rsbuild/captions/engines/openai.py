@@ -6,7 +6,7 @@ chat completions are open at once (default 256, enough to fill a vLLM server's b
 Connection errors, timeouts (a stalled or truncated answer included), 429 and 5xx are retried with
 exponential backoff and deterministic jitter here, not by the openai client (``max_retries=0``: its
 own retries would be invisible and multiply ours); retries and give-ups are counted under edge
-``llm`` of `rsbuild.retries`. Connect timeout ``min(10 s, timeout_s)``, read timeout ``timeout_s``.
+``llm`` of `rsbuild.retries`. Connect timeout ``min(connect_timeout_s, timeout_s)`` (10 s), read timeout ``timeout_s``.
 Paraphrases are asked as ``n``; servers that ignore ``n`` (llama.cpp) are asked again for the
 missing choices. The API key is read from an environment variable and never shown.
 """
@@ -60,6 +60,7 @@ class OpenAIEngine(CaptionEngine):
         api_key_env: str = "OPENAI_API_KEY",
         concurrency: int = DEFAULT_CONCURRENCY,
         timeout_s: float = 120.0,
+        connect_timeout_s: float = 10.0,
         retries: int = 3,
         sampling: Mapping[str, Any] | None = None,
         backoff_s: float = 0.5,
@@ -72,6 +73,7 @@ class OpenAIEngine(CaptionEngine):
         self._api_key = os.environ.get(api_key_env) or NO_KEY
         self.concurrency = concurrency
         self.timeout_s = timeout_s
+        self.connect_timeout_s = connect_timeout_s
         self.retries = retries
         self.sampling = dict(sampling or {})
         self.backoff_s = backoff_s
@@ -97,7 +99,7 @@ class OpenAIEngine(CaptionEngine):
             loop.close(self._shutdown())
 
     async def _open(self) -> None:
-        timeout = openai.Timeout(self.timeout_s, connect=min(10.0, self.timeout_s))
+        timeout = openai.Timeout(self.timeout_s, connect=min(self.connect_timeout_s, self.timeout_s))
         self._client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self._api_key, timeout=timeout, max_retries=0)
         self._slots = asyncio.Semaphore(self.concurrency)
 
