@@ -354,6 +354,9 @@ def _read_on_grid(href: str, grid: Grid, bands: int | list[int], resampling: str
                                       window if window is not None else _source_window(src, grid)))
         if window is not None:
             return _read_window(src, indexes, window, fill)
+        coarser = _coarser_by_integer(src, grid) if resampling == "nearest" else None
+        if coarser is not None:
+            return _repeat_coarser(src, indexes, grid, coarser, fill)
         with WarpedVRT(
             src,
             crs=grid.crs,
@@ -384,6 +387,41 @@ def _read_window(src: Any, indexes: int | list[int], window: Window, fill: float
         inner = src.read([indexes] if isinstance(indexes, int) else indexes, window=Window(col0, row0, col1 - col0, row1 - row0))
         out[:, row0 - window.row_off : row1 - window.row_off, col0 - window.col_off : col1 - window.col_off] = inner
     return out[0] if isinstance(indexes, int) else out
+
+
+def _coarser_by_integer(src: Any, grid: Grid) -> tuple[int, int, int] | None:
+    """(factor, row, col) when ``src`` is ``grid``'s CRS at an integer multiple ``factor`` of its
+    pixel size and ``grid``'s origin lies on a grid pixel corner at (row, col) of the source
+    upsampled by ``factor`` (e.g. a 20 m SCL onto a 10 m AOI); else None."""
+    if not src.crs or src.crs != rasterio.crs.CRS.from_user_input(grid.crs):
+        return None
+    a, b, c, d, e, f = tuple(src.transform)[:6]
+    ga, gb, gc, gd, ge, gf = grid.transform
+    if b or d or gb or gd or ga <= 0 or ge >= 0:
+        return None
+    factor = a / ga
+    if round(factor) < 2 or abs(factor - round(factor)) > 1e-9 or abs(e / ge - factor) > 1e-9:
+        return None
+    col, row = (gc - c) / ga, (gf - f) / ge
+    if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
+        return None
+    return int(round(factor)), int(round(row)), int(round(col))
+
+
+def _repeat_coarser(src: Any, indexes: int | list[int], grid: Grid, coarser: tuple[int, int, int], fill: float) -> np.ndarray:
+    """Nearest resampling by an integer factor without a warp: output pixel ``i`` lies in source
+    pixel ``(row + i) // factor`` (its centre never falls on a source edge). Source nodata and
+    pixels outside the source become ``fill``, as in a WarpedVRT."""
+    factor, row, col = coarser
+    row0, col0 = row // factor, col // factor
+    rows = (row + grid.height - 1) // factor - row0 + 1
+    cols = (col + grid.width - 1) // factor - col0 + 1
+    block = _read_window(src, indexes, Window(col0, row0, cols, rows), fill)
+    if src.nodata is not None and src.nodata != fill:
+        block[block == src.nodata] = fill
+    dr, dc = row - row0 * factor, col - col0 * factor
+    upsampled = np.repeat(np.repeat(block, factor, axis=-2), factor, axis=-1)
+    return np.ascontiguousarray(upsampled[..., dr : dr + grid.height, dc : dc + grid.width])
 
 
 def _source_window(src: Any, grid: Grid, margin: int = 3) -> Window:

@@ -14,7 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+import rasterio.warp
+from rasterio.enums import Resampling
 from rasterio.transform import Affine
+from rasterio.vrt import WarpedVRT
 
 from rsbuild.records import Grid
 from rsbuild.sources import ranges, raster_io
@@ -30,7 +33,9 @@ def cog_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 1024 px uint16 COG of seeded noise in 256 px blocks (4 x 4), and a 20 m copy of it."""
     folder = tmp_path_factory.mktemp("ranges")
     data = np.random.default_rng(7).integers(1, 10000, size=(SIZE, SIZE), dtype=np.uint16)
-    for name, array, pixel in (("band.tif", data, PIXEL_M), ("coarse.tif", data[::2, ::2].copy(), 2 * PIXEL_M)):
+    coarse = data[::2, ::2].copy()
+    coarse[100:120, 100:130] = 0  # nodata
+    for name, array, pixel in (("band.tif", data, PIXEL_M), ("coarse.tif", coarse, 2 * PIXEL_M)):
         profile = {"driver": "COG", "width": array.shape[1], "height": array.shape[0], "count": 1, "dtype": "uint16",
                    "crs": CRS, "transform": Affine(pixel, 0, ORIGIN[0], 0, -pixel, ORIGIN[1]), "nodata": 0,
                    "blocksize": BLOCK, "compress": "DEFLATE", "overviews": "NONE"}
@@ -88,12 +93,33 @@ def test_threads_opening_one_file_share_its_header(server: RangeHTTPServer, cog_
 
 
 def test_a_warped_read_plans_its_source_window(server: RangeHTTPServer, cog_folder: Path) -> None:
-    """A 20 m raster read onto a 10 m grid (a WarpedVRT, like SCL): one data request, local pixels."""
-    url = f"{server.url}/coarse.tif"
-    grid = aoi(301, 299, 500)
+    """A grid in another UTM zone (a WarpedVRT, like a label raster): one data request, local pixels."""
+    url = f"{server.url}/band.tif"
+    x, y = rasterio.warp.transform(CRS, "EPSG:32634", [ORIGIN[0] + 3000.0], [ORIGIN[1] - 3000.0])
+    grid = Grid("EPSG:32634", (PIXEL_M, 0.0, x[0], 0.0, -PIXEL_M, y[0]), 400, 400)
     pixels = raster_io.read_on_grid(url, grid)
-    assert kinds(server).count("data") <= 1 and kinds(server).count("header") == 1
-    np.testing.assert_array_equal(pixels, raster_io.read_on_grid(str(cog_folder / "coarse.tif"), grid))
+    assert kinds(server) == ["header", "data"]
+    np.testing.assert_array_equal(pixels, raster_io.read_on_grid(str(cog_folder / "band.tif"), grid))
+    assert (pixels > 0).mean() > 0.5
+
+
+@pytest.mark.parametrize(("col", "row", "size"), [(0, 0, 512), (301, 299, 500), (-7, 5, 300), (1900, 2000, 300)])
+def test_a_raster_coarser_by_an_integer_factor_matches_gdals_nearest_warp(
+    server: RangeHTTPServer, cog_folder: Path, col: int, row: int, size: int
+) -> None:
+    """A 20 m raster onto a 10 m grid (like SCL) is upsampled without a warp: the same pixels as
+    GDAL's nearest WarpedVRT (nodata and outside -> fill), from one data request."""
+    grid = aoi(col, row, size)
+    with rasterio.open(cog_folder / "coarse.tif") as src, WarpedVRT(
+        src, crs=CRS, transform=Affine(*grid.transform), width=size, height=size, resampling=Resampling.nearest,
+        src_nodata=0, nodata=7,
+    ) as vrt:
+        expected = vrt.read(1)
+    pixels = raster_io.read_on_grid(f"{server.url}/coarse.tif", grid, fill=7)
+    np.testing.assert_array_equal(pixels, expected)
+    assert kinds(server) in (["header"], ["header", "data"])
+    if (col, row) == (0, 0):
+        assert (pixels[200:240, 200:260] == 7).all() and (pixels == 7).sum() < 40 * 60 + 50  # nodata block only
 
 
 def test_an_aoi_partly_outside_the_file_is_filled(server: RangeHTTPServer, cog_folder: Path) -> None:
