@@ -59,8 +59,20 @@ class Header:
     data: bytes
 
 
+# HTTP settings users give GDAL (auth, headers, proxies): with any of them set, http(s) files go
+# through GDAL's /vsicurl/ as before, so those settings keep working.
+GDAL_HTTP_SETTINGS = ("GDAL_HTTP_HEADERS", "GDAL_HTTP_HEADER_FILE", "GDAL_HTTP_USERPWD", "GDAL_HTTP_AUTH",
+                      "GDAL_HTTP_BEARER", "GDAL_HTTP_COOKIE", "GDAL_HTTP_PROXY", "GDAL_HTTPS_PROXY", "GDAL_HTTP_NETRC_FILE")
+VIA_GDAL = "RSBUILD_HTTP_VIA_GDAL"  # YES: read http(s) through GDAL's /vsicurl/ (no shared headers, no planned ranges)
+
+
 def is_http(href: str) -> bool:
-    return href.startswith(("http://", "https://"))
+    """True for http(s) hrefs this module serves (not when GDAL's own HTTP settings are in use)."""
+    if not href.startswith(("http://", "https://")):
+        return False
+    if os.environ.get(VIA_GDAL, "").upper() in ("1", "YES", "TRUE", "ON"):
+        return False
+    return not any(os.environ.get(name) for name in GDAL_HTTP_SETTINGS)
 
 
 def redact(url: str) -> str:
@@ -116,6 +128,8 @@ def _fetch_once(url: str, start: int, stop: int) -> tuple[bytes, int]:
     except httpx.HTTPError as exc:
         raise RangeError(f"cannot read {name}: connection failed ({type(exc).__name__})", "connection") from None
     status = answer.status_code
+    if status == 200 and start == 0 and len(answer.content) < stop:  # the whole (small) file
+        return answer.content, len(answer.content)
     if status == 200:
         raise RangeError(f"cannot read {name}: the server ignores HTTP Range requests (COGs need them)")
     if status != 206:

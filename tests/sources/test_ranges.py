@@ -153,6 +153,19 @@ def test_a_missing_file_says_404(server: RangeHTTPServer) -> None:
     assert "HTTP 404" in str(info.value) and not info.value.transient
 
 
+@pytest.mark.parametrize("setting", ["GDAL_HTTP_HEADERS", "RSBUILD_HTTP_VIA_GDAL"])
+def test_gdal_http_settings_send_reads_through_gdal(server: RangeHTTPServer, cog_folder: Path,
+                                                    monkeypatch: pytest.MonkeyPatch, setting: str) -> None:
+    """Users who configured GDAL's HTTP (headers, auth, proxies) keep GDAL's reader: same pixels."""
+    monkeypatch.setenv(setting, "X-Test: 1" if setting == "GDAL_HTTP_HEADERS" else "YES")
+    grid = aoi(100, 100, 300)
+    pixels = raster_io.read_on_grid(f"{server.url}/band.tif", grid)
+    raster_io.close_thread_handles()
+    found = kinds(server)
+    assert "probe" in found or found.count("data") == 2  # GDAL: a size probe, one request per row of blocks
+    np.testing.assert_array_equal(pixels, raster_io.read_on_grid(str(cog_folder / "band.tif"), grid))
+
+
 def test_ranges_closer_than_the_gap_merge() -> None:
     assert ranges.merged([(500, 600), (0, 100), (150, 200)], gap=50) == [(0, 200), (500, 600)]
     assert ranges.merged([(0, 100), (50, 80), (100, 120)], gap=0) == [(0, 120)]
