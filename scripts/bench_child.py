@@ -134,6 +134,17 @@ class ProcessTree:
         chosen = samples[::step] + ([samples[-1]] if samples and (len(samples) - 1) % step else [])
         return [[round(t, 1), round(kib / 1024, 1)] for t, kib in chosen]
 
+    def plateau(self) -> dict[str, float]:
+        """This process's peak resident set over the first and the second half of the run: when
+        the second half adds < 2 %, memory had reached its plateau (caches full, queues at their bounds)."""
+        samples = self.own_rss_kib
+        if len(samples) < 4:
+            return {}
+        middle = samples[-1][0] / 2
+        first = max(kib for t, kib in samples if t <= middle) / 1024
+        whole = max(kib for _, kib in samples) / 1024
+        return {"peak_first_half_mb": round(first, 1), "peak_mb": round(whole, 1), "second_half_growth": round(whole / first, 3)}
+
     def largest_peak_mb(self) -> float:
         with self._lock:
             return round(max((use.peak_rss_kib for use in self.latest.values()), default=0) / 1024, 1)
@@ -335,6 +346,7 @@ def measure_build(args: dict[str, Any]) -> dict[str, Any]:
         "processes_seen": len(tree.latest),
         "finalize_seconds": summary.writer.get("finalize_seconds"),
         "rss_timeline_mb": tree.rss_timeline_mb(),
+        "rss_plateau": tree.plateau(),
     }
 
 

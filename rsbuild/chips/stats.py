@@ -108,11 +108,23 @@ def _component_record(class_name: str, shape: _Shape, valid_pixels: int, height:
 
 
 @dataclass(frozen=True)
+class _Component:
+    """One large component before its shape is worked out (only the listed ones need it)."""
+
+    pixels: int
+    sums: tuple[float, float, float, float, float]  # x, y, xx, yy, xy of pixel centres
+    bbox_px: tuple[int, int, int, int]
+
+    def shape(self, height: int, width: int) -> _Shape:
+        return _moments_shape(self.pixels, *self.sums, self.bbox_px, height, width)
+
+
+@dataclass(frozen=True)
 class _ClassShapes:
     """A class's pixels on one tile: all of them, its large components, its small patches."""
 
     whole: _Shape
-    large: list[_Shape]
+    large: list[_Component]
     small_patches: int
     small_patch_pixels: int
 
@@ -152,7 +164,7 @@ def _class_shapes(masks: list[np.ndarray], min_component_pixels: int) -> list[_C
         is_large = sizes >= min_component_pixels
         shapes.append(_ClassShapes(
             whole=_moments_shape(int(sizes.sum()), *moments.sum(axis=1).tolist(), union, height, width),  # type: ignore[call-arg]  # five sums
-            large=[_moments_shape(int(sizes[i]), *moments[:, i].tolist(), tuple(boxes[i].tolist()), height, width)  # type: ignore[call-arg]
+            large=[_Component(int(sizes[i]), tuple(moments[:, i].tolist()), tuple(boxes[i].tolist()))
                    for i in np.flatnonzero(is_large)],
             small_patches=int(np.count_nonzero(~is_large)),
             small_patch_pixels=int(sizes[~is_large].sum()),
@@ -197,7 +209,7 @@ def compute_stats(
     counts = np.bincount(labels[is_valid], minlength=len(scheme.classes))
 
     classes: list[ClassStats] = []
-    components: list[tuple[tuple[int, int, int, int], str, _Shape]] = []  # (sort key, class, shape)
+    components: list[tuple[tuple[int, int, int, int], str, _Component]] = []  # (sort key, class, component)
     present = np.flatnonzero(counts)
     masked = np.where(is_valid, labels, NODATA_INDEX)
     all_shapes = _class_shapes([masked == class_index for class_index in present], min_component_pixels) if present.size else []
@@ -223,8 +235,8 @@ def compute_stats(
 
     classes.sort(key=lambda record: (-record["pixels"], record["index"]))
     components.sort(key=lambda item: item[0])
-    kept = [_component_record(name, shape, valid_pixels, height, width, elongation_threshold)
-            for _, name, shape in components[:max_components]]
+    kept = [_component_record(name, component.shape(height, width), valid_pixels, height, width, elongation_threshold)
+            for _, name, component in components[:max_components]]
     return {
         "version": STATS_VERSION,
         "scheme": scheme.name,

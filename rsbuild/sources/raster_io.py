@@ -4,8 +4,13 @@ Reads go straight onto the chip grid: an aligned source (same CRS and pixel size
 offset) is read as a plain window; anything else (another CRS, another resolution) goes through
 a WarpedVRT with the requested resampling, so each pixel is resampled once.
 
-Remote files are read through GDAL's /vsicurl/ (http, https) and /vsis3/ (s3://) with options
-that skip the HEAD request and directory listing, merge consecutive ranges and cache headers.
+http(s) files are read through `rsbuild.sources.ranges`: GDAL decodes from a Python file object
+whose header is fetched once per process and shared, and whose bytes for a read come from the
+merged ranges of the blocks that read needs, planned here from the COG's block offsets (one
+request per band per AOI). s3:// files (and http(s) when GDAL's own HTTP settings such as
+``GDAL_HTTP_HEADERS`` are set, or ``RSBUILD_HTTP_VIA_GDAL=YES``) go through GDAL's /vsis3/ and
+/vsicurl/ with options that skip the HEAD request and directory listing, merge consecutive ranges
+and cache headers.
 
 Network faults: every request has bounded connect and total times (``GDAL_HTTP_CONNECTTIMEOUT``,
 ``GDAL_HTTP_TIMEOUT``); GDAL itself retries 429 / 5xx answers of one range request
@@ -19,12 +24,15 @@ open of a URL whose open failed from its cache, without a request). After the la
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import ctypes
 import functools
 import logging
 import os
 import re
 import threading
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -33,11 +41,13 @@ import numpy as np
 import rasterio
 from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
-from rasterio.windows import Window
+from rasterio.warp import transform_bounds
+from rasterio.windows import Window, from_bounds
 
 from rsbuild.errors import SampleError
 from rsbuild.records import Grid
 from rsbuild.retries import RETRIES, Backoff, retry_call
+from rsbuild.sources import ranges
 
 # Config options GDAL reads from the environment; users can override any of them.
 GDAL_DEFAULTS: dict[str, str] = {
@@ -107,42 +117,89 @@ def gdal_path(href: str) -> str:
     return href
 
 
+@dataclass(eq=False)
+class _Handle:
+    """An open dataset and, for http(s), the file object GDAL reads it through."""
+
+    dataset: Any
+    remote: ranges.RangeFile | None
+
+
 class _HandleCache:
-    """Open datasets kept per thread (LRU) so a scene's headers are read once per worker."""
+    """Open datasets kept per thread (LRU) so a scene's headers are read once per worker. Those
+    read through Python file objects are also closed at exit, while Python can still serve
+    GDAL's last calls on them (else GDAL prints an I/O error per file)."""
 
     def __init__(self, size: int = 16) -> None:
         self.size = size
         self.local = threading.local()
+        self.remote: weakref.WeakSet[_Handle] = weakref.WeakSet()
+        atexit.register(self.close_remote)
 
-    def get(self, href: str) -> Any:
-        handles: OrderedDict[str, Any] = getattr(self.local, "handles", None) or OrderedDict()
+    def get(self, href: str, edge: str = "cog") -> _Handle:
+        handles: OrderedDict[str, _Handle] = getattr(self.local, "handles", None) or OrderedDict()
         self.local.handles = handles
         if href in handles:
             handles.move_to_end(href)
             return handles[href]
-        try:
-            dataset = rasterio.open(gdal_path(href))
-        except rasterio.errors.RasterioIOError as exc:
-            raise _read_error("open", href, exc) from None
-        handles[href] = dataset
+        handle = _open(href, edge)
+        handles[href] = handle
+        if handle.remote is not None:
+            self.remote.add(handle)
         while len(handles) > self.size:
             _, old = handles.popitem(last=False)
-            old.close()
-        return dataset
+            old.dataset.close()
+        return handle
 
     def drop(self, href: str) -> None:
         """Close and forget this thread's handle of ``href`` (after a failed read)."""
         handles = getattr(self.local, "handles", None) or {}
-        dataset = handles.pop(href, None)
-        if dataset is not None:
-            dataset.close()
+        handle = handles.pop(href, None)
+        if handle is not None:
+            with contextlib.suppress(Exception):  # a dataset whose last read failed may fail to close too
+                handle.dataset.close()
 
     def close_thread(self) -> None:
         """Close this thread's handles."""
         handles = getattr(self.local, "handles", None) or {}
-        for dataset in handles.values():
-            dataset.close()
+        for handle in handles.values():
+            handle.dataset.close()
         handles.clear()
+
+    def close_remote(self) -> None:
+        """Close every thread's datasets read through Python file objects."""
+        for handle in list(self.remote):
+            handle.dataset.close()
+
+
+def _open(href: str, edge: str) -> _Handle:
+    """Open ``href``: http(s) through a `ranges.RangeFile` (header shared per process), the rest by GDAL."""
+    if not ranges.is_http(href):
+        try:
+            return _Handle(rasterio.open(gdal_path(href)), None)
+        except rasterio.errors.RasterioIOError as exc:
+            raise _read_error("open", href, exc) from None
+    try:
+        remote = ranges.RangeFile(href, edge)
+    except ranges.RangeError as exc:
+        raise RasterReadError(str(exc), cause=exc.cause) from None
+
+    def opener(path: str, mode: str = "rb") -> ranges.RangeFile:
+        if path != href:  # GDAL's sidecar probes (.aux.xml, .msk, .ovr): none exist
+            raise FileNotFoundError(path)
+        return remote.clone()
+
+    try:
+        return _Handle(rasterio.open(href, opener=opener), remote)
+    except rasterio.errors.RasterioIOError as exc:
+        raise _remote_error("open", href, remote, exc) from None
+
+
+def _remote_error(verb: str, href: str, remote: ranges.RangeFile | None, exc: BaseException) -> RasterReadError:
+    """The request that failed under a GDAL error (GDAL itself only saw a short read), else GDAL's error."""
+    if remote is not None and remote.error is not None:
+        return RasterReadError(str(remote.error), cause=remote.error.cause)
+    return _read_error(verb, href, exc)
 
 
 _HANDLES = _HandleCache()
@@ -152,9 +209,7 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
-def _redact(href: str) -> str:
-    """Drop query strings (signed URLs carry tokens) from messages."""
-    return href.split("?", 1)[0]
+_redact = ranges.redact
 
 
 class _GdalRetryCounter(logging.Handler):
@@ -236,6 +291,7 @@ def clear_cached_url(href: str) -> bool:
 
 def _forget(href: str) -> None:
     _HANDLES.drop(href)
+    ranges.HEADERS.drop(href)
     clear_cached_url(href)
 
 
@@ -257,11 +313,11 @@ def _retried(href: str, edge: str, call: Any) -> Any:
 
 def raster_info(href: str, *, edge: str = "cog") -> RasterInfo:
     """Read a raster's header (CRS, transform, size, dtype, nodata)."""
-    return _retried(href, edge, lambda: _raster_info(href))
+    return _retried(href, edge, lambda: _raster_info(href, edge))
 
 
-def _raster_info(href: str) -> RasterInfo:
-    src = _HANDLES.get(href)
+def _raster_info(href: str, edge: str) -> RasterInfo:
+    src = _HANDLES.get(href, edge).dataset
     crs = src.crs.to_string() if src.crs else ""
     grid = Grid(crs=crs, transform=tuple(src.transform)[:6], width=src.width, height=src.height)
     return RasterInfo(grid=grid, count=src.count, dtype=src.dtypes[0], nodata=src.nodata)
@@ -296,22 +352,22 @@ def read_on_grid(
     Returns (H, W) for one band, (N, H, W) for a list of bands, in the source dtype. Transient
     faults are retried (counted under ``edge``), each time on a fresh handle.
     """
-    return _retried(href, edge, lambda: _read_on_grid(href, grid, bands, resampling, fill))
+    return _retried(href, edge, lambda: _read_on_grid(href, grid, bands, resampling, fill, edge))
 
 
-def _read_on_grid(href: str, grid: Grid, bands: int | list[int], resampling: str, fill: float) -> np.ndarray:
-    src = _HANDLES.get(href)
-    indexes = bands
+def _read_on_grid(href: str, grid: Grid, bands: int | list[int], resampling: str, fill: float, edge: str) -> np.ndarray:
+    handle = _HANDLES.get(href, edge)
+    src, remote, indexes = handle.dataset, handle.remote, bands
     try:
         window = _aligned_window(src, grid)
+        if remote is not None:
+            remote.plan(_block_ranges(src, [bands] if isinstance(bands, int) else bands,
+                                      window if window is not None else _source_window(src, grid)))
         if window is not None:
-            inside = (
-                window.col_off >= 0
-                and window.row_off >= 0
-                and window.col_off + window.width <= src.width
-                and window.row_off + window.height <= src.height
-            )
-            return src.read(indexes, window=window, boundless=not inside, fill_value=fill)
+            return _read_window(src, indexes, window, fill)
+        coarser = _coarser_by_integer(src, grid) if resampling == "nearest" else None
+        if coarser is not None:
+            return _repeat_coarser(src, indexes, grid, coarser, fill)
         with WarpedVRT(
             src,
             crs=grid.crs,
@@ -324,7 +380,88 @@ def _read_on_grid(href: str, grid: Grid, bands: int | list[int], resampling: str
         ) as vrt:
             return vrt.read(indexes)
     except rasterio.errors.RasterioError as exc:
-        raise _read_error("read", href, exc) from None
+        raise _remote_error("read", href, remote, exc) from None
+    finally:
+        if remote is not None:
+            remote.forget_reads()
+
+
+def _read_window(src: Any, indexes: int | list[int], window: Window, fill: float) -> np.ndarray:
+    """``window`` of ``src`` (may reach outside it: those pixels get ``fill``), in the source dtype."""
+    col0, row0 = max(0, window.col_off), max(0, window.row_off)
+    col1, row1 = min(src.width, window.col_off + window.width), min(src.height, window.row_off + window.height)
+    if (col0, row0, col1, row1) == (window.col_off, window.row_off, window.col_off + window.width, window.row_off + window.height):
+        return src.read(indexes, window=window)
+    count = 1 if isinstance(indexes, int) else len(indexes)
+    out = np.full((count, window.height, window.width), fill, dtype=src.dtypes[0])
+    if col1 > col0 and row1 > row0:
+        inner = src.read([indexes] if isinstance(indexes, int) else indexes, window=Window(col0, row0, col1 - col0, row1 - row0))
+        out[:, row0 - window.row_off : row1 - window.row_off, col0 - window.col_off : col1 - window.col_off] = inner
+    return out[0] if isinstance(indexes, int) else out
+
+
+def _coarser_by_integer(src: Any, grid: Grid) -> tuple[int, int, int] | None:
+    """(factor, row, col) when ``src`` is ``grid``'s CRS at an integer multiple ``factor`` of its
+    pixel size and ``grid``'s origin lies on a grid pixel corner at (row, col) of the source
+    upsampled by ``factor`` (e.g. a 20 m SCL onto a 10 m AOI); else None."""
+    if not src.crs or src.crs != rasterio.crs.CRS.from_user_input(grid.crs):
+        return None
+    a, b, c, d, e, f = tuple(src.transform)[:6]
+    ga, gb, gc, gd, ge, gf = grid.transform
+    if b or d or gb or gd or ga <= 0 or ge >= 0:
+        return None
+    factor = a / ga
+    if round(factor) < 2 or abs(factor - round(factor)) > 1e-9 or abs(e / ge - factor) > 1e-9:
+        return None
+    col, row = (gc - c) / ga, (gf - f) / ge
+    if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
+        return None
+    return int(round(factor)), int(round(row)), int(round(col))
+
+
+def _repeat_coarser(src: Any, indexes: int | list[int], grid: Grid, coarser: tuple[int, int, int], fill: float) -> np.ndarray:
+    """Nearest resampling by an integer factor without a warp: output pixel ``i`` lies in source
+    pixel ``(row + i) // factor`` (its centre never falls on a source edge). Source nodata and
+    pixels outside the source become ``fill``, as in a WarpedVRT."""
+    factor, row, col = coarser
+    row0, col0 = row // factor, col // factor
+    rows = (row + grid.height - 1) // factor - row0 + 1
+    cols = (col + grid.width - 1) // factor - col0 + 1
+    block = _read_window(src, indexes, Window(col0, row0, cols, rows), fill)
+    if src.nodata is not None and src.nodata != fill:
+        block[block == src.nodata] = fill
+    dr, dc = row - row0 * factor, col - col0 * factor
+    upsampled = np.repeat(np.repeat(block, factor, axis=-2), factor, axis=-1)
+    return np.ascontiguousarray(upsampled[..., dr : dr + grid.height, dc : dc + grid.width])
+
+
+def _source_window(src: Any, grid: Grid, margin: int = 3) -> Window:
+    """The window of ``src`` a warp onto ``grid`` reads: ``grid``'s bounds in the source CRS, plus
+    ``margin`` pixels for the resampling kernel. Only a plan: what the warp reads outside it is
+    fetched on demand."""
+    a, _, c, _, e, f = grid.transform
+    bounds = (c, f + e * grid.height, c + a * grid.width, f)
+    left, bottom, right, top = transform_bounds(grid.crs, src.crs, *bounds, densify_pts=21)
+    window = from_bounds(left, bottom, right, top, transform=src.transform)
+    col, row = int(np.floor(window.col_off)) - margin, int(np.floor(window.row_off)) - margin
+    return Window(col, row, int(np.ceil(window.width)) + 2 * margin + 1, int(np.ceil(window.height)) + 2 * margin + 1)
+
+
+def _block_ranges(src: Any, indexes: list[int], window: Window) -> set[tuple[int, int]]:
+    """Byte ranges ``[start, stop)`` of the blocks of ``indexes`` that ``window`` touches (from the
+    TIFF's block offsets, which GDAL read with the header); empty when the format has none."""
+    height, width = src.block_shapes[0]
+    rows = range(max(0, int(window.row_off) // height), min((src.height - 1) // height, (int(window.row_off) + int(window.height) - 1) // height) + 1)
+    cols = range(max(0, int(window.col_off) // width), min((src.width - 1) // width, (int(window.col_off) + int(window.width) - 1) // width) + 1)
+    found: set[tuple[int, int]] = set()
+    for band in indexes:
+        for row in rows:
+            for col in cols:
+                offset = src.get_tag_item(f"BLOCK_OFFSET_{col}_{row}", "TIFF", bidx=band)
+                size = src.get_tag_item(f"BLOCK_SIZE_{col}_{row}", "TIFF", bidx=band)
+                if offset and size:
+                    found.add((int(offset), int(offset) + int(size)))
+    return found
 
 
 def close_thread_handles() -> None:

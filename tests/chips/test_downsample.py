@@ -83,6 +83,37 @@ def test_majority_ties_go_to_the_lowest_class_and_nodata_loses_ties():
     assert out[1, 1] == 2
 
 
+def majority_by_loops(labels: np.ndarray, size: int, nodata: int = 255) -> np.ndarray:
+    """Majority with integer area weights (units of 1 / size source pixel), pixel by pixel: the
+    highest area wins, ties to the lowest class index, nodata loses every tie."""
+    height, width = labels.shape
+
+    def overlaps(n: int, j: int) -> list[tuple[int, int]]:
+        return [(i, min((i + 1) * size, (j + 1) * n) - max(i * size, j * n)) for i in range(n)
+                if min((i + 1) * size, (j + 1) * n) > max(i * size, j * n)]
+
+    out = np.zeros((size, size), dtype=np.uint8)
+    for j in range(size):
+        for k in range(size):
+            area: dict[int, int] = {}
+            for r, wr in overlaps(height, j):
+                for c, wc in overlaps(width, k):
+                    area[int(labels[r, c])] = area.get(int(labels[r, c]), 0) + wr * wc
+            out[j, k] = min(area, key=lambda value: (-area[value], value == nodata, value))
+    return out
+
+
+@pytest.mark.parametrize(("shape", "size", "seed"), [((45, 45), 19, 0), ((64, 48), 28, 1), ((60, 60), 26, 2), ((32, 32), 16, 3)])
+def test_majority_equals_the_pixel_by_pixel_vote(shape, size, seed):
+    """Blobby maps (mostly one class per footprint) and salt noise (every footprint mixed), with nodata."""
+    rng = np.random.default_rng(seed)
+    blobby = smooth_class_map(shape, 5, seed)
+    blobby[rng.random(shape) < 0.02] = 255
+    noisy = rng.choice(np.array([0, 3, 7, 255], dtype=np.uint8), size=shape)
+    for labels in (blobby, noisy):
+        np.testing.assert_array_equal(downsample_labels(labels, size), majority_by_loops(labels, size))
+
+
 def test_majority_never_invents_a_class():
     labels = np.random.default_rng(3).choice(np.array([0, 3, 7, 255], dtype=np.uint8), size=(45, 45))
     size = 19
