@@ -1,0 +1,91 @@
+"""A build with ``output.bands = "all"``: KEY.bands.tif in every shard sample, read by webdataset, the
+loader API (``image_format="bands"``) and HF ``datasets``; derived rows still verify; same bytes twice."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import webdataset as wds
+
+from rsbuild.chips.bands import read_bands
+from rsbuild.config import load_config
+from rsbuild.dataset.loader import caption_dataset, load_hf
+from rsbuild.dataset.shards import list_shards
+from rsbuild.report.inspection import inspect_dataset
+from rsbuild.report.verify import verify_dataset
+from rsbuild.run.pipeline import run_build
+from rsbuild.sources.assets import SPECTRAL_BANDS
+from rsbuild.testing.synthetic import FixtureInfo
+from tests.test_cli import write_config
+
+TILE = 128  # native tile side of write_config's imagery
+
+
+def build(tmp_path: Path, fixture: FixtureInfo, stac_url: str, name: str) -> Path:
+    pois = tmp_path / "pois.csv"
+    pois.write_text("\n".join(fixture.pois_path.read_text().splitlines()[:3]) + "\n")  # two POIs
+    config = write_config(tmp_path, fixture, stac_url, str(fixture.truth_path), pois=pois,
+                          imagery={"cpu_workers": 1},  # tiles in a worker process: the arrays pickle
+                          output={"bands": "all", "shard_max_samples": 5, "folder_file_cap": 7},
+                          captions={"engine": "template", "tasks": ["area", "class", "vqa", "referring", "masks"]})
+    out = tmp_path / name
+    summary = run_build(load_config(config), out, show_progress=False)
+    assert summary.finalized
+    return out
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory, fixture_data: FixtureInfo, stac_api_rustac) -> Path:
+    return build(tmp_path_factory.mktemp("bands"), fixture_data, stac_api_rustac.url, "ds")
+
+
+def shard_paths(out: Path) -> list[str]:
+    return [str(path) for path in list_shards(out)]
+
+
+def test_every_sample_carries_its_bands_and_indices(dataset: Path) -> None:
+    count = 0
+    for sample in wds.WebDataset(shard_paths(dataset), shardshuffle=False, empty_check=False):
+        count += 1
+        array, names = read_bands(sample["bands.tif"])
+        assert array.shape == (12, TILE, TILE) and array.dtype == np.float32 and names == list(SPECTRAL_BANDS)
+        assert np.isfinite(array).all() and float(array.min()) > -0.01 and float(array.max()) < 1  # noise: water near 0
+        doc = json.loads(sample["json"])
+        assert doc["metadata"]["bands"]["member"] == "bands.tif"
+        assert set(doc["stats"]["indices"]) == {"ndvi", "ndwi", "nbr", "pixels"}
+        assert all(-1 <= c["indices"]["ndvi"] <= 1 for c in doc["stats"]["classes"] if c["indices"]["pixels"])
+    assert count >= 4
+
+
+def test_loader_api_yields_reflectance_arrays(dataset: Path) -> None:
+    items = list(caption_dataset(dataset, split="train", tasks=["area"], image_format="bands", with_masks=True))
+    assert items
+    for item in items:
+        assert item["image"].shape == (12, TILE, TILE) and item["image"].dtype == np.float32
+        assert item["band_names"][7] == "B08" and item["text"]
+        assert item["mask"].size == (64, 64)  # the label mask of the 64 px chip, decoded
+    rgb = next(iter(caption_dataset(dataset, split="train", tasks=["area"], image_format="rgb8")))
+    assert rgb["image"].shape == (64, 64, 3)  # other formats are unchanged
+
+
+def test_hf_datasets_loads_the_bands_member(dataset: Path) -> None:
+    table = load_hf(dataset, "train")
+    assert "bands.tif" in table.column_names
+    array, _ = read_bands(table[0]["bands.tif"])
+    assert array.shape == (12, TILE, TILE)
+
+
+def test_derived_rows_and_the_dataset_still_check_out(dataset: Path) -> None:
+    report = verify_dataset(dataset)
+    assert report["derived"]["rows"] > 0 and report["derived"]["failures"] == 0
+    assert not inspect_dataset(dataset).problems
+
+
+def test_same_inputs_same_bytes(dataset: Path, tmp_path: Path, fixture_data: FixtureInfo, stac_api_rustac) -> None:
+    again = build(tmp_path, fixture_data, stac_api_rustac.url, "again")
+    digest = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()  # noqa: E731
+    assert {p.name: digest(p) for p in list_shards(again)} == {p.name: digest(p) for p in list_shards(dataset)}
