@@ -169,3 +169,20 @@ def test_cdse_keys_name_the_resolution_and_take_the_declared_offset() -> None:
     assets = resolve_spectral(item)
     assert [assets[band].key for band in ("B04", "B05", "B08", "B09")] == ["B04_10m", "B05_20m", "B08_10m", "B09_60m"]
     assert [asset.offset for asset in assets.values()] == pytest.approx([-0.1] * len(assets))
+
+
+def test_prompt_templates_see_the_indices(samples, tmp_path) -> None:
+    from rsbuild.captions.prompts import PromptSet, default_prompts_dir
+
+    (tmp_path / "system.j2").write_text((default_prompts_dir() / "system.j2").read_text(encoding="utf-8"), encoding="utf-8")
+    (tmp_path / "area.j2").write_text(
+        "Describe the image.\n{% if indices %}Mean NDVI {{ indices.ndvi }}, NDWI {{ indices.ndwi }}.\n{% endif %}"
+        "{% for c in stats.classes %}- {{ c.name }}{% if c.indices is defined %}: NDVI {{ c.indices.ndvi }}{% endif %}\n"
+        "{% endfor %}", encoding="utf-8")
+    prompts = PromptSet.load(tmp_path, ["area"])  # validated on the example stats, which have no indices
+    stats = samples[0].stats
+    messages, _, _ = prompts.render("area", stats)
+    text = messages[-1]["content"]
+    assert f"Mean NDVI {stats['indices']['ndvi']}, NDWI {stats['indices']['ndwi']}." in text
+    first = stats["classes"][0]
+    assert f"- {first['name']}: NDVI {first['indices']['ndvi']}" in text
