@@ -89,3 +89,18 @@ def test_same_inputs_same_bytes(dataset: Path, tmp_path: Path, fixture_data: Fix
     again = build(tmp_path, fixture_data, stac_api_rustac.url, "again")
     digest = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()  # noqa: E731
     assert {p.name: digest(p) for p in list_shards(again)} == {p.name: digest(p) for p in list_shards(dataset)}
+
+
+def test_card_embeds_the_derived_rows_plot_with_the_yes_no_balance(dataset: Path) -> None:
+    from PIL import Image
+
+    summary = json.loads((dataset / "summary.json").read_text(encoding="utf-8"))
+    assert "![" in (card := (dataset / "README.md").read_text(encoding="utf-8")) and "plots/derived_rows.png" in card
+    image = np.asarray(Image.open(dataset / "plots" / "derived_rows.png").convert("RGB")).reshape(-1, 3)
+    green = int((image == (0x2E, 0x7D, 0x32)).all(axis=1).sum())  # "yes" segments
+    red = int((image == (0xC6, 0x28, 0x28)).all(axis=1).sum())  # "no" segments
+    answers = summary["derived"]["vqa_answers"]
+    yes = sum(counts.get("yes", 0) / sum(counts.values()) for counts in answers.values())
+    no = sum(counts.get("no", 0) / sum(counts.values()) for counts in answers.values())
+    assert yes > 0 and no > 0
+    assert green / red == pytest.approx(yes / no, rel=0.1)  # bar lengths are the answer shares
