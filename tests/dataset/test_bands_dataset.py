@@ -20,9 +20,11 @@ from rsbuild.report.verify import verify_dataset
 from rsbuild.run.pipeline import run_build
 from rsbuild.sources.assets import SPECTRAL_BANDS
 from rsbuild.testing.synthetic import FixtureInfo
+from tests.report import test_preview
 from tests.test_cli import write_config
 
 TILE = 128  # native tile side of write_config's imagery
+browser = test_preview.browser  # the headless chromium fixture
 
 
 def build(tmp_path: Path, fixture: FixtureInfo, stac_url: str, name: str) -> Path:
@@ -104,3 +106,64 @@ def test_card_embeds_the_derived_rows_plot_with_the_yes_no_balance(dataset: Path
     no = sum(counts.get("no", 0) / sum(counts.values()) for counts in answers.values())
     assert yes > 0 and no > 0
     assert green / red == pytest.approx(yes / no, rel=0.1)  # bar lengths are the answer shares
+
+
+def test_preview_lists_each_tiles_derived_rows_and_draws_referring_boxes(dataset: Path, tmp_path: Path) -> None:
+    import re
+
+    from rsbuild.report.preview import write_preview
+
+    page = tmp_path / "preview.html"
+    write_preview(dataset, page, inline_images=True)
+    text = page.read_text(encoding="utf-8")
+    records = json.loads(re.search(r'<script type="application/json" id="rsb-records">(.*?)</script>', text, re.S).group(1))
+    jsonl: dict[str, list[dict]] = {}
+    for split in ("train", "validation", "test"):
+        for line in (dataset / "data" / f"{split}.jsonl").read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            if row["meta"]["task"] in ("vqa", "referring", "region_caption", "mask_grounding"):
+                jsonl.setdefault(row["meta"]["key"], []).append(row)
+    assert set(jsonl) == {r["key"] for r in records if r["derived"]}
+    for record in records:
+        rows = jsonl.get(record["key"], [])
+        assert [r["task"] for r in record["derived"]] == [row["meta"]["task"] for row in rows]
+        for shown, row in zip(record["derived"], rows, strict=True):
+            assert shown["prompt"] == row["messages"][0]["content"][1]["text"]
+            if shown["task"] in ("vqa", "referring", "region_caption"):
+                assert shown["answer"] == row["messages"][1]["content"][0]["text"]
+            else:
+                assert re.fullmatch(r"COCO RLE mask of \d+ pixels", shown["answer"])
+            if shown["task"] == "referring":  # the box drawn is the one the row answers with
+                assert shown["boxes"][0]["bbox"] == json.loads(row["messages"][1]["content"][0]["text"])[0]["bbox"]
+    assert "referring boxes" in text
+
+
+def test_preview_page_shows_derived_rows_in_chromium(dataset: Path, tmp_path: Path, browser) -> None:
+    from rsbuild.report.preview import write_preview
+
+    page = tmp_path / "site" / "preview.html"
+    write_preview(dataset, page, page_size=48)
+    browser.navigate(page.as_uri())
+    cards = browser.evaluate("""[...document.querySelectorAll('#rsb-grid .card')].map(c => [c.dataset.key,
+        c.querySelectorAll('.derived .row').length, c.querySelectorAll('.box.ref').length,
+        [...c.querySelectorAll('.derived .row.task-vqa .a')].map(a => a.textContent)])""")
+    vqa: dict[str, list[str]] = {}
+    referring: dict[str, int] = {}
+    derived: dict[str, int] = {}
+    for split in ("train", "validation", "test"):
+        for line in (dataset / "data" / f"{split}.jsonl").read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            task, key = row["meta"]["task"], row["meta"]["key"]
+            if task in ("vqa", "referring", "region_caption", "mask_grounding"):
+                derived[key] = derived.get(key, 0) + 1
+            if task == "vqa":
+                vqa.setdefault(key, []).append(row["messages"][1]["content"][0]["text"])
+            if task == "referring":
+                referring[key] = referring.get(key, 0) + 1
+    assert cards and any(refs for _, _, refs, _ in cards)
+    for key, rows, refs, answers in cards:
+        assert (rows, refs, answers) == (derived.get(key, 0), referring.get(key, 0), vqa.get(key, []))
+    browser.click("#rsb-refs")  # "referring boxes" off hides them, the component boxes stay
+    shown = browser.evaluate("[...document.querySelectorAll('.card .box')].map(b => [b.classList.contains('ref'), getComputedStyle(b).display])")
+    assert {display for ref, display in shown if ref} == {"none"} and "none" not in {display for ref, display in shown if not ref}
+    assert browser.errors() == []
