@@ -25,7 +25,7 @@ pixels: ``stats["indices"]`` and ``stats["classes"][i]["indices"]``, each ``{"nd
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from typing import Any
 
@@ -48,24 +48,39 @@ _READ_PREFIX = "band:"
 Submit = Callable[..., "Future[Any]"]
 
 
-def submit_reads(scene: Scene, grid: Grid, submit: Submit) -> dict[str, Future[Any]]:
-    """Start reading every L2A band of ``scene`` onto ``grid`` (nearest); a missing band is a bad sample."""
+def submit_reads(scene: Scene, grid: Grid, submit: Submit, reading: Iterable[str] = ()) -> dict[str, Future[Any]]:
+    """Start reading every L2A band of ``scene`` onto ``grid`` (nearest), except those the RGB reads
+    named in ``reading`` (``red green blue``) already fetch; a missing band is a bad sample."""
     missing = [band for band in SPECTRAL_BANDS if band not in scene.spectral]
     if missing:
         raise SampleError(f"scene {scene.id} has no asset for {', '.join(missing)}; output.bands = \"all\" needs "
                           f"all {len(SPECTRAL_BANDS)} Sentinel-2 L2A bands ({' '.join(SPECTRAL_BANDS)})")
+    shared = _shared_reads(scene, reading)
     return {
         _READ_PREFIX + band: submit(raster_io.read_on_grid, asset.href, grid, resampling=RESAMPLING, fill=asset.nodata or 0)
-        for band, asset in ((band, scene.spectral[band]) for band in SPECTRAL_BANDS)
+        for band, asset in ((band, scene.spectral[band]) for band in SPECTRAL_BANDS) if band not in shared
     }
 
 
+def _shared_reads(scene: Scene, reading: Iterable[str]) -> dict[str, str]:
+    """Band id -> the RGB read (``red`` ...) of the same file, grid and nodata: read once, used twice."""
+    shared: dict[str, str] = {}
+    for name in reading:
+        rgb = scene.assets.get(name)
+        for band, asset in scene.spectral.items():
+            if rgb is not None and (asset.href, asset.nodata) == (rgb.href, rgb.nodata):
+                shared[band] = name
+    return shared
+
+
 def aoi_reflectance(arrays: dict[str, np.ndarray], scene: Scene) -> np.ndarray | None:
-    """The read bands (taken out of ``arrays``) as float32 reflectance (12, H, W), NaN without data;
-    None when the bands were not read."""
-    if _READ_PREFIX + SPECTRAL_BANDS[0] not in arrays:
+    """The read bands (taken out of ``arrays``; the RGB arrays they share are left) as float32
+    reflectance (12, H, W), NaN without data; None when the bands were not read."""
+    if not any(name.startswith(_READ_PREFIX) for name in arrays):
         return None
-    stack = [reflectance(arrays.pop(_READ_PREFIX + band), scene.spectral[band]) for band in SPECTRAL_BANDS]
+    shared = _shared_reads(scene, [name for name in ("red", "green", "blue") if name in arrays])
+    stack = [reflectance(arrays[shared[band]] if band in shared else arrays.pop(_READ_PREFIX + band), scene.spectral[band])
+             for band in SPECTRAL_BANDS]
     return np.stack(stack)
 
 

@@ -245,7 +245,7 @@ class Fetcher:
             futures["scl"] = self.read_pool.submit(raster_io.read_on_grid, scene.assets["scl"].href, grid, fill=0)
         futures["labels"] = self.read_pool.submit(self.labels.read, grid, scene)
         if self.cfg.output.bands == "all":
-            futures.update(bands.submit_reads(scene, grid, self.read_pool.submit))
+            futures.update(bands.submit_reads(scene, grid, self.read_pool.submit, reading=list(futures)))
         arrays = {name: future.result() for name, future in futures.items()}
         if scl is not None:
             arrays["scl"] = scl

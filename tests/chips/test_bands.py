@@ -186,3 +186,22 @@ def test_prompt_templates_see_the_indices(samples, tmp_path) -> None:
     assert f"Mean NDVI {stats['indices']['ndvi']}, NDWI {stats['indices']['ndwi']}." in text
     first = stats["classes"][0]
     assert f"- {first['name']}: NDVI {first['indices']['ndvi']}" in text
+
+
+def test_each_file_is_read_once_the_rgb_bands_serve_both(fixture_data, stac_api_rustac, monkeypatch) -> None:
+    from rsbuild.sources import raster_io
+
+    read = raster_io.read_on_grid
+    hrefs: list[str] = []
+
+    def recording(href: str, *args, **kwargs):
+        hrefs.append(href.rsplit("/", 1)[-1])
+        return read(href, *args, **kwargs)
+
+    monkeypatch.setattr(raster_io, "read_on_grid", recording)
+    cfg = fetch_config(fixture_data, stac_api_rustac.url, str(fixture_data.truth_path), output__bands="all",
+                       scenes__datetime=CLEAR_DAY)
+    records = run_fetch_stage(cfg, [fixture_data.pois[0]])
+    assert all(isinstance(r, Sample) for r in records)
+    files = [f"{band.file}.tif" for band in EXTRA_BANDS] + ["B04.tif", "B03.tif", "B02.tif", "SCL.tif", "truth.tif"]
+    assert sorted(hrefs) == sorted(files)  # 12 bands, SCL and labels: one read each

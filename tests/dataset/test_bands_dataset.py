@@ -167,3 +167,14 @@ def test_preview_page_shows_derived_rows_in_chromium(dataset: Path, tmp_path: Pa
     shown = browser.evaluate("[...document.querySelectorAll('.card .box')].map(b => [b.classList.contains('ref'), getComputedStyle(b).display])")
     assert {display for ref, display in shown if ref} == {"none"} and "none" not in {display for ref, display in shown if not ref}
     assert browser.errors() == []
+
+
+def test_recaption_keeps_the_bands_member_byte_for_byte(dataset: Path, tmp_path: Path) -> None:
+    from rsbuild.run.recaption import run_recaption
+
+    again = tmp_path / "recaptioned"
+    run_recaption(str(dataset), str(again), {"tasks": ["area", "vqa"]}, show_progress=False)
+    def members(out: Path) -> dict[str, bytes]:
+        return {s["__key__"]: s["bands.tif"] for s in wds.WebDataset(shard_paths(out), shardshuffle=False, empty_check=False)}
+    before, after = members(dataset), members(again)
+    assert after and after == before
