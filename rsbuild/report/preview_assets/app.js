@@ -40,7 +40,7 @@ function chip(rec) {
   }
   const referring = rec.derived.filter((r) => r.task === 'referring');
   const drawn = rec.boxes.map((b) => [b, 'box', b.label])
-    .concat(referring.map((r, i) => [r.boxes[0], 'box ref', 'r' + (i + 1) + ' ' + r.answer.split(' ')[0]]));
+    .concat(referring.map((r, i) => [r.boxes[0], 'box ref', 'r' + (i + 1)]));  // the phrase is in the list below
   for (const [b, cls, text] of drawn) {
     const [x1, y1, x2, y2] = b.bbox;
     const d = el('div', cls);
