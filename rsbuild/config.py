@@ -295,6 +295,11 @@ class OutputConfig(_Section):
     shard_max_samples: int = Field(1000, ge=1)
     shard_max_bytes: int = Field(1_000_000_000, ge=1024)
     write_masks: bool = True
+    bands: Literal["rgb", "all"] = Field(
+        "rgb",
+        description='"all": also KEY.bands.tif (the 12 Sentinel-2 L2A bands as float32 reflectance on the 10 m tile '
+        "grid, 20/60 m bands by nearest neighbour) and NDVI / NDWI / NBR in the stats",
+    )
     png_compress_level: int = Field(1, ge=0, le=9)
     folder_file_cap: int = Field(8000, ge=1, description="most files in one leaf folder (sNNNNN/ segments)")
     unit_pois: int = Field(500, ge=1, description="POI rows per unit of work (resume granularity)")
@@ -580,6 +585,7 @@ fractions = [0.8, 0.1, 0.1]
 shard_max_samples = 1000
 shard_max_bytes = 1000000000
 write_masks = true
+bands = "rgb"                # "all": + KEY.bands.tif (12 L2A bands, float32 reflectance, 10 m) and NDVI/NDWI/NBR in stats
 png_compress_level = 1
 folder_file_cap = 8000
 unit_pois = 500              # POI rows per unit of work: a rerun resumes at the first unfinished unit

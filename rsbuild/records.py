@@ -30,6 +30,7 @@ class ClassStats(TypedDict):
     components: int
     small_patches: int
     small_patch_pixels: int
+    indices: NotRequired[dict[str, Any]]  # output.bands = "all": mean NDVI / NDWI / NBR of its clear pixels, "pixels"
 
 
 ComponentStats = TypedDict(
@@ -79,6 +80,7 @@ class TileStats(TypedDict, total=False):
     num_classes: int
     classes: list[ClassStats]
     components: list[ComponentStats]
+    indices: dict[str, Any]  # output.bands = "all": mean NDVI / NDWI / NBR of the clear pixels, "pixels"
 
 
 Annotation = TypedDict(
@@ -164,6 +166,7 @@ class Scene:
     transform: tuple[float, ...] | None = None  # proj:transform of the 10 m bands if known
     shape: tuple[int, int] | None = None  # proj:shape (rows, cols) if known
     properties: dict[str, Any] = field(default_factory=dict)
+    spectral: dict[str, BandAsset] = field(default_factory=dict)  # B01 ... B12 -> asset (output.bands = "all")
 
 
 @dataclass(frozen=True)
@@ -196,6 +199,7 @@ class Sample:
     annotations: list[Annotation] = field(default_factory=list)
     failures: list[CaptionFailure] = field(default_factory=list)  # per-caption failures kept in KEY.json
     masks: list[ComponentMask] = field(default_factory=list)  # per-component RLE (task "masks")
+    bands_tif: bytes | None = None  # KEY.bands.tif: every L2A band as float32 reflectance (output.bands = "all")
 
     def json_payload(self) -> dict[str, Any]:
         """The ``KEY.json`` document."""

@@ -7,6 +7,8 @@ A prompt folder holds ``system.j2`` and one template per task (``area.j2``, ``li
 - ``subject``: the class name (``class`` task) or the caption to rewrite (``revise`` task), else none
 - ``subject_class``: the ``stats.classes`` entry named by ``subject``, else none
 - ``elongated``: the ``stats.components`` entries with ``elongated`` true
+- ``indices``: the tile's mean spectral indices ``{ndvi, ndwi, nbr, pixels}`` (``output.bands =
+  "all"``; each ``stats.classes`` entry then has its own ``indices``), else none
 
 and three filters: ``share | percent`` (0.4567 -> ``"46%"``), ``position | compass``
 (``"top-left"`` -> ``"north-west (top-left)"``; north is the top of the image, east the right) and
@@ -194,7 +196,7 @@ def _template_error(exc: Exception, filename: str) -> ConfigError:
     where = f"{filename}, line {line}" if line else filename
     return ConfigError(
         f"prompt template {where}: {what}. Templates may use stats, subject, subject_class, "
-        "elongated and the filters percent, compass and compass_word; fix the template or pass another --prompts folder"
+        "elongated, indices and the filters percent, compass and compass_word; fix the template or pass another --prompts folder"
     )
 
 
@@ -296,6 +298,7 @@ class PromptSet:
             "subject": " ".join(subject.split()) if subject else subject,  # one line: no turn markers
             "subject_class": subject_class,
             "elongated": elongated_components(stats),
+            "indices": stats.get("indices"),
         }
 
     def _render_one(self, name: str, context: Mapping[str, Any]) -> str:

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
+from rsbuild.chips import bands
 from rsbuild.chips.downsample import downsample_labels, downsample_mask, downsample_rgb, shared_output_size
 from rsbuild.chips.imagery import cloud_mask, rgb_from_bands, rgb_from_visual
 from rsbuild.chips.masks import component_masks
@@ -66,6 +67,7 @@ class AoiArrays:
     stretch: list[list[float]]
     aoi_cloud_share: float | None = None  # cloudy share of the AOI's image pixels (SCL)
     small: SmallAoi | None = None  # the whole AOI downsampled once, when tiles are slices of it
+    spectral: np.ndarray | None = None  # (12, H, W) float32 reflectance of every L2A band (output.bands = "all")
 
 
 @dataclass
@@ -242,6 +244,8 @@ class Fetcher:
         if "scl" in scene.assets and scl is None:
             futures["scl"] = self.read_pool.submit(raster_io.read_on_grid, scene.assets["scl"].href, grid, fill=0)
         futures["labels"] = self.read_pool.submit(self.labels.read, grid, scene)
+        if self.cfg.output.bands == "all":
+            futures.update(bands.submit_reads(scene, grid, self.read_pool.submit, reading=list(futures)))
         arrays = {name: future.result() for name, future in futures.items()}
         if scl is not None:
             arrays["scl"] = scl
@@ -304,7 +308,8 @@ class Tiler:
                 downsample_labels(labels, size, self.cfg.labels.downsample),
                 downsample_mask(cloud, size) if cloud is not None else None,
             )
-        return AoiArrays(read.grid, rgb, valid, labels, unknown, cloud, stretch, aoi_cloud, small)
+        return AoiArrays(read.grid, rgb, valid, labels, unknown, cloud, stretch, aoi_cloud, small,
+                         bands.aoi_reflectance(arrays, scene))
 
     def make_tile(self, poi: Poi, scene: Scene, aoi: AoiArrays, window: TileWindow) -> Sample | Failure:
         """Downsample, measure and encode one tile, or say why it is skipped."""
@@ -344,6 +349,11 @@ class Tiler:
         split_key = split_key_for(poi, self.cfg.splits)
         split = assign_split(split_key, self.cfg.splits.fractions, self.cfg.splits.salt)
         metadata = self._metadata(poi, scene, tile_grid, window, aoi, split)
+        bands_tif = None
+        if aoi.spectral is not None:
+            clear = aoi.valid[rows, cols] if aoi.cloud is None else aoi.valid[rows, cols] & ~aoi.cloud[rows, cols]
+            bands.add_indices(stats, aoi.spectral[:, rows, cols], aoi.labels[rows, cols], clear)
+            bands_tif, metadata["bands"] = bands.encode_bands(aoi.spectral[:, rows, cols], tile_grid, scene), bands.bands_metadata(scene)
         return Sample(
             key=key,
             split=split,
@@ -352,6 +362,7 @@ class Tiler:
             metadata=metadata,
             stats=stats,
             masks=component_masks(mask, stats, self.scheme) if "masks" in self.cfg.captions.tasks else [],
+            bands_tif=bands_tif,
         )
 
     def _skip_reason(self, stats: TileStats) -> tuple[str, str] | None:

@@ -185,7 +185,8 @@ def finalize(
         card_text = _card_text(summary, output_cfg, scheme, config)
         if output_cfg.write_plots and summary["tiles"]:
             # the units counted what the plots show; markers written without those counts: read the shards
-            plot_files = write_plots(tally.plots.counts() if tally.plots_complete else out_dir, out_dir / PLOTS_DIR)
+            derived = summary.get("derived") and {**summary["derived"], "rows_by_task": sft.derived_row_counts(summary["rows_by_split"])}
+            plot_files = write_plots(tally.plots.counts() if tally.plots_complete else out_dir, out_dir / PLOTS_DIR, derived)
             card_text = card_text.rstrip("\n") + "\n\n" + card_plot_section(plot_files, out_dir) + "\n"
         write_atomic(out_dir / CARD_FILE, card_text.encode("utf-8"))
     summary["finalize_seconds"] = round(time.perf_counter() - started, 3)

@@ -8,6 +8,10 @@ shard is skipped with a warning. `load_hf` loads the same shards with Hugging Fa
     from rsbuild.dataset.loader import caption_dataset
     ds = caption_dataset("OUT/shards/train-{000000..000009}.tar", tasks=["area"], shuffle=1000)
     loader = DataLoader(ds, batch_size=None, num_workers=4)
+
+With ``image_format="bands"`` (a build with ``output.bands = "all"``) each item's ``image`` is the
+``KEY.bands.tif`` member instead of the PNG: a (12, H, W) float32 reflectance array on the 10 m
+tile grid, band names in ``band_names`` (``B01`` ... ``B12``); samples without it are skipped.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import webdataset as wds
+
+from rsbuild.chips.bands import BANDS_MEMBER, read_bands
 
 Policy = Literal["random", "first", "all"]
 
@@ -59,7 +65,7 @@ def pick_index(key: str, count: int, seed: int) -> int:
 
 
 def _choose(
-    tasks: Sequence[str] | None, annotators: Sequence[str] | None, policy: Policy, seed: int
+    tasks: Sequence[str] | None, annotators: Sequence[str] | None, policy: Policy, seed: int, image: str = "png"
 ) -> Callable[[Iterator[dict[str, Any]]], Iterator[dict[str, Any]]]:
     def stage(samples: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         for sample in samples:
@@ -74,7 +80,7 @@ def _choose(
             for ann in captions:
                 record = {
                     "__key__": sample["__key__"],
-                    "image": sample["png"],
+                    "image": sample[image],
                     "text": ann["text"],
                     "task": ann.get("task"),
                     "annotator": ann.get("annotator"),
@@ -83,6 +89,8 @@ def _choose(
                 }
                 if "mask.png" in sample:
                     record["mask"] = sample["mask.png"]
+                if "band_names" in sample:
+                    record["band_names"] = sample["band_names"]
                 yield record
 
     return stage
@@ -107,7 +115,8 @@ def caption_dataset(
     ``urls``: a dataset folder (with ``split``), shard paths/URLs, a glob or a brace pattern;
     remote URLs (http, s3 via ``pipe:``) work as in webdataset. ``policy``: one seeded random
     caption per sample, the first, or ``all`` (one item per caption). ``shuffle``: buffer size.
-    ``image_format``: a webdataset decoder name ("pil", "rgb8", "torchrgb", ...).
+    ``image_format``: a webdataset decoder name ("pil", "rgb8", "torchrgb", ...), or "bands" for
+    the multispectral member (module doc).
     ``transform`` maps each item (e.g. to tensors) inside the workers.
     Corrupt shards and samples are skipped with a warning.
     """
@@ -123,13 +132,15 @@ def caption_dataset(
     )
     if not with_masks:
         dataset = dataset.map(_drop_mask)
-    if image_format == "pil":  # direct decoding: webdataset's handler chain costs ~0.35 ms a sample
-        dataset = dataset.map(_decode_pil, handler=wds.warn_and_continue)
+    if image_format == "bands":
+        dataset = dataset.map(_decode_bands, handler=wds.warn_and_continue)
+    elif image_format == "pil":  # direct decoding: webdataset's handler chain costs ~0.35 ms a sample
+        dataset = dataset.map(_drop_bands).map(_decode_pil, handler=wds.warn_and_continue)
     else:
-        dataset = dataset.decode(image_format, handler=wds.warn_and_continue)
+        dataset = dataset.map(_drop_bands).decode(image_format, handler=wds.warn_and_continue)
     if shuffle:
         dataset = dataset.shuffle(shuffle)
-    dataset = dataset.compose(_choose(tasks, annotators, policy, seed))
+    dataset = dataset.compose(_choose(tasks, annotators, policy, seed, BANDS_MEMBER if image_format == "bands" else "png"))
     if transform is not None:
         dataset = dataset.map(transform, handler=wds.warn_and_continue)
     return dataset
@@ -148,8 +159,23 @@ def _decode_pil(sample: dict[str, Any]) -> dict[str, Any]:
     return sample
 
 
+def _decode_bands(sample: dict[str, Any]) -> dict[str, Any]:
+    """``bands.tif`` to a (12, H, W) float32 array (and ``band_names``), the rest as `_decode_pil`;
+    a sample without it raises (skipped with a warning)."""
+    if BANDS_MEMBER not in sample:
+        raise ValueError(f"sample {sample.get('__key__')!r} has no {BANDS_MEMBER} member (build with output.bands = \"all\")")
+    sample[BANDS_MEMBER], sample["band_names"] = read_bands(sample[BANDS_MEMBER])
+    sample.pop("png", None)
+    return _decode_pil(sample)  # the mask (with_masks) and json
+
+
 def _drop_mask(sample: dict[str, Any]) -> dict[str, Any]:
     sample.pop("mask.png", None)
+    return sample
+
+
+def _drop_bands(sample: dict[str, Any]) -> dict[str, Any]:
+    sample.pop(BANDS_MEMBER, None)
     return sample
 
 
@@ -166,25 +192,28 @@ def load_hf(dataset_dir: str | Path, split: str = "train", streaming: bool = Fal
         "json": datasets.Json(),
         "png": datasets.Image(),
     }
-    if files and _has_masks(files[0] if isinstance(files, list) else files):
+    members = _first_sample_members(files[0] if isinstance(files, list) else files) if files else set()
+    if "mask.png" in members:
         columns["mask.png"] = datasets.Image()
+    if BANDS_MEMBER in members:
+        columns[BANDS_MEMBER] = datasets.Value("binary")  # GeoTIFF bytes: rsbuild.chips.bands.read_bands
     features = datasets.Features(columns)
     return datasets.load_dataset("webdataset", data_files={split: files}, split=split, streaming=streaming, features=features)
 
 
-def _has_masks(url: str) -> bool:
-    """Whether a shard carries ``KEY.mask.png`` members (its first sample tells)."""
+def _first_sample_members(url: str) -> set[str]:
+    """The member extensions (``png``, ``mask.png``, ``bands.tif`` ...) of a shard's first sample."""
     import tarfile
 
     import fsspec
 
+    found: set[str] = set()
     with fsspec.open(url, "rb") as handle, tarfile.open(fileobj=handle, mode="r|") as tar:
         first = None
         for member in tar:
-            key = member.name.split(".", 1)[0]
+            key, _, extension = member.name.partition(".")
             if first is not None and key != first:
-                return False
+                break
             first = key
-            if member.name.endswith(".mask.png"):
-                return True
-    return False
+            found.add(extension)
+    return found

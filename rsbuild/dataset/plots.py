@@ -39,6 +39,7 @@ PLOT_FILES = {
     "caption_length": "caption_length.png",
     "check_pass_rate": "check_pass_rate_by_task.png",
     "poi_map": "poi_map.png",
+    "derived_rows": "derived_rows.png",
 }
 PLOT_TITLES = {
     "class_share": "Class share of valid pixels per split",
@@ -46,7 +47,11 @@ PLOT_TITLES = {
     "caption_length": "Caption length in words, kept and rejected captions",
     "check_pass_rate": "Faithfulness check pass rate by task",
     "poi_map": "Points of interest (lon/lat)",
+    "derived_rows": "VQA answers per kind (share of questions) and rows derived from the statistics",
 }
+DERIVED_TOP_ANSWERS = 5  # answers shown per VQA kind; the rest are one "other" segment
+ANSWER_COLORS = {"yes": "#2e7d32", "no": "#c62828"}
+OTHER_ANSWER_COLORS = ("#1565c0", "#ef6c00", "#6a1b9a", "#00838f", "#9e9d24", "#9e9e9e")
 VERDICT_COLORS = {PASS: "#2e7d32", FAIL: "#c62828", UNCHECKED: "#9e9e9e", ERROR: "#6a1b9a"}
 VERDICT_LABELS = {PASS: "passed", FAIL: "failed", UNCHECKED: "unchecked", ERROR: "not written"}
 SPLIT_COLORS = {"train": "#1f77b4", "validation": "#ff7f0e", "test": "#2ca02c"}
@@ -366,27 +371,78 @@ def _poi_map(fig: Figure, counts: Mapping[str, Any]) -> None:
         ax.legend(fontsize=8, loc="lower left", frameon=True)
 
 
+
+
+def _derived_rows(fig: Figure, counts: Mapping[str, Any]) -> None:
+    """Left: per VQA kind, the share of each answer (yes green, no red: the yes/no balance); right:
+    rows per derived task and the referring components skipped as ambiguous."""
+    derived: Mapping[str, Any] = counts["derived"]
+    answers: Mapping[str, Mapping[str, int]] = derived.get("vqa_answers", {})
+    left, right = fig.subplots(1, 2, width_ratios=(3, 2))
+    fig.suptitle(PLOT_TITLES["derived_rows"], fontsize=10)
+    if answers:
+        kinds = sorted(answers)
+        for row, kind in enumerate(kinds):
+            total = sum(answers[kind].values())
+            ranked = sorted(answers[kind].items(), key=lambda kv: (-kv[1], kv[0]))
+            shown = ranked[:DERIVED_TOP_ANSWERS]
+            rest = sum(n for _, n in ranked[DERIVED_TOP_ANSWERS:])
+            start, others = 0.0, iter(OTHER_ANSWER_COLORS)
+            for answer, n in [*shown, *([("other", rest)] if rest else [])]:
+                width = n / total
+                color = ANSWER_COLORS.get(answer) or (OTHER_ANSWER_COLORS[-1] if answer == "other" else next(others, "#9e9e9e"))
+                left.barh(row, width, left=start, color=color, edgecolor="#333", linewidth=0.4)
+                if width >= 0.12:
+                    label = answer if len(answer) <= 14 else answer[:13] + "…"
+                    left.text(start + width / 2, row, label, ha="center", va="center", fontsize=7, color=_label_color(color))
+                start += width
+        left.set_yticks(range(len(kinds)), [f"{k} (n={sum(answers[k].values())})" for k in kinds], fontsize=8)
+        left.set_xlim(0, 1)
+        left.invert_yaxis()
+        left.xaxis.set_major_formatter("{x:.0%}")
+    else:
+        _no_data(left, "VQA rows")
+    rows: Mapping[str, int] = derived.get("rows_by_task", {})
+    bars = {**{task: n for task, n in rows.items() if n}, "ambiguous\n(skipped)": int(derived.get("referring_ambiguous_components", 0))}
+    names = list(bars)
+    right.barh(names, [bars[n] for n in names], color=["#1565c0"] * (len(names) - 1) + ["#9e9e9e"], edgecolor="#333", linewidth=0.4)
+    for index, name in enumerate(names):
+        right.text(bars[name], index, f" {bars[name]}", va="center", fontsize=8)
+    right.invert_yaxis()
+    right.tick_params(axis="y", labelsize=8)
+    right.set_xlabel("rows (components for skipped)", fontsize=8)
+
+
 _DRAWERS = {
     "class_share": _class_share,
     "captions_per_task": _captions_per_task,
     "caption_length": _caption_length,
     "check_pass_rate": _check_pass_rate,
     "poi_map": _poi_map,
+    "derived_rows": _derived_rows,
 }
 
 
-def write_plots(source: Path | str | Mapping[str, Any], out_dir: Path) -> dict[str, Path]:
+def write_plots(
+    source: Path | str | Mapping[str, Any], out_dir: Path, derived: Mapping[str, Any] | None = None
+) -> dict[str, Path]:
     """Draw every card plot as a PNG in ``out_dir``; returns {plot name: path}.
 
     ``source`` is a dataset folder (counted with ``dataset_counts``) or counts it returned.
-    PNGs carry no software/date metadata, so the same counts give the same files.
+    ``derived`` (``summary["derived"]`` plus ``rows_by_task``: derived rows per task) adds the
+    plot of VQA answer distributions and derived row counts. PNGs carry no software/date
+    metadata, so the same counts give the same files.
     """
     counts = source if isinstance(source, Mapping) else dataset_counts(Path(source))
+    if derived:
+        counts = {**counts, "derived": derived}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
     for name, draw in _DRAWERS.items():
-        fig = _figure(8.0 if name == "class_share" else 7.0, 4.0 if name == "poi_map" else 3.6)
+        if name == "derived_rows" and "derived" not in counts:
+            continue
+        fig = _figure(8.0 if name in ("class_share", "derived_rows") else 7.0, 4.0 if name in ("poi_map", "derived_rows") else 3.6)
         draw(fig, counts)
         path = out_dir / PLOT_FILES[name]
         fig.savefig(path, format="png", dpi=PLOT_DPI, metadata={"Software": None})

@@ -276,6 +276,11 @@ def _check_text_part(part: Any, where: str, problems: list[str]) -> None:
         problems.append(f"{where}.text must be a non-empty string")
 
 
+def derived_row_counts(rows_by_split: Mapping[str, Mapping[str, int]]) -> dict[str, int]:
+    """Rows per derived task (``DERIVED_ROW_TASKS`` order) over all splits."""
+    return {task: sum(int(rows.get(task, 0)) for rows in rows_by_split.values()) for task in DERIVED_ROW_TASKS}
+
+
 def reported_tasks(counts_by_split: Iterable[Mapping[str, int]]) -> tuple[str, ...]:
     """The row tasks a count table lists: every tile task, and still and derived rows when there are any."""
     tables = list(counts_by_split)

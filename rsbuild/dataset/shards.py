@@ -111,10 +111,12 @@ def key_problem(key: str) -> str | None:
 
 
 def sample_members(sample: Sample, write_mask: bool = True) -> dict[str, bytes]:
-    """The tar members of one sample, by extension (``png``, ``json`` in `canonical_json`, ``mask.png``)."""
+    """The tar members of one sample, by extension (``png``, ``json`` in `canonical_json`, ``mask.png``, ``bands.tif``)."""
     members = {"png": sample.image_png, "json": canonical_json(sample.json_payload()).encode("utf-8")}
     if write_mask and sample.mask_png is not None:
         members["mask.png"] = sample.mask_png
+    if sample.bands_tif is not None:
+        members["bands.tif"] = sample.bands_tif
     return members
 
 
@@ -420,6 +422,7 @@ def _sample_from_members(key: str, members: dict[str, bytes], default_split: str
         annotations=doc.get("annotations", []),
         failures=doc.get("caption_failures", []),
         masks=doc.get("masks", []),
+        bands_tif=members.get("bands.tif"),
     )
 
 

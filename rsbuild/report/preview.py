@@ -34,8 +34,10 @@ import numpy as np
 from PIL import Image
 
 from rsbuild.captions.base import TASKS
+from rsbuild.config import DERIVED_TASKS
 from rsbuild.dataset.annotations import FAIL, PASS, VERDICTS, CaptionEntry, caption_entries
-from rsbuild.dataset.sft import component_boxes
+from rsbuild.dataset.layout import CONFIG_FILE
+from rsbuild.dataset.sft import component_boxes, derived_rows
 from rsbuild.dataset.shards import list_shards, read_shard
 from rsbuild.errors import ConfigError, InputError
 from rsbuild.records import SPLITS, Sample
@@ -182,8 +184,38 @@ def _metadata_view(sample: Sample) -> dict[str, Any]:
     }
 
 
-def sample_record(sample: Sample, image_src: str, overlay_src: str | None, scheme: Scheme | None) -> dict[str, Any]:
-    """The JSON record one card is drawn from (image sources already resolved)."""
+def dataset_derived_tasks(dataset_dir: Path) -> tuple[str, ...]:
+    """The derived tasks (vqa, referring, masks) the dataset was built with, from its resolved config."""
+    path = Path(dataset_dir) / CONFIG_FILE
+    try:
+        tasks = json.loads(path.read_text(encoding="utf-8")).get("captions", {}).get("tasks", [])
+    except (OSError, ValueError, AttributeError):
+        return ()
+    return tuple(task for task in DERIVED_TASKS if task in tasks)
+
+
+def derived_records(sample: Sample, tasks: Sequence[str], styled: Any) -> list[dict[str, Any]]:
+    """The tile's derived rows as the card lists them: question and answer, referring phrases with
+    their boxes (drawn on the chip), masks as their component's pixel count (the RLE is in the JSONL)."""
+    pixels = {int(m["component"]): int(m["pixels"]) for m in sample.masks}
+    records = []
+    for row in derived_rows(sample, tasks):
+        detail = row.detail or {}
+        answer = row.answer
+        if row.task == "mask_grounding":
+            answer = f"COCO RLE mask of {pixels.get(int(detail.get('component', -1)), 0)} pixels"
+        records.append({
+            "task": row.task, "kind": detail.get("kind"), "prompt": row.prompt, "answer": answer,
+            "boxes": [{"label": box.label, "bbox": list(box.bbox), **styled(box.label)} for box in row.boxes],
+        })  # fmt: skip
+    return records
+
+
+def sample_record(
+    sample: Sample, image_src: str, overlay_src: str | None, scheme: Scheme | None, derived_tasks: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The JSON record one card is drawn from (image sources already resolved); ``derived_tasks``
+    adds the tile's derived rows (``derived``)."""
     colors = class_colors(scheme)
 
     def styled(name: str) -> dict[str, str]:
@@ -208,6 +240,7 @@ def sample_record(sample: Sample, image_src: str, overlay_src: str | None, schem
             for box in component_boxes(sample.stats)
         ],
         "captions": [entry.to_json() for entry in caption_entries(sample)],
+        "derived": derived_records(sample, derived_tasks, styled) if derived_tasks else [],
     }
 
 
@@ -358,6 +391,7 @@ def write_preview(
     summary = PreviewSummary(out_file=out_file, assets_dir=images.assets_dir)
     legend: dict[str, str] = {}
     tasks: set[str] = set()
+    derived = dataset_derived_tasks(dataset_dir)
     tmp = out_file.with_name(out_file.name + ".tmp")
     try:
         with open(tmp, "w", encoding="utf-8") as page:
@@ -367,7 +401,7 @@ def write_preview(
                 scheme = scheme_or_none(sample.stats.get("scheme"))
                 overlay = overlay_png(sample.mask_png, scheme) if sample.mask_png is not None else None
                 chip_src, overlay_src = images.put(sample.key, sample.image_png, overlay)
-                record = sample_record(sample, chip_src, overlay_src, scheme)
+                record = sample_record(sample, chip_src, overlay_src, scheme, derived)
                 page.write(("," if summary.samples else "") + _script_json(record) + "\n")
                 summary.samples += 1
                 summary.samples_by_split[sample.split] += 1

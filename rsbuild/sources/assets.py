@@ -37,13 +37,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rsbuild.records import BandAsset, Scene
 
 CANONICAL_BANDS = ("red", "green", "blue", "visual", "scl")
 REFLECTANCE_BANDS = frozenset({"red", "green", "blue"})
+# Every Sentinel-2 L2A reflectance band (B10, cirrus, is not in L2A products) and its native pixel size
+SPECTRAL_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
+SPECTRAL_RESOLUTION_M = {"B01": 60, "B02": 10, "B03": 10, "B04": 10, "B05": 20, "B06": 20, "B07": 20, "B08": 10,
+                         "B8A": 20, "B09": 60, "B11": 20, "B12": 20}
 QUANTIFICATION = 1e-4  # Sentinel-2 L2A BOA_QUANTIFICATION_VALUE = 10000
 BOA_ADD_OFFSET = -0.1  # -1000 DN / 10000, in products of processing baseline >= 04.00
 OFFSET_BASELINE = (4, 0)
@@ -63,9 +67,14 @@ class Layout:
     product_id_properties: tuple[str, ...] = ()  # baseline fallback: "_N0510_" in a product id
     offset_removed_property: str | None = None  # True = the catalog already removed BOA_ADD_OFFSET
     nodata: float | None = 0.0
+    spectral_keys: Mapping[str, str] = field(default_factory=dict)  # S2 band id (B01 ... B12) -> asset key
 
 
 _B_KEYS = {"red": "B04", "green": "B03", "blue": "B02", "visual": "visual", "scl": "SCL"}
+_B_SPECTRAL = {band: band for band in SPECTRAL_BANDS}
+_EARTH_SEARCH_SPECTRAL = dict(zip(SPECTRAL_BANDS, ("coastal", "blue", "green", "red", "rededge1", "rededge2", "rededge3",
+                                                   "nir", "nir08", "nir09", "swir16", "swir22")))
+_CDSE_SPECTRAL = {band: f"{band}_{SPECTRAL_RESOLUTION_M[band]}m" for band in SPECTRAL_BANDS}
 
 LAYOUTS: dict[str, Layout] = {
     layout.name: layout
@@ -76,12 +85,14 @@ LAYOUTS: dict[str, Layout] = {
             baseline_properties=("s2:processing_baseline",),
             product_id_properties=("s2:product_uri",),
             offset_removed_property="earthsearch:boa_offset_applied",  # sentinel-2-l2a only; c1 has none
+            spectral_keys=_EARTH_SEARCH_SPECTRAL,
         ),
         Layout(
             name="cdse",
             keys={"red": "B04_10m", "green": "B03_10m", "blue": "B02_10m", "visual": "TCI_10m", "scl": "SCL_20m"},
             derive_reflectance=True,  # items may leave raster:scale/offset to the collection's item_assets
             baseline_properties=("processing:version",),
+            spectral_keys=_CDSE_SPECTRAL,
         ),
         Layout(
             name="planetary-computer",
@@ -90,6 +101,7 @@ LAYOUTS: dict[str, Layout] = {
             derive_reflectance=True,
             baseline_properties=("s2:processing_baseline",),
             product_id_properties=("s2:product_uri",),
+            spectral_keys=_B_SPECTRAL,
         ),
         Layout(
             name="earth-search-v0",
@@ -99,6 +111,7 @@ LAYOUTS: dict[str, Layout] = {
             baseline_properties=("sentinel:processing_baseline",),
             product_id_properties=("sentinel:product_id",),
             offset_removed_property="sentinel:boa_offset_applied",
+            spectral_keys=_B_SPECTRAL,
         ),
     )
 }
@@ -150,30 +163,50 @@ def resolve_assets(item: Mapping[str, Any] | Any, layout: str = "auto") -> dict[
     return _resolve(item_as_dict(item), layout)[1]
 
 
+def resolve_spectral(item: Mapping[str, Any] | Any, layout: str = "auto") -> dict[str, BandAsset]:
+    """Map Sentinel-2 band ids (``B01`` ... ``B12``) to the item's assets, with the same scale /
+    offset rules as the RGB bands (every one is a reflectance band). Absent bands are left out."""
+    data = item_as_dict(item)
+    chosen = detect_layout(data) if layout == "auto" else get_layout(layout)
+    if chosen is None:
+        return {}
+    return _band_assets(data, chosen, chosen.spectral_keys, _always)
+
+
+def _always(band: str) -> bool:
+    return True
+
+
+def _band_assets(
+    data: Mapping[str, Any], layout: Layout, keys: Mapping[str, str], is_reflectance: Callable[[str], bool]
+) -> dict[str, BandAsset]:
+    assets = data.get("assets") or {}
+    properties = data.get("properties") or {}
+    resolved: dict[str, BandAsset] = {}
+    for band, key in keys.items():
+        asset = assets.get(key)
+        if not asset or not asset.get("href"):
+            continue
+        scale, offset, nodata = _radiometry(is_reflectance(band), asset, properties, layout)
+        resolved[band] = BandAsset(key=key, href=asset["href"], scale=scale, offset=offset, nodata=nodata)
+    return resolved
+
+
 def _resolve(data: Mapping[str, Any], layout: str) -> tuple[Layout | None, dict[str, BandAsset]]:
     chosen = detect_layout(data) if layout == "auto" else get_layout(layout)
     if chosen is None:
         return None, {}
-    assets = data.get("assets") or {}
-    properties = data.get("properties") or {}
-    resolved: dict[str, BandAsset] = {}
-    for band in CANONICAL_BANDS:
-        key = chosen.keys[band]
-        asset = assets.get(key)
-        if not asset or not asset.get("href"):
-            continue
-        scale, offset, nodata = _radiometry(band, asset, properties, chosen)
-        resolved[band] = BandAsset(key=key, href=asset["href"], scale=scale, offset=offset, nodata=nodata)
-    return chosen, resolved
+    keys = {band: chosen.keys[band] for band in CANONICAL_BANDS}
+    return chosen, _band_assets(data, chosen, keys, REFLECTANCE_BANDS.__contains__)
 
 
 def _radiometry(
-    band: str, asset: Mapping[str, Any], properties: Mapping[str, Any], layout: Layout
+    reflectance: bool, asset: Mapping[str, Any], properties: Mapping[str, Any], layout: Layout
 ) -> tuple[float, float, float | None]:
     declared = [_declared(asset), _declared(properties)]
-    if band in REFLECTANCE_BANDS and not _dn_carry_boa_offset(properties, layout):
+    if reflectance and not _dn_carry_boa_offset(properties, layout):
         declared.insert(0, {"offset": 0.0})
-    if layout.derive_reflectance and band in REFLECTANCE_BANDS:
+    if layout.derive_reflectance and reflectance:
         declared.append({"scale": QUANTIFICATION, "offset": _derived_offset(properties, layout)})
     declared.append({"scale": 1.0, "offset": 0.0, "nodata": layout.nodata})
     scale = next(source["scale"] for source in declared if source.get("scale") is not None)
@@ -264,6 +297,7 @@ def scene_from_item(
         transform=tuple(float(v) for v in transform[:6]) if transform else None,
         shape=(int(shape[0]), int(shape[1])) if shape else None,
         properties=dict(properties),
+        spectral=_band_assets(data, chosen, chosen.spectral_keys, _always) if chosen else {},
     )
     return sign_scene(scene, signer) if signer else scene
 
@@ -280,7 +314,8 @@ def crs_of(obj: Mapping[str, Any]) -> str | None:
 def sign_scene(scene: Scene, signer: Callable[[str], str]) -> Scene:
     """The scene with every asset href passed through ``signer``."""
     signed = {band: replace(asset, href=signer(asset.href)) for band, asset in scene.assets.items()}
-    return replace(scene, assets=signed)
+    spectral = {band: replace(asset, href=signer(asset.href)) for band, asset in scene.spectral.items()}
+    return replace(scene, assets=signed, spectral=spectral)
 
 
 def item_bbox(data: Mapping[str, Any]) -> tuple[float, float, float, float]:

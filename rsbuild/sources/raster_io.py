@@ -487,3 +487,47 @@ def write_geotiff(path: str, array: np.ndarray, grid: Grid, *, nodata: float | N
         profile.update(tiled=True, blockxsize=256, blockysize=256)
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(data)
+
+
+def geotiff_bytes(
+    array: np.ndarray, grid: Grid, *, nodata: float | None, descriptions: list[str], tags: dict[str, str]
+) -> bytes:
+    """A small in-memory GeoTIFF of an (N, H, W) array on ``grid``: deflate level 1 (with the
+    floating-point predictor for float data), band-interleaved, band descriptions and dataset tags set. GDAL
+    writes no timestamp, so the same array gives the same bytes."""
+    from rasterio.io import MemoryFile
+
+    profile: dict[str, Any] = {
+        "driver": "GTiff", "width": grid.width, "height": grid.height, "count": array.shape[0],
+        "dtype": array.dtype.name, "crs": grid.crs, "transform": rasterio.Affine(*grid.transform),
+        "nodata": nodata, "compress": "deflate", "predictor": 3 if array.dtype.kind == "f" else 2,
+        "interleave": "band", "zlevel": 1,  # level 1: 0.23 s a 512 px 12-band tile against 0.32 s at 6, same size
+    }  # fmt: skip
+    if grid.width >= 256 and grid.height >= 256:
+        profile.update(tiled=True, blockxsize=256, blockysize=256)
+    with rasterio.Env(GDAL_NUM_THREADS="1"), MemoryFile() as memory:
+        with memory.open(**profile) as dst:
+            dst.write(array)
+            dst.update_tags(**tags)
+            for index, description in enumerate(descriptions, start=1):
+                dst.set_band_description(index, description)
+        return bytes(memory.read())
+
+
+@dataclass(frozen=True)
+class GeoTiff:
+    """A GeoTIFF read from bytes: its pixels, band descriptions, tags and grid."""
+
+    array: np.ndarray  # (N, H, W)
+    descriptions: list[str]
+    tags: dict[str, str]
+    grid: Grid
+
+
+def read_geotiff_bytes(data: bytes) -> GeoTiff:
+    """Pixels and metadata of GeoTIFF bytes (e.g. a ``KEY.bands.tif`` shard member)."""
+    from rasterio.io import MemoryFile
+
+    with MemoryFile(data) as memory, memory.open() as src:
+        grid = Grid(src.crs.to_string() if src.crs else "", tuple(src.transform)[:6], src.width, src.height)
+        return GeoTiff(src.read(), [d or "" for d in src.descriptions], dict(src.tags()), grid)

@@ -14,6 +14,9 @@ Layout under ``out_dir``::
     fixture.json                      what ``FixtureInfo.load`` reads back
     cogs/                             the folder to serve over HTTP
         sentinel-s2-l2a-cogs/<scene id>/{B04,B03,B02,TCI,SCL}.tif
+        sentinel-s2-l2a-cogs/<scene id>/{B01,B05,B06,B07,B08,B8A,B09,B11,B12}.tif   the other L2A
+                                      bands at their native 10 / 20 / 60 m, per-class reflectance
+                                      (``SPECTRA``) without noise, so values are known exactly
         worldcover_4326.tif           labels, EPSG:4326, 1/12000 deg
         worldcover_32634.tif          labels, EPSG:32634 (neighbouring UTM zone), 10 m
 """
@@ -82,19 +85,32 @@ SCL_CLOUDY = (SCL_SHADOW, SCL_CLOUD_MEDIUM, SCL_CLOUD_HIGH, SCL_CIRRUS)
 
 @dataclass(frozen=True)
 class Band:
-    """An Earth Search v1 asset of the 10 m reflectance bands."""
+    """An Earth Search v1 reflectance asset."""
 
     key: str
     file: str
     title: str
     wavelength: float
     fwhm: float
+    resolution: int = 10  # native pixel size in metres
 
 
 RGB_BANDS = (
     Band("red", "B04", "Red (band 4) - 10m", 0.665, 0.038),
     Band("green", "B03", "Green (band 3) - 10m", 0.56, 0.045),
     Band("blue", "B02", "Blue (band 2) - 10m", 0.49, 0.098),
+)
+# The other L2A bands (noise-free per-class reflectance, ``SPECTRA``); their bytes never touch the RGB bands'
+EXTRA_BANDS = (
+    Band("coastal", "B01", "Coastal aerosol (band 1) - 60m", 0.443, 0.027, 60),
+    Band("rededge1", "B05", "Red edge 1 (band 5) - 20m", 0.704, 0.019, 20),
+    Band("rededge2", "B06", "Red edge 2 (band 6) - 20m", 0.74, 0.018, 20),
+    Band("rededge3", "B07", "Red edge 3 (band 7) - 20m", 0.783, 0.028, 20),
+    Band("nir", "B08", "NIR 1 (band 8) - 10m", 0.842, 0.145, 10),
+    Band("nir08", "B8A", "NIR 2 (band 8A) - 20m", 0.865, 0.033, 20),
+    Band("nir09", "B09", "NIR 3 (band 9) - 60m", 0.945, 0.026, 60),
+    Band("swir16", "B11", "SWIR 1 (band 11) - 20m", 1.61, 0.143, 20),
+    Band("swir22", "B12", "SWIR 2 (band 12) - 20m", 2.19, 0.242, 20),
 )
 VISUAL_FILE = "TCI"
 SCL_FILE = "SCL"
@@ -145,6 +161,24 @@ REFLECTANCE = {
     WETLAND: (0.050, 0.080, 0.050),
 }
 CROP_STATES = ((0.050, 0.100, 0.040), (0.150, 0.140, 0.080), (0.170, 0.140, 0.110))  # green, ripe, soil
+# Reflectance of the EXTRA_BANDS (B01 B05 B06 B07 B08 B8A B09 B11 B12) per WorldCover code: vegetation bright
+# in the NIR, water dark beyond green, bare ground and built-up bright in the SWIR
+SPECTRA = {
+    TREE: (0.020, 0.070, 0.200, 0.250, 0.300, 0.310, 0.100, 0.150, 0.070),
+    SHRUB: (0.040, 0.100, 0.180, 0.210, 0.240, 0.250, 0.080, 0.220, 0.130),
+    GRASS: (0.050, 0.130, 0.240, 0.280, 0.320, 0.330, 0.100, 0.250, 0.140),
+    CROP: (0.040, 0.100, 0.280, 0.340, 0.380, 0.390, 0.120, 0.220, 0.110),
+    BUILT: (0.220, 0.210, 0.220, 0.230, 0.240, 0.240, 0.100, 0.280, 0.250),
+    BARE: (0.240, 0.280, 0.290, 0.300, 0.310, 0.320, 0.120, 0.380, 0.330),
+    WATER: (0.040, 0.020, 0.015, 0.012, 0.010, 0.009, 0.005, 0.005, 0.003),
+    WETLAND: (0.040, 0.090, 0.160, 0.190, 0.220, 0.230, 0.080, 0.140, 0.080),
+}
+CROP_STATE_SPECTRA = (  # green, ripe, soil: as CROP_STATES
+    (0.040, 0.100, 0.280, 0.340, 0.380, 0.390, 0.120, 0.220, 0.110),
+    (0.060, 0.170, 0.220, 0.250, 0.270, 0.280, 0.090, 0.300, 0.200),
+    (0.080, 0.190, 0.210, 0.220, 0.230, 0.240, 0.080, 0.340, 0.280),
+)
+CLOUD_SPECTRUM = (0.50, 0.55, 0.56, 0.56, 0.57, 0.57, 0.30, 0.45, 0.35)
 CLOUD_REFLECTANCE = (0.52, 0.54, 0.58)
 SHADOW_FACTOR = 0.45
 TCI_FULL_SCALE = 0.3  # reflectance shown as 255 in the visual asset
@@ -291,8 +325,9 @@ def render_truth(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.nd
 
 def _surface_reflectance(
     rng: np.random.Generator, truth: np.ndarray, field_ids: np.ndarray, n_fields: int
-) -> np.ndarray:
-    """Cloud-free surface reflectance, float32 (3, H, W): per-class colours, crop states, noise."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cloud-free surface reflectance, float32 (3, H, W): per-class colours, crop states, noise;
+    and the crop state of each field."""
     lut = np.zeros((256, 3), dtype=np.float32)
     for code, rgb in REFLECTANCE.items():
         lut[code] = rgb
@@ -304,7 +339,20 @@ def _surface_reflectance(
     brightness = 1.0 + 0.06 * _smooth_noise(rng, truth.shape, 30.0)
     reflectance *= brightness[None]
     reflectance += 0.004 * rng.standard_normal(reflectance.shape, dtype=np.float32)
-    return reflectance
+    return reflectance, crop_state
+
+
+def extra_band_surface(truth: np.ndarray, field_ids: np.ndarray, crop_state: np.ndarray, index: int) -> np.ndarray:
+    """Cloud-free reflectance (float32, H x W, 10 m) of ``EXTRA_BANDS[index]``: ``SPECTRA`` per class, crop
+    fields by their state (no noise, no randomness: the RGB bands' random draws are untouched)."""
+    lut = np.zeros(256, dtype=np.float32)
+    for code, spectrum in SPECTRA.items():
+        lut[code] = spectrum[index]
+    surface = lut[truth]
+    crop = truth == CROP
+    states = np.asarray([spectrum[index] for spectrum in CROP_STATE_SPECTRA], dtype=np.float32)
+    surface[crop] = states[crop_state[field_ids[crop]]]
+    return surface
 
 
 def _cloud_opacity(rng: np.random.Generator, spec: SceneSpec, size: int) -> np.ndarray:
@@ -351,9 +399,10 @@ def to_dn(reflectance: np.ndarray) -> np.ndarray:
 
 
 def _scene_rasters(
-    spec: SceneSpec, surface: np.ndarray, truth: np.ndarray, opacity: np.ndarray
+    spec: SceneSpec, surface: np.ndarray, truth: np.ndarray, opacity: np.ndarray, extra: list[np.ndarray]
 ) -> dict[str, np.ndarray]:
-    """Arrays of one scene's files: B04/B03/B02 (uint16), TCI (uint8 x3), SCL (uint8, 20 m)."""
+    """Arrays of one scene's files: B04/B03/B02 (uint16), TCI (uint8 x3), SCL (uint8, 20 m), and the
+    ``EXTRA_BANDS`` (uint16 at their own resolution: the top-left 10 m pixel of each coarse pixel)."""
     shadow = _cloud_shadow(opacity)
     reflectance = surface
     if opacity.any():
@@ -374,6 +423,16 @@ def _scene_rasters(
     rasters = {band.file: dn[i] for i, band in enumerate(RGB_BANDS)}
     rasters[VISUAL_FILE] = tci
     rasters[SCL_FILE] = scl
+    for band, band_surface, cloud_value in zip(EXTRA_BANDS, extra, CLOUD_SPECTRUM):
+        values = band_surface
+        if opacity.any():
+            values = band_surface * (1.0 - opacity) + np.float32(cloud_value) * opacity
+            values[shadow] *= np.float32(SHADOW_FACTOR)
+        step = band.resolution // int(PIXEL_M)
+        band_dn = to_dn(values[::step, ::step])
+        if spec.west_half_only:
+            band_dn[:, -(-(truth.shape[1] // 2) // step) :] = 0  # coarse pixels that start east of the half
+        rasters[band.file] = band_dn
     return rasters
 
 
@@ -484,6 +543,8 @@ def _proj_fields(shape: tuple[int, int], transform: Iterable[float]) -> dict[str
 
 
 def _band_asset(band: Band, href: str, size: int, transform: tuple[float, ...]) -> dict[str, Any]:
+    step = band.resolution // int(PIXEL_M)
+    a, b, c, d, e, f = transform
     return {
         "href": href,
         "type": COG_TYPE,
@@ -496,14 +557,14 @@ def _band_asset(band: Band, href: str, size: int, transform: tuple[float, ...]) 
                 "full_width_half_max": band.fwhm,
             }
         ],
-        "gsd": 10,
-        **_proj_fields((size, size), transform),
+        "gsd": band.resolution,
+        **_proj_fields((-(-size // step), -(-size // step)), (a * step, b, c, d, e * step, f)),
         "raster:bands": [
             {
                 "nodata": 0,
                 "data_type": "uint16",
                 "bits_per_sample": 15,
-                "spatial_resolution": 10,
+                "spatial_resolution": band.resolution,
                 "scale": DN_SCALE,
                 "offset": DN_OFFSET,
             }
@@ -660,6 +721,7 @@ class FixtureInfo:
 
         transform = self.grid.transform
         assets = {band.key: _band_asset(band, href(band.file), self.size, transform) for band in RGB_BANDS}
+        assets.update((band.key, _band_asset(band, href(band.file), self.size, transform)) for band in EXTRA_BANDS)
         assets["visual"] = _visual_asset(href(VISUAL_FILE), self.size, transform)
         assets["scl"] = _scl_asset(href(SCL_FILE), self.size, transform)
         return assets
@@ -902,7 +964,8 @@ def generate(
     grid = scene_grid(size)
 
     truth, field_ids, n_fields = render_truth(rng, size)
-    surface = _surface_reflectance(rng, truth, field_ids, n_fields)
+    surface, crop_state = _surface_reflectance(rng, truth, field_ids, n_fields)
+    extra = [extra_band_surface(truth, field_ids, crop_state, index) for index in range(len(EXTRA_BANDS))]
     label_grids = {"4326": _label_grid_4326(grid), "32634": _label_grid_utm(grid, LABEL_CRS_UTM)}
     info = _fixture_info(out_dir, seed, size, aoi_size, unknown_codes, poi_pixels, (), label_grids)
     info.cog_dir.mkdir(parents=True, exist_ok=True)
@@ -911,8 +974,8 @@ def generate(
     info._truth = truth
     for spec in SCENES:
         opacity = _cloud_opacity(rng, spec, size)
-        for file, array in _scene_rasters(spec, surface, truth, opacity).items():
-            file_grid = _downsampled(grid, 2) if file == SCL_FILE else grid
+        for file, array in _scene_rasters(spec, surface, truth, opacity, extra).items():
+            file_grid = _coarse(grid, round(grid.height / array.shape[-2]), array.shape[-1], array.shape[-2])
             _write_cog(info.scene_path(spec.id, file), array, file_grid, nodata=0, overviews=overviews)
     for key, path in (("4326", info.label_4326_path), ("32634", info.label_32634_path)):
         labels = _sample_truth(truth, label_grids[key])
@@ -945,9 +1008,10 @@ def seeded_tile_stats(seed: int) -> TileStats:
     return compute_stats(index, scheme)
 
 
-def _downsampled(grid: Grid, factor: int) -> Grid:
+def _coarse(grid: Grid, factor: int, width: int, height: int) -> Grid:
+    """``grid`` with ``factor`` times larger pixels and the given size (same top-left corner)."""
     a, b, c, d, e, f = grid.transform
-    return Grid(grid.crs, (a * factor, b, c, d, e * factor, f), grid.width // factor, grid.height // factor)
+    return Grid(grid.crs, (a * factor, b, c, d, e * factor, f), width, height)
 
 
 # --------------------------------------------------------------------------- rasterio section

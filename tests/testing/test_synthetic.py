@@ -17,6 +17,7 @@ from shapely.geometry import Point, shape
 
 from rsbuild.testing.synthetic import (
     CROP_STATES,
+    EXTRA_BANDS,
     LABEL_COLLECTION,
     NOBLUE_COLLECTION,
     REFLECTANCE,
@@ -236,7 +237,7 @@ def test_items_have_the_earth_search_v1_layout(fixture_data: FixtureInfo) -> Non
         assert item["collection"] == S2_COLLECTION
         assert props["proj:code"] == "EPSG:32633" and props["s2:processing_baseline"] == "05.10"
         assert {"datetime", "eo:cloud_cover", "platform"} <= set(props)
-        assert set(item["assets"]) == {"red", "green", "blue", "visual", "scl"}
+        assert set(item["assets"]) == {"red", "green", "blue", "visual", "scl"} | {band.key for band in EXTRA_BANDS}
         for key, asset in item["assets"].items():
             assert {"href", "type", "roles", "proj:shape", "proj:transform", "raster:bands"} <= set(asset), key
             local = fixture_data.cog_dir / asset["href"].removeprefix(BASE_URL + "/")
@@ -244,7 +245,7 @@ def test_items_have_the_earth_search_v1_layout(fixture_data: FixtureInfo) -> Non
                 assert list(asset["proj:shape"]) == [src.height, src.width]
                 assert asset["proj:transform"] == list(src.transform)[:6]
                 assert asset["raster:bands"][0]["data_type"] == src.dtypes[0]
-        for band in ("red", "green", "blue"):
+        for band in ("red", "green", "blue", *(extra.key for extra in EXTRA_BANDS)):
             raster = item["assets"][band]["raster:bands"][0]
             assert (raster["scale"], raster["offset"], raster["nodata"]) == (0.0001, -0.1, 0)
         read_back = pystac.Item.from_dict(item)

@@ -38,13 +38,16 @@ function chip(rec) {
     const mask = el('img', 'mask'); mask.loading = 'lazy'; mask.decoding = 'async'; mask.alt = ''; mask.src = rec.overlay;
     box.append(mask);
   }
-  for (const b of rec.boxes) {
+  const referring = rec.derived.filter((r) => r.task === 'referring');
+  const drawn = rec.boxes.map((b) => [b, 'box', b.label])
+    .concat(referring.map((r, i) => [r.boxes[0], 'box ref', 'r' + (i + 1)]));  // the phrase is in the list below
+  for (const [b, cls, text] of drawn) {
     const [x1, y1, x2, y2] = b.bbox;
-    const d = el('div', 'box');
+    const d = el('div', cls);
     d.style.left = (100 * x1) + '%'; d.style.top = (100 * y1) + '%';
     d.style.width = (100 * (x2 - x1)) + '%'; d.style.height = (100 * (y2 - y1)) + '%';
     d.style.borderColor = b.color;
-    const label = el('span', null, b.label); label.style.background = b.color; label.style.color = b.text;
+    const label = el('span', null, text); label.style.background = b.color; label.style.color = b.text;
     d.append(label); box.append(d);
   }
   return box;
@@ -79,10 +82,27 @@ function captions(rec) {
   if (!rec.captions.length) ul.append(el('li', 'cap', 'no captions'));
   return ul;
 }
+function derived(rec) {
+  const details = el('details', 'derived');
+  if (!rec.derived.length) return details;
+  const counts = {};
+  for (const r of rec.derived) counts[r.task] = (counts[r.task] || 0) + 1;
+  details.append(el('summary', null, 'derived rows: ' + Object.entries(counts).map(([t, n]) => t + ' ' + n).join(', ')));
+  const ol = el('ol', 'rows');
+  let ref = 0;
+  for (const r of rec.derived) {
+    const li = el('li', 'row task-' + r.task);
+    const tag = r.task === 'referring' ? 'r' + (++ref) : (r.kind || r.task);
+    li.append(el('span', 'badge', tag), el('span', 'q', r.prompt), el('span', 'a', r.answer));
+    ol.append(li);
+  }
+  details.append(ol);
+  return details;
+}
 function card(rec) {
   const article = el('article', 'card');
   article.dataset.key = rec.key; article.dataset.split = rec.split;
-  article.append(chip(rec), legend(rec), metadata(rec), captions(rec));
+  article.append(chip(rec), legend(rec), metadata(rec), captions(rec), derived(rec));
   return article;
 }
 
@@ -124,6 +144,7 @@ $('rsb-prev').addEventListener('click', () => { state.page -= 1; render(); windo
 $('rsb-next').addEventListener('click', () => { state.page += 1; render(); window.scrollTo(0, 0); });
 $('rsb-opacity').addEventListener('input', (e) => document.documentElement.style.setProperty('--mask-opacity', e.target.value));
 $('rsb-boxes').addEventListener('change', (e) => document.body.classList.toggle('hide-boxes', !e.target.checked));
+$('rsb-refs').addEventListener('change', (e) => document.body.classList.toggle('hide-refs', !e.target.checked));
 $('rsb-raw').addEventListener('change', (e) => document.body.classList.toggle('raw-chip', e.target.checked));
 $('rsb-stats').textContent = info.header;
 applyFilters();
