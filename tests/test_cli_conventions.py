@@ -3,7 +3,9 @@ build's caption options, and hints that name options the command has."""
 
 from __future__ import annotations
 
+import importlib
 import re
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -73,3 +75,14 @@ def test_overlap_hint_names_options_the_demo_user_can_use() -> None:
     console.print(summary.table())
     text = console.export_text()
     assert "splits.by" in text and "use --split-by cell" not in text
+
+
+def test_readme_imports_name_what_the_package_has() -> None:
+    """Every ``from rsbuild… import …`` line a user copies from the README imports."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    lines = re.findall(r"^from (rsbuild[\w.]*) import ([\w, ]+)$", readme, re.MULTILINE)
+    assert lines, "the README shows the loader API"
+    for module_name, names in lines:
+        module = importlib.import_module(module_name)
+        for name in names.split(","):
+            assert hasattr(module, name.strip()), f"README: {module_name} has no {name.strip()}"
