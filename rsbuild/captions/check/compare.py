@@ -145,7 +145,7 @@ FILLED_REGION_SHARE = 0.3
 
 _RUNS = re.compile(r"\b(?:runs?|running|flows?|flowing|stretch(?:es|ing)?|cross(?:es|ing))\b")
 SMALL_BESIDE_CLASS = 0.15  # a part under this share of its class's pixels, or ...
-SMALL_IN_IMAGE = 0.05  # ... under this share of the image, may be called small
+SMALL_IN_IMAGE = 0.05  # ... under this share of the image (not in a class caption), may be called small
 
 
 def _most_in(region: Region, cls: Mapping[str, Any], comps: list[Mapping[str, Any]], total_pixels: float) -> float:
@@ -167,12 +167,28 @@ def _most_in(region: Region, cls: Mapping[str, Any], comps: list[Mapping[str, An
     return min(1.0, held / area)
 
 
+def _cell_in(region: Region, centroid: Sequence[float]) -> bool:
+    """Whether the 3x3 cell of a centroid (the stats' ``position``, the place the prompts state) lies
+    in the claimed region: "in the center" for a class whose ``position`` is center, even when its
+    parts ring the centre."""
+    col, row = (min(max(int(float(v) * 3), 0), 2) for v in centroid[:2])
+    if region.kind == "center":
+        return (col, row) == (1, 1)
+    rows = {"N": 0, "S": 2}
+    cols = {"W": 0, "E": 2}
+    return ((region.v is None or rows.get(region.v) == row) and (region.h is None or cols.get(region.h) == col)
+            and (region.v, region.h) != (None, None))
+
+
 def _present_in(region: Region, cls: Mapping[str, Any], comps: list[Mapping[str, Any]], image_share: float,
                 total_pixels: float) -> bool:
-    """Whether a class plausibly has pixels in a claimed region (bbox, centroid, components)."""
+    """Whether a class plausibly has pixels in a claimed region (its ``position`` cell, bbox, centroid,
+    components)."""
     bbox = cls.get("bbox")
     centroid = cls.get("centroid")
     if not bbox or not centroid:
+        return True
+    if _cell_in(region, centroid):
         return True
     if not _box_reaches(region, bbox):
         return False
@@ -224,13 +240,33 @@ def _orientation_agrees(claim: Any, cls: Mapping[str, Any], comps: list[Mapping[
     return False, " and ".join(sorted({_direction_name(d) for d in shaped}))
 
 
+# "along the east side", "down the left side": a part lies at that side and stretches along it
+_ALONG = re.compile(r"\b(?:along|down|up)\s+(?:the\s+)?(?:entire\s+|whole\s+|full\s+)?(?:length of the\s+)?$")
+ALONG_RATIO = 0.8  # a part lies along a side when its extent along it is at least this share of its extent across
+
+
+def _lies_along(region: Region, comps: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether some part of a class reaches the claimed side and stretches along it (one side only)."""
+    sides = [side for side in (region.v, region.h) if side in ("N", "S", "E", "W")]
+    if len(sides) != 1 or region.kind not in ("side", "edge") or not comps or any("bbox" not in c for c in comps):
+        return True
+    side = sides[0]
+    for comp in comps:
+        x0, y0, x1, y1 = (float(v) for v in comp["bbox"])
+        along, across = (x1 - x0, y1 - y0) if side in ("N", "S") else (y1 - y0, x1 - x0)
+        if _box_reaches(region, comp["bbox"]) and along >= ALONG_RATIO * across:
+            return True
+    return False
+
+
 _LARGE_BEFORE = re.compile(r"\b(?:large|big|major|main)\b[^.;!?]*$")
 
 
 class Checker:
     def __init__(self, text: str, stats: Mapping[str, Any], min_share: float,
-                 asked_about: Iterable[str] = ()) -> None:
+                 asked_about: Iterable[str] = (), task: str | None = None) -> None:
         self.text = text
+        self.task = task
         self.facts = _Facts(stats)
         self.min_share = min_share
         self.asked_about = set(asked_about)  # classes the prompt named (subject, linear features): no share floor
@@ -329,7 +365,10 @@ class Checker:
                 self.fail(f"places the {mention.text} ({name}) at '{claim.text.strip()}', but it lies elsewhere",
                           "position")
             return
-        if not _present_in(claim.value, cls, comps, self.facts.image_share(name), self.facts.total_pixels):
+        if _ALONG.search(self.text, max(0, claim.start - 24), claim.start) and not _lies_along(claim.value, comps):
+            self.fail(f"places {name} '{claim.text.strip()}' (along that side), but no part of it runs along it",
+                      "position")
+        elif not _present_in(claim.value, cls, comps, self.facts.image_share(name), self.facts.total_pixels):
             self.fail(f"places {name} at '{claim.text.strip()}', but it lies in {_where(cls)}", "position")
         elif claim.value.kind == "center" and _FILLS.search(self.text, min(mention.end, claim.end),
                                                              max(mention.start, claim.start)):
@@ -363,7 +402,11 @@ class Checker:
         elif size == "small" and exact:  # "two small ponds": any of its parts may look small
             ok = number <= large + small + slack
         elif size == "small":  # "a few small patches": small patches, or parts small beside the class
-            little = max(SMALL_BESIDE_CLASS * pixels, SMALL_IN_IMAGE * self.facts.total_pixels)
+            # a class caption's prompt states "Patches: N large, M small": "small ones" are those M, or parts
+            # small beside the class; elsewhere a part small in the image counts too
+            little = SMALL_BESIDE_CLASS * pixels
+            if self.task != "class":
+                little = max(little, SMALL_IN_IMAGE * self.facts.total_pixels)
             ok = small >= 1 or sum(float(c.get("pixels", 0)) < little for c in comps) >= 2
         else:
             most = large if size == "large" else large + small

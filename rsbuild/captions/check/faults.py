@@ -18,7 +18,7 @@ _DIRECTION_GLOSS = re.compile(
 # the subject of a share at the start of a sentence or list line: "X covers about 24%", "X: 19%"
 _SHARE_SUBJECT = re.compile(
     r"(?:^|(?<=[.!?\n])\s*|(?<=[.!?]) )(?P<noun>[a-z][a-z'-]+(?: [a-z'-]+)?)(?:\s*:\s*~?|\s+(?:covers?|takes? up|"
-    r"occupies|occupy|fills?|makes? up|accounts? for|spans?)\s+(?:about |roughly |around |nearly |almost |"
+    r"occupies|occupy|fills?|makes? up|accounts? for|spans?|ha[sv]e?|holds?|comprises?)\s+(?:about |roughly |around |nearly |almost |"
     r"approximately |some |only |just )?)\d+(?:\.\d+)?\s*(?:%|percent|per cent)")
 _NOT_A_CLASS = re.compile(
     r"(?:it|its|this|that|which|what|each|one|they|these|those|everything|nothing|total|the total|share|coverage|"
@@ -26,6 +26,7 @@ _NOT_A_CLASS = re.compile(
     r"scene|the picture|the class|this class|class|cover|land cover|it also|and|but|while|with|about|roughly|"
     r"around|nearly|almost|approximately|some|only|just|facts?|share|the share|percentage|the percentage)")
 REPEATED_SENTENCE_LIMIT = 3  # the same sentence this many times is degenerate text
+REPEATED_SENTENCE_WORDS = 4  # ... and a sentence of this many words twice
 REPEATED_NGRAM_SHARE = 0.5  # ... as is text where this share of its word 4-grams repeat earlier ones
 MIN_WORDS_FOR_NGRAMS = 24
 COPIED_RUN_MIN_WORDS = 8  # a copy repeats at least this many words of a worked example in a row ...
@@ -67,6 +68,8 @@ def degenerate(text: str) -> list[str]:
     for sentence in filter(None, sentences):
         counts[sentence] = counts.get(sentence, 0) + 1
     if counts and max(counts.values()) >= REPEATED_SENTENCE_LIMIT:
+        return ["repetitive text (a sentence repeats)"]
+    if any(n >= 2 and len(sentence.split()) >= REPEATED_SENTENCE_WORDS for sentence, n in counts.items()):
         return ["repetitive text (a sentence repeats)"]
     words = re.findall(r"[a-z0-9%]+", text)
     if len(words) >= MIN_WORDS_FOR_NGRAMS:

@@ -148,3 +148,71 @@ def test_a_share_of_no_class_is_an_invented_class(lakes: dict, caption: str) -> 
 def test_frames_and_pronouns_before_a_share_are_not_classes(lakes: dict, caption: str) -> None:
     verdict = check_caption(caption, lakes, subject="tree cover", task="class")
     assert not any("which is no land-cover class" in r for r in verdict.reasons), verdict.reasons
+
+
+@pytest.fixture(scope="module")
+def ring() -> dict:
+    """Cropland in four blocks near the middle of each side (none near the centre), grassland elsewhere,
+    and a thin east-west water strip along the south."""
+    scheme = get_scheme("esa_worldcover")
+    grid = np.full((90, 90), scheme.index_of("grassland"), dtype=np.uint8)
+    for rows, cols in ((slice(2, 14), slice(33, 57)), (slice(66, 78), slice(33, 57)), (slice(33, 57), slice(2, 14)),
+                       (slice(33, 57), slice(76, 88))):
+        grid[rows, cols] = scheme.index_of("cropland")
+    grid[80:84, :] = scheme.index_of("water")
+    return compute_stats(grid, scheme)
+
+
+def test_a_ring_is_where_its_position_says(ring: dict) -> None:
+    """The check and the stats' ``position`` (the place the prompts state) agree: a class whose parts ring
+    the centre is "mainly in the center"; it still does not fill the centre."""
+    cropland = next(c for c in ring["classes"] if c["name"] == "cropland")
+    assert cropland["position"] == "center" and cropland["components"] == 4
+    assert check_caption("Cropland covers about 14% of the image, mainly in the center.", ring).ok
+    verdict = check_caption("Cropland fills the centre of the image.", ring)
+    assert not verdict.ok and verdict.codes == ["position"], verdict.reasons
+
+
+def test_along_a_side_means_stretching_along_it(ring: dict) -> None:
+    assert check_caption("A thin band of water runs along the south side.", ring).ok
+    verdict = check_caption("Water lies down the left side of the image.", ring)
+    assert not verdict.ok and verdict.codes == ["position"], verdict.reasons
+
+
+def test_a_heading_is_a_place_not_the_axis(ring: dict) -> None:
+    """"then heads east to the image edge" says where a stretch goes, not that the feature runs east-west."""
+    assert check_caption("A stream flows west to east, then heads south to the image edge.", ring).ok
+    assert not check_caption("A stream flows from north to south along the southern edge.", ring).ok
+
+
+def test_a_stated_share_outranks_a_vague_largely(ring: dict) -> None:
+    assert check_caption("The land is largely water, covering about 4% of the image.", ring).ok
+    verdict = check_caption("The land is largely water.", ring)
+    assert not verdict.ok and verdict.codes == ["rank"], verdict.reasons
+
+
+def test_the_prompts_patch_facts_and_class_pronouns_are_read(ring: dict) -> None:
+    assert check_caption("This land-cover class is a large patch, with 1 large and 0 small.", ring,
+                         subject="water", task="class").ok
+    verdict = check_caption("This land-cover class forms 3 large, 0 small.", ring, subject="water", task="class")
+    assert not verdict.ok and verdict.codes == ["count"], verdict.reasons
+
+
+def test_small_ones_in_a_class_caption_are_the_prompts_small_patches(ring: dict) -> None:
+    """The class prompt states "Patches: 4 large, 0 small": "a few small ones" contradicts it there; in
+    other captions a part small in the image may be called small."""
+    text = "Cropland covers about 14% of the image, mostly in the center, with a few small ones."
+    verdict = check_caption(text, ring, subject="cropland", task="class")
+    assert not verdict.ok and verdict.codes == ["count"], verdict.reasons
+    assert check_caption("Several small fields of cropland surround the centre.", ring, task="area").ok
+
+
+def test_a_sentence_said_twice_is_degenerate(ring: dict) -> None:
+    verdict = check_caption("Grassland covers most of the image. Cropland rings the centre. Cropland rings the "
+                            "centre.", ring)
+    assert not verdict.ok and verdict.codes == ["text"], verdict.reasons
+
+
+def test_a_share_held_by_no_class_is_an_invented_class(ring: dict) -> None:
+    verdict = check_caption("Grassland covers most of the image. Shoplifters have 21% of the area.", ring)
+    assert not verdict.ok and verdict.codes == ["class"], verdict.reasons
