@@ -139,7 +139,8 @@ def _component_in(region: Region, comp: Mapping[str, Any], total_pixels: float) 
 
 # "X fills the centre", "the centre is filled with X": X must hold a good part of it (sides and halves
 # are "filled" loosely: "meadow fills the eastern half" for a strip along the edge)
-_FILLS = re.compile(r"\b(?:fill(?:s|ing|ed)?|(?:is|are) (?:covered|blanketed|taken up|occupied) (?:by|with|in))\b")
+_FILLS = re.compile(r"\b(?:fill(?:s|ing|ed)?|(?:is|are) (?:covered|blanketed|taken up|occupied) (?:by|with|in))\b"
+                    r"|\bcover(?:s|ing)?\s+(?:all of |most of |much of )?the\s*$")
 FILLED_REGION_SHARE = 0.3
 
 
@@ -161,9 +162,15 @@ def _most_in(region: Region, cls: Mapping[str, Any], comps: list[Mapping[str, An
 
     if not area or not cls.get("bbox") or not comps or any("bbox" not in c for c in comps):
         return 1.0
+    def part_in(comp: Mapping[str, Any]) -> float:  # a thin strip holds the share of its axis in the region
+        pixels = float(comp.get("pixels", 0))
+        if float(comp.get("elongation", 0.0)) >= THIN_ELONGATION and "centroid" in comp:
+            return min(pixels, pixels * _axis_share_in(region, comp), room(comp["bbox"]))
+        return min(pixels, room(comp["bbox"]))
+
     listed = sum(float(c.get("pixels", 0)) for c in comps)
     rest = max(0.0, float(cls.get("pixels", listed)) - listed)  # small patches (and any unlisted part)
-    held = sum(min(float(c.get("pixels", 0)), room(c["bbox"])) for c in comps) + min(rest, room(cls["bbox"]))
+    held = sum(part_in(c) for c in comps) + min(rest, room(cls["bbox"]))
     return min(1.0, held / area)
 
 
@@ -304,10 +311,16 @@ class Checker:
             return False
         return True
 
-    def check_share(self, mention: Span, claim: Span) -> None:
+    def check_share(self, mention: Span, claim: Span, partner: Span | None = None) -> None:
+        """A stated share against the class's; with a ``partner`` ("trees and built-up areas occupy 52%")
+        against the two classes together."""
         name = mention.value
         low, high, slack = claim.value
         shares = [self.facts.share(name), self.facts.image_share(name)]
+        verb, subject = "covers", name
+        if partner is not None and partner.value in self.facts.classes and partner.value != name:
+            shares = [shares[0] + self.facts.share(partner.value)]
+            verb, subject = "cover", f"{partner.value} and {name} together"
         start = max(self.text.rfind(".", 0, claim.start), self.text.rfind("\n", 0, claim.start)) + 1
         end = min((i for i in (self.text.find(".", claim.end), self.text.find("\n", claim.end)) if i >= 0),
                   default=len(self.text))
@@ -315,7 +328,8 @@ class Checker:
             shares += self.part_shares.get(name, [])
         if any(low - slack <= 100 * s <= high + slack for s in shares):
             return
-        self.fail(f"says {name} covers {claim.text.strip()}, but it covers {_pct(shares[0])}", "share")
+        self.fail(f"says {subject} {verb} {claim.text.strip()}, but {'they' if verb == 'cover' else 'it'} "
+                  f"{verb} {_pct(shares[0])}", "share")
 
     def check_dominant(self, mention: Span, claim: Span) -> None:
         name = mention.value
@@ -441,6 +455,28 @@ class Checker:
                       f"other side", "position")
 
 
+# "X and Y occupy 52%": two classes joined before the verb of one share (not "each", "both", "respectively")
+_AND_GAP = re.compile(r"\s+and\s+(?:the\s+)?")
+_CLAUSE_START = re.compile(r"(?:^|[.,;:!?\n]\s*|\b(?:while|whereas|but)\s+)(?:the\s+|both\s+)?$")
+_SHARE_VERB_GAP = re.compile(r"\s+(?:together\s+)?(?:cover|occupy|take up|make up|account for|span|fill)\s+"
+                             r"(?:about\s+|roughly\s+|around\s+|nearly\s+|almost\s+|some\s+)?")
+_EACH = re.compile(r"\b(?:each|both|respectively|apiece)\b")
+
+
+def _coordinated_with(text: str, mention: Span, claim: Span, spans: Sequence[Span]) -> Span | None:
+    """The class joined to ``mention`` by "and" when both are the subject of the share ``claim``."""
+    if claim.start < mention.end or not _SHARE_VERB_GAP.fullmatch(text, mention.end, claim.start):
+        return None
+    before = [sp for sp in spans if sp.kind == "class" and not sp.negated and sp.end <= mention.start]
+    if not before or not _AND_GAP.fullmatch(text, before[-1].end, mention.start):
+        return None
+    if not _CLAUSE_START.search(text, 0, before[-1].start):  # "... is woodland and fields take up ...": two clauses
+        return None
+    sentence_end = min((i for i in (text.find(".", claim.end), text.find("\n", claim.end)) if i >= 0),
+                       default=len(text))
+    return None if _EACH.search(text, before[-1].start, sentence_end) else before[-1]
+
+
 def check_claim(checker: Checker, mention: Span, claim: Span, clause: Clause | None, spans: list[Span]) -> None:
     text = checker.text
     regional = clause is not None and any(a.kind == "position" for a in clause.attributes)
@@ -449,7 +485,7 @@ def check_claim(checker: Checker, mention: Span, claim: Span, clause: Clause | N
             return  # "together they cover 70%"
         if REGIONAL_SHARE_TAIL.match(text[claim.end:claim.end + 40]):
             return  # "40% of the northern half"
-        checker.check_share(mention, claim)
+        checker.check_share(mention, claim, _coordinated_with(checker.text, mention, claim, spans))
     elif claim.kind == "dominant" and not regional:
         checker.check_dominant(mention, claim)
     elif claim.kind == "rank" and not regional:

@@ -129,7 +129,7 @@ _WHOLE_TILE_SPREAD = re.compile(r"(?:across|throughout|over|around|all over|scat
 # "40% of the whole image is X", "of the entire tile, a third is X": the whole tile is the frame, not a claim
 _FRAME_OF = re.compile(r"\bof\s*$")
 _COUNT_NUMBER = (r"(?P<n>\d{1,2}(?: single)?|a single|only (?:a single|1)|just (?:a single|1)|single|several|multiple|many|"
-                 r"numerous|a few|a couple(?: of)?|a pair of|a handful of)")
+                 r"numerous|a few|the few|a couple(?: of)?|a pair of|a handful of)")
 _COUNT_ADJ = (r"(?P<adj>(?:(?:separate|distinct|isolated|individual|discrete|disconnected|detached|continuous|connected|"
               r"contiguous|unbroken|solid|compact|large|big|major|main|sizeable|sizable|larger|bigger|small|smaller|tiny|"
               r"little|irregular|elongated|narrow|long|wide|dense|scattered|similar|rectangular|round|oval)[ ,]+"
@@ -143,7 +143,10 @@ _COUNT = re.compile(
 )
 # the prompts' own patch facts, echoed: "1 large, 0 small", "2 large and 3 small"
 _PATCH_FACTS = re.compile(r"\b(?P<large>\d{1,2}) large,?\s+(?:and\s+)?(?P<small>\d{1,2}) small\b")
-_COUNT_WORDS = {"several": 2, "multiple": 2, "many": 2, "numerous": 2, "a few": 2, "a handful of": 2}
+# ... or one of them alone, with no unit after it ("the small patch of 1 small")
+_PATCH_FACT = re.compile(r"\b(?P<n>\d{1,2}) (?P<size>large|small)\b(?![- ](?:[a-z]+ )?(?:patch|areas?\b|parts?\b|pieces?\b|"
+                         r"ones?\b|bod|blocks?\b|clusters?\b|pockets?\b|lakes?\b|ponds?\b|fields?\b|islands?\b))")
+_COUNT_WORDS = {"several": 2, "multiple": 2, "many": 2, "numerous": 2, "a few": 2, "the few": 2, "a handful of": 2}
 _RANK = re.compile(
     r"\b(?:the )?(?P<ord>second|third|2nd|3rd)[- ](?:largest|biggest|most (?:common|extensive|widespread|abundant|"
     r"prevalent|dominant)|dominant|main|major)\b(?: (?:land[- ]?cover )?(?:class|category|type|cover|surface))?"
@@ -412,6 +415,7 @@ def scan(text: str, vocab: Vocabulary) -> list[Span]:
         if s.free(m.start(), m.end()):
             s.add(m.start("large"), m.end("large") + len(" large"), "count", (int(m.group("large")), True, "large"))
             s.add(m.start("small"), m.end(), "count", (int(m.group("small")), True, "small"))
+    s.scan(_PATCH_FACT, "count", lambda m: (int(m.group("n")), True, m.group("size")))
     s.scan(_COUNT, "count", _count_value)  # before traces: "a few small patches" is a count
     s.scan(_TRACE, "trace")
     s.scan(_OTHER_SHARE, "sink")

@@ -216,3 +216,24 @@ def test_a_sentence_said_twice_is_degenerate(ring: dict) -> None:
 def test_a_share_held_by_no_class_is_an_invented_class(ring: dict) -> None:
     verdict = check_caption("Grassland covers most of the image. Shoplifters have 21% of the area.", ring)
     assert not verdict.ok and verdict.codes == ["class"], verdict.reasons
+
+
+def test_a_share_of_two_classes_joined_by_and_is_their_sum(lakes: dict) -> None:
+    """"Grassland and forest occupy about 92%" (83 % + 9 %); "about 50%" is wrong for the pair even though
+    no single class is far from it; "each" and "respectively" keep the shares apart."""
+    assert check_caption("Grassland and forest occupy about 92% of the image.", lakes).ok
+    verdict = check_caption("Grassland and water occupy about 50% of the image.", lakes)
+    assert not verdict.ok and verdict.codes == ["share"] and "together" in verdict.reasons[0], verdict.reasons
+    assert check_caption("Forest and water cover about 9% and 5%, respectively.", lakes).ok
+
+
+def test_a_thin_strip_does_not_fill_or_cover_the_centre() -> None:
+    scheme = get_scheme("esa_worldcover")
+    grid = np.full((90, 90), scheme.index_of("grassland"), dtype=np.uint8)
+    for i in range(90):
+        grid[i, max(0, i - 2):i + 2] = scheme.index_of("water")
+    stats = compute_stats(grid, scheme)
+    assert check_caption("A thin strip of water crosses the centre diagonally.", stats).ok
+    for text in ("Water fills the center.", "Grassland covers most of the image and water covers the center."):
+        verdict = check_caption(text, stats)
+        assert not verdict.ok and verdict.codes == ["position"], (text, verdict.reasons)
