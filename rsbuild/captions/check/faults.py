@@ -219,15 +219,22 @@ _SHARE_OF_CLASS = re.compile(r"\s+(?:is|are|accounts?\s+for|covers?|makes?\s+up|
                              r"(?:the\s+|its\s+|all\s+)?$")
 
 
+# one class said to contain another: "grassland covers about 89% of the image, including the water"
+_INCLUDES = re.compile(r"[^.;:\n]*?\b(?:including|includes?|which includes?|incorporating|encompassing)\s+"
+                       r"(?:the\s+|some\s+|its\s+)?$")
+
+
 def class_is_class(text: str, spans: Sequence[Span]) -> list[str]:
-    """Reasons for a class that the caption says is, or is made of, another class, or whose share
-    it states as a share of another class."""
+    """Reasons for a class that the caption says is, is made of or includes another class, or whose
+    share it states as a share of another class."""
     mentions = sorted((sp for sp in spans if sp.kind == "class" and not sp.negated and sp.value), key=lambda sp: sp.start)
     for a, b in zip(mentions, mentions[1:]):
         if a.value == b.value or b.start - a.end > 60:
             continue
         if b.start - a.end <= 40 and _CLASS_IS_CLASS.match(text, a.end, b.start):
             return [f"says {a.value} is {b.value} ('{text[a.start:b.end]}'): two different classes"]
+        if _INCLUDES.match(text, a.end, b.start):
+            return [f"says {a.value} includes {b.value} ('{text[a.start:b.end]}'): two different classes"]
         if _SHARE_OF_CLASS.match(text, a.end, b.start):
             return [f"states a share of {a.value} as a share of {b.value} ('{text[a.start:b.end]}')"]
     return []

@@ -237,3 +237,9 @@ def test_a_thin_strip_does_not_fill_or_cover_the_centre() -> None:
     for text in ("Water fills the center.", "Grassland covers most of the image and water covers the center."):
         verdict = check_caption(text, stats)
         assert not verdict.ok and verdict.codes == ["position"], (text, verdict.reasons)
+
+
+def test_a_class_said_to_include_another_fails(lakes: dict) -> None:
+    verdict = check_caption("Grassland covers about 83% of the image, including the water.", lakes)
+    assert not verdict.ok and verdict.codes == ["class"], verdict.reasons
+    assert check_caption("Grassland covers about 83% of the image; water, in three ponds, covers about 5%.", lakes).ok
