@@ -137,7 +137,7 @@ def _component_in(region: Region, comp: Mapping[str, Any], total_pixels: float) 
         0.005, 0.2 * comp_share)
 
 
-# "X fills the centre", "the centre is filled with X": X must hold a good part of it (sides and halves
+# "X fills the centre (a corner)", "the centre is filled with X": X must hold a good part of it (sides and halves
 # are "filled" loosely: "meadow fills the eastern half" for a strip along the edge)
 _FILLS = re.compile(r"\b(?:fill(?:s|ing|ed)?|(?:is|are) (?:covered|blanketed|taken up|occupied) (?:by|with|in))\b"
                     r"|\bcover(?:s|ing)?\s+(?:all of |most of |much of )?the\s*$")
@@ -384,7 +384,7 @@ class Checker:
                       "position")
         elif not _present_in(claim.value, cls, comps, self.facts.image_share(name), self.facts.total_pixels):
             self.fail(f"places {name} at '{claim.text.strip()}', but it lies in {_where(cls)}", "position")
-        elif claim.value.kind == "center" and _FILLS.search(self.text, min(mention.end, claim.end),
+        elif claim.value.kind in ("center", "corner") and _FILLS.search(self.text, min(mention.end, claim.end),
                                                              max(mention.start, claim.start)):
             most = _most_in(claim.value, cls, comps, self.facts.total_pixels)
             if most < FILLED_REGION_SHARE:

@@ -243,3 +243,10 @@ def test_a_class_said_to_include_another_fails(lakes: dict) -> None:
     verdict = check_caption("Grassland covers about 83% of the image, including the water.", lakes)
     assert not verdict.ok and verdict.codes == ["class"], verdict.reasons
     assert check_caption("Grassland covers about 83% of the image; water, in three ponds, covers about 5%.", lakes).ok
+
+
+def test_a_class_that_fills_a_corner_holds_a_good_part_of_it(lakes: dict) -> None:
+    assert check_caption("Forest fills the south-west corner.", lakes).ok
+    assert check_caption("A small lake lies in the north-east corner.", lakes).ok
+    verdict = check_caption("Water fills the north-east corner.", lakes)
+    assert not verdict.ok and verdict.codes == ["position"], verdict.reasons
