@@ -60,6 +60,7 @@ from rsbuild.captions.check.faults import (
     contradictory_directions,
     copied_example,
     degenerate,
+    impossible_directions,
     invented_classes,
     invented_names,
     off_topic,
@@ -144,6 +145,8 @@ def check_caption(text: str, stats: Mapping[str, Any], *, subject: str | None = 
         checker.fail(reason, "class")
     for reason in contradictory_directions(normalised):
         checker.fail(reason, "position")
+    for reason in impossible_directions(normalised):
+        checker.fail(reason, "direction")
     for reason in degenerate(normalised):
         checker.fail(reason, "text")
     for reason in copied_example(text, worked_examples() if examples is None else examples):

@@ -61,6 +61,23 @@ def contradictory_directions(text: str) -> list[str]:
     return reasons
 
 
+# an axis named by two diagonal directions that are not opposite ends ("runs north-west-south-west")
+_DIAGONAL_PAIR = re.compile(
+    r"\b(?:runs?|running|flows?|flowing|stretch(?:es|ing)?|extends?|extending|heads?|heading|oriented|aligned)\s+"
+    r"(?:in\s+|from\s+)?(?:the\s+|a\s+)?(?P<a>(?:north|south)-(?:east|west))\s*(?:-|/|to|-to-)\s*(?P<b>(?:north|south)-"
+    r"(?:east|west))\b")
+
+
+def impossible_directions(text: str) -> list[str]:
+    """Reasons for an axis whose two ends are not opposite ("flows south-west-south-east")."""
+    reasons = []
+    for match in _DIAGONAL_PAIR.finditer(text):
+        (ax, ay), (bx, by) = vector(match.group("a")), vector(match.group("b"))
+        if (ax, ay) != (-bx, -by):
+            reasons.append(f"names no direction: '{match.group(0)}' (an axis runs between opposite sides)")
+    return reasons
+
+
 def degenerate(text: str) -> list[str]:
     """A reason when the text repeats itself: one sentence again and again, or mostly repeated phrases."""
     sentences = [re.sub(r"\W+", " ", s).strip() for s in re.split(r"[.!?;\n]+", text)]

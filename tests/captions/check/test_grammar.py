@@ -250,3 +250,11 @@ def test_a_class_that_fills_a_corner_holds_a_good_part_of_it(lakes: dict) -> Non
     assert check_caption("A small lake lies in the north-east corner.", lakes).ok
     verdict = check_caption("Water fills the north-east corner.", lakes)
     assert not verdict.ok and verdict.codes == ["position"], verdict.reasons
+
+
+@pytest.mark.parametrize("caption, ok", [("A stream runs north-west to south-east.", True),
+                                         ("A stream runs northwest-southwest.", False),
+                                         ("The water is also running in southwest-southeast.", False)])
+def test_an_axis_between_sides_that_are_not_opposite_is_no_direction(lakes: dict, caption: str, ok: bool) -> None:
+    verdict = check_caption(caption, lakes)
+    assert verdict.ok is ok and (ok or "direction" in verdict.codes), verdict.reasons
