@@ -179,7 +179,8 @@ OFF_TOPIC_WORD_SHARE = 0.5  # a caption whose words are mostly in sentences abou
 _MEASURE = re.compile(r"\b\d+(?:\.\d+)?[- ](?:meters?|metres?|feet|foot|units?|miles?|km|kilomet(?:er|re)s?|"
                       r"inch(?:es)?|yards?)\b")
 # one object that a land-cover map at 10 m cannot show: "a tree stands in the center", "a building is built"
-_OBJECT = re.compile(r"\b(?:a|an)\s+(?:(?:single|small|large|tall|big|lone|old|new|two-stor(?:e)?y|high-rise)\s+)?"
+_OBJECT = re.compile(r"\b(?:a|an)\s+(?:(?:single|small|large|tall|big|lone|old|new|two-stor(?:e)?y|high-rise|long|thin|"
+                     r"narrow|tiny|huge|giant|lonely|isolated),?\s+){0,2}"
                      r"(?:tree|building|house|bridge|mountain|tower|roof|ditch|hut|barn|church|factory)\b(?![- ]?(?:cover|line|"
                      r"canopy|covered|land|top|s\b))")
 # a capitalised word inside a sentence: a name ("Serbia", "Sibellus", "the Mediterranean")

@@ -27,7 +27,7 @@ MAX_REJECTED = 0.02
 # read; the r3 slice (first run, before rules written after reading it: garbage 0.77, count 0.75, position
 # 0.74, share 0.95): places a lenient reading admits ("across the center" for a class whose box reaches
 # the centre cell), a count of classes ("this tile shows 4 land-cover classes").
-REACHED = {"model_set.jsonl": {"garbage": 0.88},
+REACHED = {"model_set.jsonl": {"garbage": 0.89},
            "model_set.jsonl:heldout": {"garbage": 0.93, "no_fact": 0.93, "count": 0.84, "relative": 0.0},
            "heldout_r3.jsonl": {"garbage": 0.8, "count": 0.91, "position": 0.84}}
 MAX_REJECTED_ALL: dict[str, float] = {}

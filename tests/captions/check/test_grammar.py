@@ -258,3 +258,9 @@ def test_a_class_that_fills_a_corner_holds_a_good_part_of_it(lakes: dict) -> Non
 def test_an_axis_between_sides_that_are_not_opposite_is_no_direction(lakes: dict, caption: str, ok: bool) -> None:
     verdict = check_caption(caption, lakes)
     assert verdict.ok is ok and (ok or "direction" in verdict.codes), verdict.reasons
+
+
+def test_one_object_with_adjectives_is_still_one_object(lakes: dict) -> None:
+    verdict = check_caption("A long, thin tree lies on the image edge.", lakes)
+    assert not verdict.ok and "text" in verdict.codes, verdict.reasons
+    assert check_caption("A long, thin strip of forest lies in the south-west.", lakes).ok
