@@ -147,7 +147,7 @@ def check_caption(text: str, stats: Mapping[str, Any], *, subject: str | None = 
         checker.fail(reason, "position")
     for reason in impossible_directions(normalised):
         checker.fail(reason, "direction")
-    for reason in degenerate(normalised):
+    for reason in degenerate(normalised, sentences):
         checker.fail(reason, "text")
     for reason in copied_example(text, worked_examples() if examples is None else examples):
         checker.fail(reason, "copied_example")

@@ -26,7 +26,7 @@ _NOT_A_CLASS = re.compile(
     r"scene|the picture|the class|this class|class|cover|land cover|it also|and|but|while|with|about|roughly|"
     r"around|nearly|almost|approximately|some|only|just|facts?|share|the share|percentage|the percentage)")
 REPEATED_SENTENCE_LIMIT = 3  # the same sentence this many times is degenerate text
-REPEATED_SENTENCE_WORDS = 4  # ... and a sentence of this many words twice
+REPEATED_SENTENCE_WORDS = 4  # ... and a sentence of this many words, with no checkable claim, twice
 REPEATED_NGRAM_SHARE = 0.5  # ... as is text where this share of its word 4-grams repeat earlier ones
 MIN_WORDS_FOR_NGRAMS = 24
 COPIED_RUN_MIN_WORDS = 8  # a copy repeats at least this many words of a worked example in a row ...
@@ -78,16 +78,19 @@ def impossible_directions(text: str) -> list[str]:
     return reasons
 
 
-def degenerate(text: str) -> list[str]:
-    """A reason when the text repeats itself: one sentence again and again, or mostly repeated phrases."""
-    sentences = [re.sub(r"\W+", " ", s).strip() for s in re.split(r"[.!?;\n]+", text)]
+def degenerate(text: str, sentences: Sequence[Sentence] = ()) -> list[str]:
+    """A reason when the text repeats itself: one sentence again and again (or, when it states no
+    checkable claim, twice), or mostly repeated phrases."""
     counts: dict[str, int] = {}
-    for sentence in filter(None, sentences):
-        counts[sentence] = counts.get(sentence, 0) + 1
+    for body in filter(None, (re.sub(r"\W+", " ", s).strip() for s in re.split(r"[.!?;\n]+", text))):
+        counts[body] = counts.get(body, 0) + 1
     if counts and max(counts.values()) >= REPEATED_SENTENCE_LIMIT:
         return ["repetitive text (a sentence repeats)"]
-    if any(n >= 2 and len(sentence.split()) >= REPEATED_SENTENCE_WORDS for sentence, n in counts.items()):
-        return ["repetitive text (a sentence repeats)"]
+    for sentence in sentences:
+        body = re.sub(r"\W+", " ", text[sentence.start:sentence.end]).strip()
+        claims = any(a.kind in ATTRIBUTE_KINDS for c in sentence.clauses for a in c.attributes)
+        if counts.get(body, 0) >= 2 and len(body.split()) >= REPEATED_SENTENCE_WORDS and not claims:
+            return ["repetitive text (a sentence without a fact, twice)"]
     words = re.findall(r"[a-z0-9%]+", text)
     if len(words) >= MIN_WORDS_FOR_NGRAMS:
         grams = [tuple(words[i:i + 4]) for i in range(len(words) - 3)]
