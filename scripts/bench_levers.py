@@ -153,35 +153,43 @@ def main() -> None:
 
         server = VllmServer()
         server.__enter__()
-        engine = OpenAIEngine(server.base_url, model=server.model_id, sampling=SAMPLING, concurrency=4)
+        # a loaded CPU box answers slowly: no client timeout retries (they would send the request twice)
+        engine = OpenAIEngine(server.base_url, model=server.model_id, sampling=SAMPLING, concurrency=4,
+                              timeout_s=1800.0, retries=0)
         levers += [Lever("vllm_free", engine_ask(engine)), Lever(f"vllm_best_of_{args.k}", engine_ask(engine, args.k)),
                    Lever("vllm_grammar", engine_ask(engine, grammar=True))]
         closers += [engine.close, lambda: server.__exit__(None, None, None)]
     started, rounds = time.perf_counter(), 0
+
+    def report() -> dict[str, Any]:
+        """The figures so far (written after every round, so a stopped run still leaves them)."""
+        out = {"tiles": args.tiles, "requests_per_lever": rounds, "k": args.k,
+               "load_average": [round(v, 2) for v in os.getloadavg()], "levers": {lv.name: lv.report() for lv in levers}}
+        if args.json_out:
+            args.json_out.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+        if args.captions_out:
+            with args.captions_out.open("w", encoding="utf-8") as fh:
+                for row in (row for lever in levers for row in lever.written):
+                    fh.write(json.dumps(row) + "\n")
+        return out
+
     try:
         for i, request in enumerate(requests):
             for j in range(len(levers)):
                 levers[(i + j) % len(levers)].run(request)
             rounds += 1
+            report()
             print(f"round {rounds}/{len(requests)} done after {time.perf_counter() - started:.0f} s", file=sys.stderr)
             if args.budget_minutes and time.perf_counter() - started > 60 * args.budget_minutes:
                 break
     finally:
         for close in closers:
             close()
-    load = os.getloadavg()
-    report = {"tiles": args.tiles, "requests_per_lever": rounds, "k": args.k,
-              "load_average": [round(v, 2) for v in load], "levers": {lv.name: lv.report() for lv in levers}}
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json_out:
-        args.json_out.write_text(text + "\n", encoding="utf-8")
-    if args.captions_out:
-        with args.captions_out.open("w", encoding="utf-8") as fh:
-            for row in (row for lever in levers for row in lever.written):
-                fh.write(json.dumps(row) + "\n")
+    final = report()
+    print(json.dumps(final, indent=2))
+    load = final["load_average"]
     print(f"\n{'lever':22} {'kept':>6} {'pass':>6} {'kept/s':>7} {'3grams/cap':>10}  (load {load[0]:.1f})")
-    for name, entry in report["levers"].items():
+    for name, entry in final["levers"].items():
         print(f"{name:22} {entry['kept_share']!s:>6} {entry['pass_rate']!s:>6} {entry['kept_per_s']!s:>7} "
               f"{entry['distinct_3grams_per_caption']!s:>10}")
 
