@@ -47,7 +47,7 @@ def _place(cls: Mapping[str, Any]) -> str:
 def _sentence(rule: str, cls: Mapping[str, Any]) -> str:
     name = str(cls["name"])
     share = max(1, round(float(cls["share"]) * 100))
-    verbs = tuple(v for v in VERBS if not (name.endswith("cover") and v == "covers"))  # not "Tree cover covers"
+    verbs = _agree(tuple(v for v in VERBS if not (name.endswith("cover") and v == "covers")), name)  # not "Tree cover covers"
     return (f"{rule} ::= {_literal(name[:1].upper() + name[1:] + ' ')} {_choice(verbs)} \" \" hedge "
             f"{_literal(f'{share}% of the image')} (\", \" {_place(cls)})? \".\"")
 
@@ -59,10 +59,19 @@ VARIED_HEDGES = ("about ", "roughly ", "around ", "")
 VARIED_PLACES = ("mostly in the ", "mainly in the ", "in the ", "largely in the ", "towards the ")
 
 
+def _agree(verbs: tuple[str, ...], name: str) -> tuple[str, ...]:
+    """The verbs in the form a plural class name takes ("Crops cover", "Trees take up")."""
+    if not (name.endswith("s") and not name.endswith("ss")):
+        return verbs
+    plural = {"covers": "cover", "takes up": "take up", "makes up": "make up", "occupies": "occupy",
+              "accounts for": "account for", "spans": "span"}
+    return tuple(plural.get(v, v) for v in verbs)
+
+
 def _varied_sentence(rule: str, cls: Mapping[str, Any]) -> str:
     name = str(cls["name"])
     share = max(1, round(float(cls["share"]) * 100))
-    verbs = tuple(v for v in VARIED_VERBS if not (name.endswith("cover") and v == "covers"))
+    verbs = _agree(tuple(v for v in VARIED_VERBS if not (name.endswith("cover") and v == "covers")), name)
     place = f'(", " {_place(cls)})?'
     first = f"{_literal(name[:1].upper() + name[1:] + ' ')} {_choice(verbs)} \" \" hedge {_literal(f'{share}%')} " \
             f"(\" of the image\")? {place} \".\""

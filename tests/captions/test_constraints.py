@@ -87,3 +87,15 @@ def test_the_varied_grammar_has_more_words(stats: dict) -> None:
     words = [{w for t in texts_of(g, "s0") for w in t.split()} for g in (plain, varied)]
     assert len(words[1]) >= len(words[0]) + 8
     assert any(t.startswith("About ") and " of the image is cropland" in t for t in texts_of(varied, "s0"))
+
+
+@pytest.mark.parametrize("varied", [False, True])
+def test_plural_class_names_take_plural_verbs(varied: bool) -> None:
+    scheme = get_scheme("dynamic_world")
+    grid = np.full((60, 60), scheme.index_of("crops"), dtype=np.uint8)
+    grid[:20, :20] = scheme.index_of("trees")
+    grammar = caption_grammar("area", compute_stats(grid, scheme), varied=varied)
+    assert grammar is not None
+    texts = [t for i in range(2) for t in texts_of(grammar, f"s{i}")]
+    assert any(t.startswith("Crops cover ") for t in texts) and any(t.startswith("Trees take up ") for t in texts)
+    assert not any(t.startswith(("Crops covers", "Trees takes", "Crops makes")) for t in texts)
