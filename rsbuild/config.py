@@ -377,6 +377,7 @@ class CaptionsConfig(_Section):
     retries: int = Field(3, ge=0)
     max_check_attempts: int = Field(3, ge=1, description="generations per caption before giving up on the check")
     constrained: bool = Field(False, description="engine 'local': decode area/class captions under a grammar that binds each class to its measured share and place")
+    varied: bool = Field(False, description="with constrained: the grammar offers more verbs, hedges, places and two sentence forms (each still states its class's own share and place)")
     class_min_share: float = Field(0.05, ge=0, le=1)
     max_class_rows: int = Field(3, ge=0)
     seed: int = 0

@@ -58,7 +58,8 @@ def demo_model(engine: str, model: str | None) -> list[str]:
 def demo_config(info: FixtureInfo, stac_url: str, cog_url: str, engine: str, model: str | None = None) -> Config:
     """A build config over the served demo catalog; LLM engines get fewer tiles and captions (CPU decoding).
 
-    The embedded model decodes under the fact-binding grammar (``captions.constrained``), with up to
+    The embedded model decodes under the fact-binding grammar in its varied form (``captions.constrained``,
+    ``captions.varied``: the same facts in more wordings, no caption longer than the plain form's), with up to
     three tries per caption: the check still reads every text and every rejected one is counted.
     """
     llm = engine != "template"
@@ -73,7 +74,7 @@ def demo_config(info: FixtureInfo, stac_url: str, cog_url: str, engine: str, mod
                      "tasks": ["area", "class"] if llm else ["area", "linear", "class", "revise"],
                      "paraphrases": 0 if llm else 2, "max_class_rows": 1 if llm else 3,
                      "max_tokens": 80 if llm else 96, "max_check_attempts": 3,
-                     "constrained": engine == "local"},
+                     "constrained": engine == "local", "varied": engine == "local"},
     }
     return config_from_dict(data, source="demo config")
 

@@ -47,13 +47,41 @@ def _place(cls: Mapping[str, Any]) -> str:
 def _sentence(rule: str, cls: Mapping[str, Any]) -> str:
     name = str(cls["name"])
     share = max(1, round(float(cls["share"]) * 100))
-    verbs = tuple(v for v in VERBS if not (name.endswith("cover") and v == "covers"))  # not "Tree cover covers"
+    verbs = _agree(tuple(v for v in VERBS if not (name.endswith("cover") and v == "covers")), name)  # not "Tree cover covers"
     return (f"{rule} ::= {_literal(name[:1].upper() + name[1:] + ' ')} {_choice(verbs)} \" \" hedge "
             f"{_literal(f'{share}% of the image')} (\", \" {_place(cls)})? \".\"")
 
 
-def caption_grammar(task: str, stats: Mapping[str, Any], subject: str | None = None) -> str | None:
-    """GBNF text for one request, or None when the task is not constrained."""
+# the varied grammar: more verbs, hedges and places, and a second sentence form ("About 30% of the image
+# is tree cover, mostly in the north-west."); every sentence still binds a class to its share and place
+VARIED_VERBS = ("covers", "takes up", "makes up", "occupies", "accounts for", "spans")
+VARIED_HEDGES = ("about ", "roughly ", "around ", "")
+VARIED_PLACES = ("mostly in the ", "mainly in the ", "in the ", "largely in the ", "towards the ")
+
+
+def _agree(verbs: tuple[str, ...], name: str) -> tuple[str, ...]:
+    """The verbs in the form a plural class name takes ("Crops cover", "Trees take up")."""
+    if not (name.endswith("s") and not name.endswith("ss")):
+        return verbs
+    plural = {"covers": "cover", "takes up": "take up", "makes up": "make up", "occupies": "occupy",
+              "accounts for": "account for", "spans": "span"}
+    return tuple(plural.get(v, v) for v in verbs)
+
+
+def _varied_sentence(rule: str, cls: Mapping[str, Any]) -> str:
+    name = str(cls["name"])
+    share = max(1, round(float(cls["share"]) * 100))
+    verbs = _agree(tuple(v for v in VARIED_VERBS if not (name.endswith("cover") and v == "covers")), name)
+    place = f'(", " {_place(cls)})?'
+    first = f"{_literal(name[:1].upper() + name[1:] + ' ')} {_choice(verbs)} \" \" hedge {_literal(f'{share}%')} " \
+            f"(\" of the image\")? {place} \".\""
+    second = f"hedgecap {_literal(f'{share}% of the image is {name}')} {place} \".\""
+    return f"{rule} ::= ({first}) | ({second})"
+
+
+def caption_grammar(task: str, stats: Mapping[str, Any], subject: str | None = None, varied: bool = False) -> str | None:
+    """GBNF text for one request, or None when the task is not constrained. ``varied`` lets the model
+    choose among more verbs, hedges, places and two sentence forms (the facts stay bound)."""
     classes = [c for c in stats.get("classes", []) if float(c.get("share", 0.0)) >= DEFAULT_MIN_SHARE]
     if task == "class":
         classes = [c for c in classes if c.get("name") == subject]
@@ -63,8 +91,12 @@ def caption_grammar(task: str, stats: Mapping[str, Any], subject: str | None = N
         return None
     if not classes:
         return None
-    rules = [_sentence(f"s{i}", c) for i, c in enumerate(classes)]
+    rules = [(_varied_sentence if varied else _sentence)(f"s{i}", c) for i, c in enumerate(classes)]
     orders = [order for size in range(1, len(classes) + 1) for order in permutations(range(len(classes)), size)]
     root = "root ::= " + " | ".join("(" + ' " " '.join(f"s{i}" for i in order) + ")" for order in orders)
-    return "\n".join([root, f"hedge ::= {_choice(HEDGES)}",
-                      f"place ::= {_choice(PLACES)}", *rules]) + "\n"
+    if not varied:
+        return "\n".join([root, f"hedge ::= {_choice(HEDGES)}", f"place ::= {_choice(PLACES)}", *rules]) + "\n"
+    hedges = _choice(VARIED_HEDGES)
+    capitalised = _choice(tuple(h[:1].upper() + h[1:] for h in VARIED_HEDGES))
+    return "\n".join([root, f"hedge ::= {hedges}", f"hedgecap ::= {capitalised}", f"place ::= {_choice(VARIED_PLACES)}",
+                      *rules]) + "\n"

@@ -60,6 +60,7 @@ from rsbuild.captions.check.faults import (
     contradictory_directions,
     copied_example,
     degenerate,
+    impossible_directions,
     invented_classes,
     invented_names,
     off_topic,
@@ -113,7 +114,7 @@ def check_caption(text: str, stats: Mapping[str, Any], *, subject: str | None = 
     asked_about = {subject} if subject else set()
     if task == "linear":  # the linear prompt names the elongated features, however small
         asked_about |= {str(c.get("class")) for c in stats.get("components", []) or [] if c.get("elongated")}
-    checker = Checker(normalised, stats, min_share, asked_about)
+    checker = Checker(normalised, stats, min_share, asked_about, task)
     if task == "linear":  # the linear prompt states each elongated part's own share ("a 30% strip of crops")
         for comp in stats.get("components", []) or []:
             if comp.get("elongated"):
@@ -133,6 +134,8 @@ def check_caption(text: str, stats: Mapping[str, Any], *, subject: str | None = 
     clause_of = {id(a): c for sentence in sentences for c in sentence.clauses for a in c.attributes}
     for mention_id, claims in claims_by_mention.items():
         if mention_id in checkable:
+            if any(c.kind == "share" for c in claims):  # a stated share outranks a vague "largely X"
+                claims = [c for c in claims if c.kind != "dominant" or c.value != "follow"]
             for claim in claims:
                 check_claim(checker, mention_by_id[mention_id], claim, clause_of.get(id(claim)), spans)
     check_denials(checker, sentences, denials)
@@ -142,7 +145,9 @@ def check_caption(text: str, stats: Mapping[str, Any], *, subject: str | None = 
         checker.fail(reason, "class")
     for reason in contradictory_directions(normalised):
         checker.fail(reason, "position")
-    for reason in degenerate(normalised):
+    for reason in impossible_directions(normalised):
+        checker.fail(reason, "direction")
+    for reason in degenerate(normalised, sentences):
         checker.fail(reason, "text")
     for reason in copied_example(text, worked_examples() if examples is None else examples):
         checker.fail(reason, "copied_example")

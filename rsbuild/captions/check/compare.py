@@ -137,15 +137,16 @@ def _component_in(region: Region, comp: Mapping[str, Any], total_pixels: float) 
         0.005, 0.2 * comp_share)
 
 
-# "X fills the centre", "the centre is filled with X": X must hold a good part of it (sides and halves
+# "X fills the centre (a corner)", "the centre is filled with X": X must hold a good part of it (sides and halves
 # are "filled" loosely: "meadow fills the eastern half" for a strip along the edge)
-_FILLS = re.compile(r"\b(?:fill(?:s|ing|ed)?|(?:is|are) (?:covered|blanketed|taken up|occupied) (?:by|with|in))\b")
+_FILLS = re.compile(r"\b(?:fill(?:s|ing|ed)?|(?:is|are) (?:covered|blanketed|taken up|occupied) (?:by|with|in))\b"
+                    r"|\bcover(?:s|ing)?\s+(?:all of |most of |much of )?the\s*$")
 FILLED_REGION_SHARE = 0.3
 
 
 _RUNS = re.compile(r"\b(?:runs?|running|flows?|flowing|stretch(?:es|ing)?|cross(?:es|ing))\b")
 SMALL_BESIDE_CLASS = 0.15  # a part under this share of its class's pixels, or ...
-SMALL_IN_IMAGE = 0.05  # ... under this share of the image, may be called small
+SMALL_IN_IMAGE = 0.05  # ... under this share of the image (not in a class caption), may be called small
 
 
 def _most_in(region: Region, cls: Mapping[str, Any], comps: list[Mapping[str, Any]], total_pixels: float) -> float:
@@ -161,18 +162,40 @@ def _most_in(region: Region, cls: Mapping[str, Any], comps: list[Mapping[str, An
 
     if not area or not cls.get("bbox") or not comps or any("bbox" not in c for c in comps):
         return 1.0
+    def part_in(comp: Mapping[str, Any]) -> float:  # a thin strip holds the share of its axis in the region
+        pixels = float(comp.get("pixels", 0))
+        if float(comp.get("elongation", 0.0)) >= THIN_ELONGATION and "centroid" in comp:
+            return min(pixels, pixels * _axis_share_in(region, comp), room(comp["bbox"]))
+        return min(pixels, room(comp["bbox"]))
+
     listed = sum(float(c.get("pixels", 0)) for c in comps)
     rest = max(0.0, float(cls.get("pixels", listed)) - listed)  # small patches (and any unlisted part)
-    held = sum(min(float(c.get("pixels", 0)), room(c["bbox"])) for c in comps) + min(rest, room(cls["bbox"]))
+    held = sum(part_in(c) for c in comps) + min(rest, room(cls["bbox"]))
     return min(1.0, held / area)
+
+
+def _cell_in(region: Region, centroid: Sequence[float]) -> bool:
+    """Whether the 3x3 cell of a centroid (the stats' ``position``, the place the prompts state) lies
+    in the claimed region: "in the center" for a class whose ``position`` is center, even when its
+    parts ring the centre."""
+    col, row = (min(max(int(float(v) * 3), 0), 2) for v in centroid[:2])
+    if region.kind == "center":
+        return (col, row) == (1, 1)
+    rows = {"N": 0, "S": 2}
+    cols = {"W": 0, "E": 2}
+    return ((region.v is None or rows.get(region.v) == row) and (region.h is None or cols.get(region.h) == col)
+            and (region.v, region.h) != (None, None))
 
 
 def _present_in(region: Region, cls: Mapping[str, Any], comps: list[Mapping[str, Any]], image_share: float,
                 total_pixels: float) -> bool:
-    """Whether a class plausibly has pixels in a claimed region (bbox, centroid, components)."""
+    """Whether a class plausibly has pixels in a claimed region (its ``position`` cell, bbox, centroid,
+    components)."""
     bbox = cls.get("bbox")
     centroid = cls.get("centroid")
     if not bbox or not centroid:
+        return True
+    if _cell_in(region, centroid):
         return True
     if not _box_reaches(region, bbox):
         return False
@@ -224,13 +247,33 @@ def _orientation_agrees(claim: Any, cls: Mapping[str, Any], comps: list[Mapping[
     return False, " and ".join(sorted({_direction_name(d) for d in shaped}))
 
 
+# "along the east side", "down the left side": a part lies at that side and stretches along it
+_ALONG = re.compile(r"\b(?:along|down|up)\s+(?:the\s+)?(?:entire\s+|whole\s+|full\s+)?(?:length of the\s+)?$")
+ALONG_RATIO = 0.8  # a part lies along a side when its extent along it is at least this share of its extent across
+
+
+def _lies_along(region: Region, comps: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether some part of a class reaches the claimed side and stretches along it (one side only)."""
+    sides = [side for side in (region.v, region.h) if side in ("N", "S", "E", "W")]
+    if len(sides) != 1 or region.kind not in ("side", "edge") or not comps or any("bbox" not in c for c in comps):
+        return True
+    side = sides[0]
+    for comp in comps:
+        x0, y0, x1, y1 = (float(v) for v in comp["bbox"])
+        along, across = (x1 - x0, y1 - y0) if side in ("N", "S") else (y1 - y0, x1 - x0)
+        if _box_reaches(region, comp["bbox"]) and along >= ALONG_RATIO * across:
+            return True
+    return False
+
+
 _LARGE_BEFORE = re.compile(r"\b(?:large|big|major|main)\b[^.;!?]*$")
 
 
 class Checker:
     def __init__(self, text: str, stats: Mapping[str, Any], min_share: float,
-                 asked_about: Iterable[str] = ()) -> None:
+                 asked_about: Iterable[str] = (), task: str | None = None) -> None:
         self.text = text
+        self.task = task
         self.facts = _Facts(stats)
         self.min_share = min_share
         self.asked_about = set(asked_about)  # classes the prompt named (subject, linear features): no share floor
@@ -268,10 +311,16 @@ class Checker:
             return False
         return True
 
-    def check_share(self, mention: Span, claim: Span) -> None:
+    def check_share(self, mention: Span, claim: Span, partner: Span | None = None) -> None:
+        """A stated share against the class's; with a ``partner`` ("trees and built-up areas occupy 52%")
+        against the two classes together."""
         name = mention.value
         low, high, slack = claim.value
         shares = [self.facts.share(name), self.facts.image_share(name)]
+        verb, subject = "covers", name
+        if partner is not None and partner.value in self.facts.classes and partner.value != name:
+            shares = [shares[0] + self.facts.share(partner.value)]
+            verb, subject = "cover", f"{partner.value} and {name} together"
         start = max(self.text.rfind(".", 0, claim.start), self.text.rfind("\n", 0, claim.start)) + 1
         end = min((i for i in (self.text.find(".", claim.end), self.text.find("\n", claim.end)) if i >= 0),
                   default=len(self.text))
@@ -279,7 +328,8 @@ class Checker:
             shares += self.part_shares.get(name, [])
         if any(low - slack <= 100 * s <= high + slack for s in shares):
             return
-        self.fail(f"says {name} covers {claim.text.strip()}, but it covers {_pct(shares[0])}", "share")
+        self.fail(f"says {subject} {verb} {claim.text.strip()}, but {'they' if verb == 'cover' else 'it'} "
+                  f"{verb} {_pct(shares[0])}", "share")
 
     def check_dominant(self, mention: Span, claim: Span) -> None:
         name = mention.value
@@ -329,9 +379,12 @@ class Checker:
                 self.fail(f"places the {mention.text} ({name}) at '{claim.text.strip()}', but it lies elsewhere",
                           "position")
             return
-        if not _present_in(claim.value, cls, comps, self.facts.image_share(name), self.facts.total_pixels):
+        if _ALONG.search(self.text, max(0, claim.start - 24), claim.start) and not _lies_along(claim.value, comps):
+            self.fail(f"places {name} '{claim.text.strip()}' (along that side), but no part of it runs along it",
+                      "position")
+        elif not _present_in(claim.value, cls, comps, self.facts.image_share(name), self.facts.total_pixels):
             self.fail(f"places {name} at '{claim.text.strip()}', but it lies in {_where(cls)}", "position")
-        elif claim.value.kind == "center" and _FILLS.search(self.text, min(mention.end, claim.end),
+        elif claim.value.kind in ("center", "corner") and _FILLS.search(self.text, min(mention.end, claim.end),
                                                              max(mention.start, claim.start)):
             most = _most_in(claim.value, cls, comps, self.facts.total_pixels)
             if most < FILLED_REGION_SHARE:
@@ -363,7 +416,11 @@ class Checker:
         elif size == "small" and exact:  # "two small ponds": any of its parts may look small
             ok = number <= large + small + slack
         elif size == "small":  # "a few small patches": small patches, or parts small beside the class
-            little = max(SMALL_BESIDE_CLASS * pixels, SMALL_IN_IMAGE * self.facts.total_pixels)
+            # a class caption's prompt states "Patches: N large, M small": "small ones" are those M, or parts
+            # small beside the class; elsewhere a part small in the image counts too
+            little = SMALL_BESIDE_CLASS * pixels
+            if self.task != "class":
+                little = max(little, SMALL_IN_IMAGE * self.facts.total_pixels)
             ok = small >= 1 or sum(float(c.get("pixels", 0)) < little for c in comps) >= 2
         else:
             most = large if size == "large" else large + small
@@ -398,6 +455,28 @@ class Checker:
                       f"other side", "position")
 
 
+# "X and Y occupy 52%": two classes joined before the verb of one share (not "each", "both", "respectively")
+_AND_GAP = re.compile(r"\s+and\s+(?:the\s+)?")
+_CLAUSE_START = re.compile(r"(?:^|[.,;:!?\n]\s*|\b(?:while|whereas|but)\s+)(?:the\s+|both\s+)?$")
+_SHARE_VERB_GAP = re.compile(r"\s+(?:together\s+)?(?:cover|occupy|take up|make up|account for|span|fill)\s+"
+                             r"(?:about\s+|roughly\s+|around\s+|nearly\s+|almost\s+|some\s+)?")
+_EACH = re.compile(r"\b(?:each|both|respectively|apiece)\b")
+
+
+def _coordinated_with(text: str, mention: Span, claim: Span, spans: Sequence[Span]) -> Span | None:
+    """The class joined to ``mention`` by "and" when both are the subject of the share ``claim``."""
+    if claim.start < mention.end or not _SHARE_VERB_GAP.fullmatch(text, mention.end, claim.start):
+        return None
+    before = [sp for sp in spans if sp.kind == "class" and not sp.negated and sp.end <= mention.start]
+    if not before or not _AND_GAP.fullmatch(text, before[-1].end, mention.start):
+        return None
+    if not _CLAUSE_START.search(text, 0, before[-1].start):  # "... is woodland and fields take up ...": two clauses
+        return None
+    sentence_end = min((i for i in (text.find(".", claim.end), text.find("\n", claim.end)) if i >= 0),
+                       default=len(text))
+    return None if _EACH.search(text, before[-1].start, sentence_end) else before[-1]
+
+
 def check_claim(checker: Checker, mention: Span, claim: Span, clause: Clause | None, spans: list[Span]) -> None:
     text = checker.text
     regional = clause is not None and any(a.kind == "position" for a in clause.attributes)
@@ -406,7 +485,7 @@ def check_claim(checker: Checker, mention: Span, claim: Span, clause: Clause | N
             return  # "together they cover 70%"
         if REGIONAL_SHARE_TAIL.match(text[claim.end:claim.end + 40]):
             return  # "40% of the northern half"
-        checker.check_share(mention, claim)
+        checker.check_share(mention, claim, _coordinated_with(checker.text, mention, claim, spans))
     elif claim.kind == "dominant" and not regional:
         checker.check_dominant(mention, claim)
     elif claim.kind == "rank" and not regional:

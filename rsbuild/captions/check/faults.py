@@ -18,7 +18,7 @@ _DIRECTION_GLOSS = re.compile(
 # the subject of a share at the start of a sentence or list line: "X covers about 24%", "X: 19%"
 _SHARE_SUBJECT = re.compile(
     r"(?:^|(?<=[.!?\n])\s*|(?<=[.!?]) )(?P<noun>[a-z][a-z'-]+(?: [a-z'-]+)?)(?:\s*:\s*~?|\s+(?:covers?|takes? up|"
-    r"occupies|occupy|fills?|makes? up|accounts? for|spans?)\s+(?:about |roughly |around |nearly |almost |"
+    r"occupies|occupy|fills?|makes? up|accounts? for|spans?|ha[sv]e?|holds?|comprises?)\s+(?:about |roughly |around |nearly |almost |"
     r"approximately |some |only |just )?)\d+(?:\.\d+)?\s*(?:%|percent|per cent)")
 _NOT_A_CLASS = re.compile(
     r"(?:it|its|this|that|which|what|each|one|they|these|those|everything|nothing|total|the total|share|coverage|"
@@ -26,6 +26,7 @@ _NOT_A_CLASS = re.compile(
     r"scene|the picture|the class|this class|class|cover|land cover|it also|and|but|while|with|about|roughly|"
     r"around|nearly|almost|approximately|some|only|just|facts?|share|the share|percentage|the percentage)")
 REPEATED_SENTENCE_LIMIT = 3  # the same sentence this many times is degenerate text
+REPEATED_SENTENCE_WORDS = 4  # ... and a sentence of this many words, with no checkable claim, twice
 REPEATED_NGRAM_SHARE = 0.5  # ... as is text where this share of its word 4-grams repeat earlier ones
 MIN_WORDS_FOR_NGRAMS = 24
 COPIED_RUN_MIN_WORDS = 8  # a copy repeats at least this many words of a worked example in a row ...
@@ -60,14 +61,36 @@ def contradictory_directions(text: str) -> list[str]:
     return reasons
 
 
-def degenerate(text: str) -> list[str]:
-    """A reason when the text repeats itself: one sentence again and again, or mostly repeated phrases."""
-    sentences = [re.sub(r"\W+", " ", s).strip() for s in re.split(r"[.!?;\n]+", text)]
+# an axis named by two diagonal directions that are not opposite ends ("runs north-west-south-west")
+_DIAGONAL_PAIR = re.compile(
+    r"\b(?:runs?|running|flows?|flowing|stretch(?:es|ing)?|extends?|extending|heads?|heading|oriented|aligned)\s+"
+    r"(?:in\s+|from\s+)?(?:the\s+|a\s+)?(?P<a>(?:north|south)-(?:east|west))\s*(?:-|/|to|-to-)\s*(?P<b>(?:north|south)-"
+    r"(?:east|west))\b")
+
+
+def impossible_directions(text: str) -> list[str]:
+    """Reasons for an axis whose two ends are not opposite ("flows south-west-south-east")."""
+    reasons = []
+    for match in _DIAGONAL_PAIR.finditer(text):
+        (ax, ay), (bx, by) = vector(match.group("a")), vector(match.group("b"))
+        if (ax, ay) != (-bx, -by):
+            reasons.append(f"names no direction: '{match.group(0)}' (an axis runs between opposite sides)")
+    return reasons
+
+
+def degenerate(text: str, sentences: Sequence[Sentence] = ()) -> list[str]:
+    """A reason when the text repeats itself: one sentence again and again (or, when it states no
+    checkable claim, twice), or mostly repeated phrases."""
     counts: dict[str, int] = {}
-    for sentence in filter(None, sentences):
-        counts[sentence] = counts.get(sentence, 0) + 1
+    for body in filter(None, (re.sub(r"\W+", " ", s).strip() for s in re.split(r"[.!?;\n]+", text))):
+        counts[body] = counts.get(body, 0) + 1
     if counts and max(counts.values()) >= REPEATED_SENTENCE_LIMIT:
         return ["repetitive text (a sentence repeats)"]
+    for sentence in sentences:
+        body = re.sub(r"\W+", " ", text[sentence.start:sentence.end]).strip()
+        claims = any(a.kind in ATTRIBUTE_KINDS for c in sentence.clauses for a in c.attributes)
+        if counts.get(body, 0) >= 2 and len(body.split()) >= REPEATED_SENTENCE_WORDS and not claims:
+            return ["repetitive text (a sentence without a fact, twice)"]
     words = re.findall(r"[a-z0-9%]+", text)
     if len(words) >= MIN_WORDS_FOR_NGRAMS:
         grams = [tuple(words[i:i + 4]) for i in range(len(words) - 3)]
@@ -159,7 +182,8 @@ OFF_TOPIC_WORD_SHARE = 0.5  # a caption whose words are mostly in sentences abou
 _MEASURE = re.compile(r"\b\d+(?:\.\d+)?[- ](?:meters?|metres?|feet|foot|units?|miles?|km|kilomet(?:er|re)s?|"
                       r"inch(?:es)?|yards?)\b")
 # one object that a land-cover map at 10 m cannot show: "a tree stands in the center", "a building is built"
-_OBJECT = re.compile(r"\b(?:a|an)\s+(?:(?:single|small|large|tall|big|lone|old|new|two-stor(?:e)?y|high-rise)\s+)?"
+_OBJECT = re.compile(r"\b(?:a|an)\s+(?:(?:single|small|large|tall|big|lone|old|new|two-stor(?:e)?y|high-rise|long|thin|"
+                     r"narrow|tiny|huge|giant|lonely|isolated),?\s+){0,2}"
                      r"(?:tree|building|house|bridge|mountain|tower|roof|ditch|hut|barn|church|factory)\b(?![- ]?(?:cover|line|"
                      r"canopy|covered|land|top|s\b))")
 # a capitalised word inside a sentence: a name ("Serbia", "Sibellus", "the Mediterranean")
@@ -216,15 +240,22 @@ _SHARE_OF_CLASS = re.compile(r"\s+(?:is|are|accounts?\s+for|covers?|makes?\s+up|
                              r"(?:the\s+|its\s+|all\s+)?$")
 
 
+# one class said to contain another: "grassland covers about 89% of the image, including the water"
+_INCLUDES = re.compile(r"[^.;:\n]*?\b(?:including|includes?|which includes?|incorporating|encompassing)\s+"
+                       r"(?:the\s+|some\s+|its\s+)?$")
+
+
 def class_is_class(text: str, spans: Sequence[Span]) -> list[str]:
-    """Reasons for a class that the caption says is, or is made of, another class, or whose share
-    it states as a share of another class."""
+    """Reasons for a class that the caption says is, is made of or includes another class, or whose
+    share it states as a share of another class."""
     mentions = sorted((sp for sp in spans if sp.kind == "class" and not sp.negated and sp.value), key=lambda sp: sp.start)
     for a, b in zip(mentions, mentions[1:]):
         if a.value == b.value or b.start - a.end > 60:
             continue
         if b.start - a.end <= 40 and _CLASS_IS_CLASS.match(text, a.end, b.start):
             return [f"says {a.value} is {b.value} ('{text[a.start:b.end]}'): two different classes"]
+        if _INCLUDES.match(text, a.end, b.start):
+            return [f"says {a.value} includes {b.value} ('{text[a.start:b.end]}'): two different classes"]
         if _SHARE_OF_CLASS.match(text, a.end, b.start):
             return [f"states a share of {a.value} as a share of {b.value} ('{text[a.start:b.end]}')"]
     return []

@@ -57,6 +57,13 @@ _ORIENT_MOTION = re.compile(
     rf"|extend(?:s|ing)?|cuts?|cutting) (?:from )?(?:the )?(?P<a>{DIR})(?:wards?)?\b"
     rf"(?! of\b)(?!(?:ern)? (?:{_MODIFIER}))"
 )
+# a heading: where one stretch of a feature goes ("then heads east to the image edge", "turns north"), not
+# the axis of the whole feature; read as a place the feature reaches
+_HEADING = re.compile(
+    rf"\b(?:then\s+(?:\w+\s+)?(?:flows?|runs?|heads?|turns?|bends?|curves?|veers?|continues?|goes|extends?)"
+    rf"|(?:heads?|heading|turns?|turning|bends?|bending|curves?|curving|veers?|veering))"
+    rf"\s+(?:off\s+)?(?:to(?:wards?)?\s+)?(?:the\s+)?(?P<a>{DIR})(?:wards?|ern)?\b(?!-)"
+)
 _ORIENT_WORD = re.compile(r"\b(?:vertical(?:ly)?|horizontal(?:ly)?|diagonal(?:ly)?|up and down|side to side)\b")
 _RELATIVE = re.compile(
     rf"\b(?:to the |just |directly |immediately |further |slightly |lying )?(?P<d>{DIR}|left|right)(?:ern|erly|wards)?"
@@ -122,7 +129,7 @@ _WHOLE_TILE_SPREAD = re.compile(r"(?:across|throughout|over|around|all over|scat
 # "40% of the whole image is X", "of the entire tile, a third is X": the whole tile is the frame, not a claim
 _FRAME_OF = re.compile(r"\bof\s*$")
 _COUNT_NUMBER = (r"(?P<n>\d{1,2}(?: single)?|a single|only (?:a single|1)|just (?:a single|1)|single|several|multiple|many|"
-                 r"numerous|a few|a couple(?: of)?|a pair of|a handful of)")
+                 r"numerous|a few|the few|a couple(?: of)?|a pair of|a handful of)")
 _COUNT_ADJ = (r"(?P<adj>(?:(?:separate|distinct|isolated|individual|discrete|disconnected|detached|continuous|connected|"
               r"contiguous|unbroken|solid|compact|large|big|major|main|sizeable|sizable|larger|bigger|small|smaller|tiny|"
               r"little|irregular|elongated|narrow|long|wide|dense|scattered|similar|rectangular|round|oval)[ ,]+"
@@ -134,7 +141,12 @@ _COUNT = re.compile(
     rf"\b{_COUNT_NUMBER}\s+{_COUNT_ADJ}(?:{_COUNT_UNIT}\b|(?=(?:lakes?|ponds?|reservoirs?|rivers?|streams?|canals?|"
     r"creeks?|roads?|highways?|towns?|villages?|settlements?|forests?|woods|woodlands?|meadows?|glaciers?|lagoons?)\b))"
 )
-_COUNT_WORDS = {"several": 2, "multiple": 2, "many": 2, "numerous": 2, "a few": 2, "a handful of": 2}
+# the prompts' own patch facts, echoed: "1 large, 0 small", "2 large and 3 small"
+_PATCH_FACTS = re.compile(r"\b(?P<large>\d{1,2}) large,?\s+(?:and\s+)?(?P<small>\d{1,2}) small\b")
+# ... or one of them alone, with no unit after it ("the small patch of 1 small")
+_PATCH_FACT = re.compile(r"\b(?P<n>\d{1,2}) (?P<size>large|small)\b(?![- ](?:[a-z]+ )?(?:patch|areas?\b|parts?\b|pieces?\b|"
+                         r"ones?\b|bod|blocks?\b|clusters?\b|pockets?\b|lakes?\b|ponds?\b|fields?\b|islands?\b))")
+_COUNT_WORDS = {"several": 2, "multiple": 2, "many": 2, "numerous": 2, "a few": 2, "the few": 2, "a handful of": 2}
 _RANK = re.compile(
     r"\b(?:the )?(?P<ord>second|third|2nd|3rd)[- ](?:largest|biggest|most (?:common|extensive|widespread|abundant|"
     r"prevalent|dominant)|dominant|main|major)\b(?: (?:land[- ]?cover )?(?:class|category|type|cover|surface))?"
@@ -183,8 +195,8 @@ HARD_STOP = re.compile(r"\b(?:but|other than|except|apart from|besides|aside fro
                         r"although|though|yet)\b|[;]")
 NEW_CLAUSE_LOCATIVE = re.compile(r"^\W*(?:and|but|while|whilst|whereas|yet|plus|whereas)\s+(?:in|at|on|along|across|"
                                   r"to|towards?|near|around|within|throughout|over|toward)\b")
-PRONOUN_START = re.compile(r"^\W*(?:it|its|it's|they|their|this class|the class|this cover|this land cover|this "
-                            r"feature|these|this)\b")
+PRONOUN_START = re.compile(r"^\W*(?:it|its|it's|they|their|(?:this|the) (?:land[- ]?cover )?(?:class|category|type)"
+                            r"|this cover|this land cover|this feature|these|this)\b")
 REGIONAL_SHARE_TAIL = re.compile(rf"^\s*of (?:the |its )?(?:{_DIR_ADJ}|{_IMG_SIDE}|center|central|middle)")
 # "the other 43% of the image", "the remaining 20%": the rest of the tile, not the class named before
 _OTHER_SHARE = re.compile(r"\b(?:the )?(?:other|remaining|rest of the)\s+\d+(?:\.\d+)?\s*(?:%|percent\b|per cent\b)"
@@ -396,8 +408,14 @@ def scan(text: str, vocab: Vocabulary) -> list[Span]:
     s.scan(_ORIENT_FROM, "orient", lambda m: _orientation_value(m.group("a"), m.group("b")) if _orientation_value(
         m.group("a"), m.group("b")) is not None else False)
     s.scan(_ORIENT_PAIR, "orient", _pair_value)
+    s.scan(_HEADING, "position", lambda m: _side_region(m.group("a")))
     s.scan(_ORIENT_MOTION, "orient", _motion_value)
     s.scan(_ORIENT_WORD, "orient", _orient_word_value)
+    for m in _PATCH_FACTS.finditer(text):
+        if s.free(m.start(), m.end()):
+            s.add(m.start("large"), m.end("large") + len(" large"), "count", (int(m.group("large")), True, "large"))
+            s.add(m.start("small"), m.end(), "count", (int(m.group("small")), True, "small"))
+    s.scan(_PATCH_FACT, "count", lambda m: (int(m.group("n")), True, m.group("size")))
     s.scan(_COUNT, "count", _count_value)  # before traces: "a few small patches" is a count
     s.scan(_TRACE, "trace")
     s.scan(_OTHER_SHARE, "sink")

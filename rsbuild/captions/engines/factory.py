@@ -63,7 +63,8 @@ def _llm_engine(cfg: CaptionsConfig, model: str | None) -> CaptionEngine:
                 f"captions.models: {model!r} is not a GGUF file; the local engine takes GGUF paths "
                 "(leave captions.models empty for the embedded SmolLM2-135M-Instruct)"
             )
-        return LocalEngine(model_path=Path(model) if model else None, sampling=sampling, constrained=cfg.constrained)
+        return LocalEngine(model_path=Path(model) if model else None, sampling=sampling, constrained=cfg.constrained,
+                           varied=cfg.varied)
     if cfg.engine == "vllm":
         if model is None:
             raise ConfigError("captions.models must name at least one model when captions.engine = 'vllm'")

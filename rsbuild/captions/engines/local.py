@@ -6,7 +6,7 @@ worker thread with ``create_chat_completion`` (llama.cpp decodes one sequence at
 of a request's ``n`` texts has its own derived seed. With ``constrained`` each request is decoded
 under the grammar of ``rsbuild.captions.constraints`` (each sentence binds a class to its own
 measured share and position; the model chooses classes, order and wording), and the annotator
-name says so (``…+grammar``).
+name says so (``…+grammar``); ``varied`` widens the wording the grammar offers (``…+varied-grammar``).
 """
 
 from __future__ import annotations
@@ -41,11 +41,14 @@ class LocalEngine(CaptionEngine):
         n_ctx: int = 2048,
         n_threads: int | None = None,
         constrained: bool = False,
+        varied: bool = False,
     ) -> None:
         llama_cpp = _llama_cpp()
         self.model_path = Path(model_path) if model_path else smollm2_gguf_path()
-        self.name = self.model_path.name.removesuffix(".gguf") + ("+grammar" if constrained else "")
+        suffix = ("+varied-grammar" if varied else "+grammar") if constrained else ""
+        self.name = self.model_path.name.removesuffix(".gguf") + suffix
         self.constrained = constrained
+        self.varied = varied
         self.sampling = dict(sampling or {})
         self.counters = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0}
         self._llm = llama_cpp.Llama(model_path=str(self.model_path), n_ctx=n_ctx, n_threads=n_threads, verbose=False)
@@ -88,7 +91,8 @@ class LocalEngine(CaptionEngine):
 
     def _grammar(self, request: CaptionRequest) -> Any:
         """The request's compiled GBNF grammar, or None (unconstrained engine or task)."""
-        text = caption_grammar(request.task, request.stats, request.subject) if self.constrained else None
+        text = (caption_grammar(request.task, request.stats, request.subject, varied=self.varied)
+                if self.constrained else None)
         return None if text is None else _llama_cpp().LlamaGrammar.from_string(text, verbose=False)
 
     def close(self) -> None:

@@ -148,3 +148,123 @@ def test_a_share_of_no_class_is_an_invented_class(lakes: dict, caption: str) -> 
 def test_frames_and_pronouns_before_a_share_are_not_classes(lakes: dict, caption: str) -> None:
     verdict = check_caption(caption, lakes, subject="tree cover", task="class")
     assert not any("which is no land-cover class" in r for r in verdict.reasons), verdict.reasons
+
+
+@pytest.fixture(scope="module")
+def ring() -> dict:
+    """Cropland in four blocks near the middle of each side (none near the centre), grassland elsewhere,
+    and a thin east-west water strip along the south."""
+    scheme = get_scheme("esa_worldcover")
+    grid = np.full((90, 90), scheme.index_of("grassland"), dtype=np.uint8)
+    for rows, cols in ((slice(2, 14), slice(33, 57)), (slice(66, 78), slice(33, 57)), (slice(33, 57), slice(2, 14)),
+                       (slice(33, 57), slice(76, 88))):
+        grid[rows, cols] = scheme.index_of("cropland")
+    grid[80:84, :] = scheme.index_of("water")
+    return compute_stats(grid, scheme)
+
+
+def test_a_ring_is_where_its_position_says(ring: dict) -> None:
+    """The check and the stats' ``position`` (the place the prompts state) agree: a class whose parts ring
+    the centre is "mainly in the center"; it still does not fill the centre."""
+    cropland = next(c for c in ring["classes"] if c["name"] == "cropland")
+    assert cropland["position"] == "center" and cropland["components"] == 4
+    assert check_caption("Cropland covers about 14% of the image, mainly in the center.", ring).ok
+    verdict = check_caption("Cropland fills the centre of the image.", ring)
+    assert not verdict.ok and verdict.codes == ["position"], verdict.reasons
+
+
+def test_along_a_side_means_stretching_along_it(ring: dict) -> None:
+    assert check_caption("A thin band of water runs along the south side.", ring).ok
+    verdict = check_caption("Water lies down the left side of the image.", ring)
+    assert not verdict.ok and verdict.codes == ["position"], verdict.reasons
+
+
+def test_a_heading_is_a_place_not_the_axis(ring: dict) -> None:
+    """"then heads east to the image edge" says where a stretch goes, not that the feature runs east-west."""
+    assert check_caption("A stream flows west to east, then heads south to the image edge.", ring).ok
+    assert not check_caption("A stream flows from north to south along the southern edge.", ring).ok
+
+
+def test_a_stated_share_outranks_a_vague_largely(ring: dict) -> None:
+    assert check_caption("The land is largely water, covering about 4% of the image.", ring).ok
+    verdict = check_caption("The land is largely water.", ring)
+    assert not verdict.ok and verdict.codes == ["rank"], verdict.reasons
+
+
+def test_the_prompts_patch_facts_and_class_pronouns_are_read(ring: dict) -> None:
+    assert check_caption("This land-cover class is a large patch, with 1 large and 0 small.", ring,
+                         subject="water", task="class").ok
+    verdict = check_caption("This land-cover class forms 3 large, 0 small.", ring, subject="water", task="class")
+    assert not verdict.ok and verdict.codes == ["count"], verdict.reasons
+
+
+def test_small_ones_in_a_class_caption_are_the_prompts_small_patches(ring: dict) -> None:
+    """The class prompt states "Patches: 4 large, 0 small": "a few small ones" contradicts it there; in
+    other captions a part small in the image may be called small."""
+    text = "Cropland covers about 14% of the image, mostly in the center, with a few small ones."
+    verdict = check_caption(text, ring, subject="cropland", task="class")
+    assert not verdict.ok and verdict.codes == ["count"], verdict.reasons
+    assert check_caption("Several small fields of cropland surround the centre.", ring, task="area").ok
+
+
+def test_a_sentence_said_twice_is_degenerate(ring: dict) -> None:
+    """Twice for a sentence without a fact ("Trees are planted in flooded vegetation." twice); a fact may be
+    said twice (two strips that run alike)."""
+    verdict = check_caption("Grassland covers most of the image. The fields look well tended. The fields look "
+                            "well tended.", ring)
+    assert not verdict.ok and verdict.codes == ["text"], verdict.reasons
+    assert check_caption("A thin strip of water runs from west to east. A thin strip of water runs from west to "
+                         "east.", ring).ok
+
+
+def test_a_share_held_by_no_class_is_an_invented_class(ring: dict) -> None:
+    verdict = check_caption("Grassland covers most of the image. Shoplifters have 21% of the area.", ring)
+    assert not verdict.ok and verdict.codes == ["class"], verdict.reasons
+
+
+def test_a_share_of_two_classes_joined_by_and_is_their_sum(lakes: dict) -> None:
+    """"Grassland and forest occupy about 92%" (83 % + 9 %); "about 50%" is wrong for the pair even though
+    no single class is far from it; "each" and "respectively" keep the shares apart."""
+    assert check_caption("Grassland and forest occupy about 92% of the image.", lakes).ok
+    verdict = check_caption("Grassland and water occupy about 50% of the image.", lakes)
+    assert not verdict.ok and verdict.codes == ["share"] and "together" in verdict.reasons[0], verdict.reasons
+    assert check_caption("Forest and water cover about 9% and 5%, respectively.", lakes).ok
+
+
+def test_a_thin_strip_does_not_fill_or_cover_the_centre() -> None:
+    scheme = get_scheme("esa_worldcover")
+    grid = np.full((90, 90), scheme.index_of("grassland"), dtype=np.uint8)
+    for i in range(90):
+        grid[i, max(0, i - 2):i + 2] = scheme.index_of("water")
+    stats = compute_stats(grid, scheme)
+    assert check_caption("A thin strip of water crosses the centre diagonally.", stats).ok
+    for text in ("Water fills the center.", "Grassland covers most of the image and water covers the center."):
+        verdict = check_caption(text, stats)
+        assert not verdict.ok and verdict.codes == ["position"], (text, verdict.reasons)
+
+
+def test_a_class_said_to_include_another_fails(lakes: dict) -> None:
+    verdict = check_caption("Grassland covers about 83% of the image, including the water.", lakes)
+    assert not verdict.ok and verdict.codes == ["class"], verdict.reasons
+    assert check_caption("Grassland covers about 83% of the image; water, in three ponds, covers about 5%.", lakes).ok
+
+
+def test_a_class_that_fills_a_corner_holds_a_good_part_of_it(lakes: dict) -> None:
+    assert check_caption("Forest fills the south-west corner.", lakes).ok
+    assert check_caption("A small lake lies in the north-east corner.", lakes).ok
+    verdict = check_caption("Water fills the north-east corner.", lakes)
+    assert not verdict.ok and verdict.codes == ["position"], verdict.reasons
+
+
+@pytest.mark.parametrize("caption, ok", [("A stream runs north-west to south-east.", True),
+                                         ("A stream runs northwest-southwest.", False),
+                                         ("The water is also running in southwest-southeast.", False)])
+def test_an_axis_between_sides_that_are_not_opposite_is_no_direction(lakes: dict, caption: str, ok: bool) -> None:
+    verdict = check_caption(caption, lakes)
+    assert verdict.ok is ok and (ok or "direction" in verdict.codes), verdict.reasons
+
+
+def test_one_object_with_adjectives_is_still_one_object(lakes: dict) -> None:
+    verdict = check_caption("A long, thin tree lies on the image edge.", lakes)
+    assert not verdict.ok and "text" in verdict.codes, verdict.reasons
+    assert check_caption("A long, thin strip of forest lies in the south-west.", lakes).ok
