@@ -1,4 +1,5 @@
-"""Byte ranges of remote rasters over HTTP(S), for GDAL to decode from memory.
+"""Byte ranges of remote rasters over HTTP(S), for GDAL to decode from memory (opt-in:
+``RSBUILD_HTTP_RANGES=YES``; see `ENABLE` for why it is not the default yet).
 
 GDAL's own /vsicurl/ reader costs a size probe and a header request per file per thread that
 opens it, and one request per row of blocks of a window (it merges only consecutive blocks; its
@@ -63,14 +64,19 @@ class Header:
 # through GDAL's /vsicurl/ as before, so those settings keep working.
 GDAL_HTTP_SETTINGS = ("GDAL_HTTP_HEADERS", "GDAL_HTTP_HEADER_FILE", "GDAL_HTTP_USERPWD", "GDAL_HTTP_AUTH",
                       "GDAL_HTTP_BEARER", "GDAL_HTTP_COOKIE", "GDAL_HTTP_PROXY", "GDAL_HTTPS_PROXY", "GDAL_HTTP_NETRC_FILE")
-VIA_GDAL = "RSBUILD_HTTP_VIA_GDAL"  # YES: read http(s) through GDAL's /vsicurl/ (no shared headers, no planned ranges)
+# YES: read http(s) through this module (shared headers, planned ranges). Off by default: GDAL decodes
+# through rasterio's Python file opener, whose state is per thread and not yet thread-safe
+# (rasterio#3636): a dataset freed in another thread than the one that opened it can crash the
+# process (seen in tests/run/test_bad_inputs.py with the fetch stage's threads).
+ENABLE = "RSBUILD_HTTP_RANGES"
 
 
 def is_http(href: str) -> bool:
-    """True for http(s) hrefs this module serves (not when GDAL's own HTTP settings are in use)."""
+    """True for http(s) hrefs this module serves: only when ``RSBUILD_HTTP_RANGES=YES`` and GDAL's
+    own HTTP settings are not in use."""
     if not href.startswith(("http://", "https://")):
         return False
-    if os.environ.get(VIA_GDAL, "").upper() in ("1", "YES", "TRUE", "ON"):
+    if os.environ.get(ENABLE, "").upper() not in ("1", "YES", "TRUE", "ON"):
         return False
     return not any(os.environ.get(name) for name in GDAL_HTTP_SETTINGS)
 

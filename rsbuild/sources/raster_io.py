@@ -4,13 +4,13 @@ Reads go straight onto the chip grid: an aligned source (same CRS and pixel size
 offset) is read as a plain window; anything else (another CRS, another resolution) goes through
 a WarpedVRT with the requested resampling, so each pixel is resampled once.
 
-http(s) files are read through `rsbuild.sources.ranges`: GDAL decodes from a Python file object
-whose header is fetched once per process and shared, and whose bytes for a read come from the
-merged ranges of the blocks that read needs, planned here from the COG's block offsets (one
-request per band per AOI). s3:// files (and http(s) when GDAL's own HTTP settings such as
-``GDAL_HTTP_HEADERS`` are set, or ``RSBUILD_HTTP_VIA_GDAL=YES``) go through GDAL's /vsis3/ and
-/vsicurl/ with options that skip the HEAD request and directory listing, merge consecutive ranges
-and cache headers.
+With ``RSBUILD_HTTP_RANGES=YES`` (opt-in, see `rsbuild.sources.ranges`), http(s) files are read
+through `rsbuild.sources.ranges`: GDAL decodes from a Python file object whose header is fetched
+once per process and shared, and whose bytes for a read come from the merged ranges of the blocks
+that read needs, planned here from the COG's block offsets (one request per band per AOI).
+Otherwise (the default, and whenever GDAL's own HTTP settings such as ``GDAL_HTTP_HEADERS`` are
+set) http(s) and s3:// files go through GDAL's /vsicurl/ and /vsis3/ with options that skip the
+HEAD request and directory listing, merge consecutive ranges and cache headers.
 
 Network faults: every request has bounded connect and total times (``GDAL_HTTP_CONNECTTIMEOUT``,
 ``GDAL_HTTP_TIMEOUT``); GDAL itself retries 429 / 5xx answers of one range request

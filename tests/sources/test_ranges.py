@@ -1,6 +1,6 @@
 """Remote COG reads through rsbuild.sources.ranges: one shared header per file, one merged range
 per band per AOI, pixels identical to GDAL reading the local file, clear messages for servers
-that cannot serve COGs."""
+that cannot serve COGs. The reader is opt-in (``RSBUILD_HTTP_RANGES=YES``): these tests turn it on."""
 
 from __future__ import annotations
 
@@ -42,6 +42,11 @@ def cog_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
         with rasterio.open(folder / name, "w", **profile) as dst:
             dst.write(array[None])
     return folder
+
+
+@pytest.fixture(autouse=True)
+def ranges_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ranges.ENABLE, "YES")
 
 
 @pytest.fixture()
@@ -153,11 +158,15 @@ def test_a_missing_file_says_404(server: RangeHTTPServer) -> None:
     assert "HTTP 404" in str(info.value) and not info.value.transient
 
 
-@pytest.mark.parametrize("setting", ["GDAL_HTTP_HEADERS", "RSBUILD_HTTP_VIA_GDAL"])
+@pytest.mark.parametrize("setting", ["GDAL_HTTP_HEADERS", "RSBUILD_HTTP_RANGES"])
 def test_gdal_http_settings_send_reads_through_gdal(server: RangeHTTPServer, cog_folder: Path,
                                                     monkeypatch: pytest.MonkeyPatch, setting: str) -> None:
-    """Users who configured GDAL's HTTP (headers, auth, proxies) keep GDAL's reader: same pixels."""
-    monkeypatch.setenv(setting, "X-Test: 1" if setting == "GDAL_HTTP_HEADERS" else "YES")
+    """Without the opt-in, and for users who configured GDAL's HTTP (headers, auth, proxies), GDAL's
+    reader: same pixels."""
+    if setting == "GDAL_HTTP_HEADERS":
+        monkeypatch.setenv(setting, "X-Test: 1")
+    else:
+        monkeypatch.delenv(setting)
     grid = aoi(100, 100, 300)
     pixels = raster_io.read_on_grid(f"{server.url}/band.tif", grid)
     raster_io.close_thread_handles()
