@@ -16,7 +16,7 @@ Two clients take turns against the same server on the same tiles, per configurat
       at its default settings, consumed fully;
   (b) plain: the exact requests rsbuild sent in the round before (messages, n, seed, max_tokens,
       as the server recorded them), all at once behind an asyncio.Semaphore(256), one AsyncOpenAI
-      on the same HTTP transport as rsbuild's engine (aiohttp; ``--plain-transport httpx`` for openai's default).
+      on openai's default HTTP transport (httpx), as rsbuild's engine (``--plain-transport`` for others).
 
 Per run: wall seconds, requests, sequences, the server's time-averaged occupancy
 (integral of min(running, S) dt / (S * T), T = first arrival .. last completion) and where the idle
@@ -491,7 +491,9 @@ def run_rsbuild(url: str, tiles: list[dict[str, Any]], tasks: list[str], paraphr
 async def _plain(url: str, bodies: list[dict[str, Any]], concurrency: int, transport: str) -> dict[str, Any]:
     import openai
 
-    http = openai.DefaultAioHttpClient(timeout=120.0) if transport == "aiohttp" else None
+    transport, _, mode = transport.partition("+")
+    raw = mode == "raw"
+    http = openai.DefaultAioHttpClient(timeout=120.0) if transport == "aiohttp" else None  # needs openai[aiohttp]
     client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="sk-no-key", timeout=120.0, max_retries=0, http_client=http)
     semaphore = asyncio.Semaphore(concurrency)
     texts = 0
@@ -500,6 +502,10 @@ async def _plain(url: str, bodies: list[dict[str, Any]], concurrency: int, trans
         nonlocal texts
         extra = {k: body[k] for k in ("max_tokens", "temperature", "top_p") if body.get(k) is not None}
         async with semaphore:
+            if raw:  # the request path rsbuild's engine takes: the body as JSON, parsed here
+                payload = {"model": "sim", "messages": body["messages"], "n": body["n"] or 1, "seed": body["seed"], **extra}
+                texts += len(json.loads(await client.post("/chat/completions", body=payload, cast_to=bytes))["choices"])
+                return
             response = await client.chat.completions.create(model="sim", messages=body["messages"], n=body["n"] or 1,
                                                             seed=body["seed"], **extra)
         texts += len(response.choices)
@@ -570,8 +576,9 @@ def main() -> None:
                         help="output tokens per answer (default 80 / 20 tok/s = 4 s per sequence: shorter ones make "
                              "the AsyncOpenAI client, ~5-9 ms CPU per request here, the limit even for the plain client)")
     parser.add_argument("--concurrency", type=int, default=256, help="plain client's semaphore (rsbuild's default is 256)")
-    parser.add_argument("--plain-transport", choices=("aiohttp", "httpx"), default="aiohttp",
-                        help="HTTP transport of the plain AsyncOpenAI client (rsbuild's openai engine uses aiohttp)")
+    parser.add_argument("--plain-transport", choices=("httpx", "aiohttp", "httpx+raw", "aiohttp+raw"), default="httpx",
+                        help="HTTP transport of the plain AsyncOpenAI client (openai's default httpx, as rsbuild's engine); "
+                             "+raw: post the body and parse the JSON reply as rsbuild's engine does, not chat.completions.create")
     parser.add_argument("--project-tiles", type=int, default=1_000_000,
                         help="tiles of the run the whole-run occupancy is projected to (steady state, same ramp and tail)")
     parser.add_argument("--configs", default="area,class,revise:2;area,class:0",

@@ -193,8 +193,8 @@ def main() -> None:
     parser.add_argument("--max-num-seqs", type=int, default=16, help="vLLM's batch (both sides)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=256, help="openai engine and plain client")
-    parser.add_argument("--plain-transport", choices=("aiohttp", "httpx"), default="aiohttp",
-                        help="HTTP transport of the plain AsyncOpenAI client (the openai engine uses aiohttp)")
+    parser.add_argument("--plain-transport", choices=("httpx", "aiohttp"), default="httpx",
+                        help="HTTP transport of the plain AsyncOpenAI client (openai's default httpx, as the openai engine)")
     parser.add_argument("--skip-server", action="store_true")
     parser.add_argument("--skip-inprocess", action="store_true")
     parser.add_argument("--child", choices=["rsbuild", "plain"], help=argparse.SUPPRESS)

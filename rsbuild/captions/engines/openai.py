@@ -2,9 +2,9 @@
 
 The only module that imports ``openai``. One long-lived client on one event loop (in its own
 thread) streams requests: `submit` hands a request to the loop and at most ``concurrency``
-chat completions are open at once (default 256, enough to fill a vLLM server's batch), sent
-through openai's aiohttp transport where the installed openai has one (a third of httpx's client
-CPU per request at hundreds open: on a box that also runs the server, that CPU is the limit).
+chat completions are open at once (default 256, enough to fill a vLLM server's batch). Requests go
+out as raw JSON bodies through the client's ``post`` and replies are parsed here: openai's request
+transform and response models cost more client CPU than the HTTP exchange at hundreds in flight.
 Connection errors, timeouts (a stalled or truncated answer included), 429 and 5xx are retried with
 exponential backoff and deterministic jitter here, not by the openai client (``max_retries=0``: its
 own retries would be invisible and multiply ours); retries and give-ups are counted under edge
@@ -52,15 +52,6 @@ def _cause(exc: BaseException) -> str:
     if isinstance(exc, UnreadableReply):
         return "unreadable"
     return "timeout" if isinstance(exc, openai.APITimeoutError) else "connection"
-
-
-def _aiohttp_client(timeout: openai.Timeout) -> Any:
-    """openai's aiohttp transport, or None (httpx's) where this openai has none: with hundreds of requests
-    open it costs about a third of the client CPU per request (scripts/bench_caption.py --transport)."""
-    try:
-        return openai.DefaultAioHttpClient(timeout=timeout)
-    except (AttributeError, RuntimeError):  # openai < 1.80, or without its aiohttp extra
-        return None
 
 
 def _completion(raw: bytes) -> dict[str, Any]:
@@ -131,8 +122,7 @@ class OpenAIEngine(CaptionEngine):
 
     async def _open(self) -> None:
         timeout = openai.Timeout(self.timeout_s, connect=min(10.0, self.timeout_s))
-        self._client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self._api_key, timeout=timeout, max_retries=0,
-                                          http_client=_aiohttp_client(timeout))
+        self._client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self._api_key, timeout=timeout, max_retries=0)
         self._slots = asyncio.Semaphore(self.concurrency)
 
     async def _shutdown(self) -> None:

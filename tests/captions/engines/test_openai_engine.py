@@ -311,27 +311,3 @@ def test_concurrency_bounds_requests_in_flight(monkeypatch: pytest.MonkeyPatch) 
         results = engine.generate(caption_requests(12))
     assert in_flight["peak"] == 3
     assert [r.request.key for r in results] == [f"poi{i}_t0000" for i in range(12)]
-
-
-
-def test_answers_through_httpx_where_openai_has_no_aiohttp_transport(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The aiohttp transport is taken when openai has it; an openai without its aiohttp extra still captions."""
-    import openai
-
-    class NoAiohttp:
-        def __init__(self, **_kwargs: Any) -> None:
-            raise RuntimeError("To use the aiohttp client you must have installed the package with the `aiohttp` extra")
-
-    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    for missing in (False, True):
-        if missing:
-            monkeypatch.setattr(openai, "DefaultAioHttpClient", NoAiohttp)
-        with ScriptedServer([], choices_per_reply=2) as server:
-            engine = OpenAIEngine(server.base_url, model="scripted-model", concurrency=4)
-            try:
-                results = engine.generate(caption_requests(6, n=2))
-            finally:
-                engine.close()
-        assert [r.texts for r in results] == [[f"text seed {r.request.seed} #0", f"text seed {r.request.seed} #1"]
-                                              for r in results]
-        assert all(r.error is None for r in results)
