@@ -203,7 +203,7 @@ def planetary_computer_id(spec: SceneSpec) -> str:
 def _renamed(item: dict[str, Any], item_id: str, keys: dict[str, str], collection: str) -> dict[str, Any]:
     out = copy.deepcopy(item)
     out.update(id=item_id, collection=collection)
-    out["assets"] = {keys[band]: asset for band, asset in out["assets"].items()}
+    out["assets"] = {keys[band]: asset for band, asset in out["assets"].items() if band in keys}  # RGB + SCL (the spectral keys: tests/chips/test_bands.py)
     return out
 
 
