@@ -15,13 +15,19 @@ Two clients take turns against the same server on the same tiles, per configurat
   (a) rsbuild: ``annotate(samples, [OpenAIEngine(url, model="sim")], CaptionsConfig(tasks, paraphrases))``
       at its default settings, consumed fully;
   (b) plain: the exact requests rsbuild sent in the round before (messages, n, seed, max_tokens,
-      as the server recorded them), all at once behind an asyncio.Semaphore(256), one AsyncOpenAI.
+      as the server recorded them), all at once behind an asyncio.Semaphore(256), one AsyncOpenAI
+      on openai's default HTTP transport (httpx), as rsbuild's engine (``--plain-transport`` for others).
 
 Per run: wall seconds, requests, sequences, the server's time-averaged occupancy
 (integral of min(running, S) dt / (S * T), T = first arrival .. last completion) and where the idle
 slot-time lies (ramp before the batch first fills, middle, tail after it last was full). Summary:
 rsbuild occupancy (target >= 0.95) and rsbuild / plain sequences per second (target >= 0.97),
-median [min, max] over rounds.
+median [min, max] over rounds, for the whole run and for the steady state (while the middle 80 %
+of the sequences finish: 10th to 90th percentile of completion times). The steady state is what a real run of a million
+tiles consists of: the ramp and the tail (the last chains area -> re-ask -> revise cannot start
+before their parents finish, while the plain client knows every request up front) cost a fixed few
+seconds per run, so the whole-run occupancy is also projected to ``--project-tiles`` tiles (steady
+state for longer, ramp and tail idle as measured). Both whole-run and steady figures are printed.
 
 Sequences last 4 s by default (80 tokens at 20 tok/s, like a GPU vLLM at batch 256): on this
 2-core machine the AsyncOpenAI client costs ~5-9 ms CPU per request at 256 open connections, so
@@ -415,6 +421,37 @@ def timeline_losses(stats: dict[str, Any]) -> dict[str, float]:
             "tail_s": window - last_full_end, "full_share": full / window}
 
 
+def busy_between(stats: dict[str, Any], start: float, end: float) -> float:
+    """Slot-seconds busy between two times of the run (integral of min(running, S))."""
+    slots, events = stats["slots"], stats["timeline"]
+    points = [(0.0, 0)] + [(float(t), int(r)) for t, r in events] + [(stats["window_s"], 0)]
+    busy = 0.0
+    for (t0, r), (t1, _) in zip(points, points[1:]):
+        lo, hi = max(t0, start), min(t1, end)
+        if hi > lo:
+            busy += min(r, slots) * (hi - lo)
+    return busy
+
+
+def steady_state(stats: dict[str, Any], records: list[dict[str, Any]], tiles: int, target_tiles: int) -> dict[str, float]:
+    """Occupancy while the middle 80 % of the sequences finish (from the 10th to the 90th percentile of
+    completion times), and the whole-run occupancy projected to ``target_tiles``: that steady state for
+    proportionally longer, the edges (ramp and tail) as measured."""
+    done = sorted(float(r["t_done"]) for r in records for _ in range(max(1, int(r.get("n") or 1))))
+    slots, window = stats["slots"], stats["window_s"]
+    if len(done) < 10 or window <= 0:
+        return {"steady": 0.0, "projected": 0.0, "steady_s": 0.0}
+    t10, t90 = done[len(done) // 10], done[(9 * len(done)) // 10]
+    if t90 <= t10:
+        return {"steady": 0.0, "projected": 0.0, "steady_s": 0.0}
+    steady = busy_between(stats, t10, t90) / (slots * (t90 - t10))
+    edges_busy = busy_between(stats, 0.0, t10) + busy_between(stats, t90, window)
+    edges_s = window - (t90 - t10)
+    long_steady_s = (t90 - t10) * target_tiles / tiles
+    projected = (edges_busy + steady * slots * long_steady_s) / (slots * (edges_s + long_steady_s))
+    return {"steady": steady, "projected": projected, "steady_s": t90 - t10}
+
+
 # ===================================================================================== clients
 
 
@@ -451,10 +488,13 @@ def run_rsbuild(url: str, tiles: list[dict[str, Any]], tasks: list[str], paraphr
             "telemetry": telemetry.to_json(), "engine": engine.telemetry()}
 
 
-async def _plain(url: str, bodies: list[dict[str, Any]], concurrency: int) -> dict[str, Any]:
+async def _plain(url: str, bodies: list[dict[str, Any]], concurrency: int, transport: str) -> dict[str, Any]:
     import openai
 
-    client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="sk-no-key", timeout=120.0, max_retries=0)
+    transport, _, mode = transport.partition("+")
+    raw = mode == "raw"
+    http = openai.DefaultAioHttpClient(timeout=120.0) if transport == "aiohttp" else None  # needs openai[aiohttp]
+    client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="sk-no-key", timeout=120.0, max_retries=0, http_client=http)
     semaphore = asyncio.Semaphore(concurrency)
     texts = 0
 
@@ -462,6 +502,10 @@ async def _plain(url: str, bodies: list[dict[str, Any]], concurrency: int) -> di
         nonlocal texts
         extra = {k: body[k] for k in ("max_tokens", "temperature", "top_p") if body.get(k) is not None}
         async with semaphore:
+            if raw:  # the request path rsbuild's engine takes: the body as JSON, parsed here
+                payload = {"model": "sim", "messages": body["messages"], "n": body["n"] or 1, "seed": body["seed"], **extra}
+                texts += len(json.loads(await client.post("/chat/completions", body=payload, cast_to=bytes))["choices"])
+                return
             response = await client.chat.completions.create(model="sim", messages=body["messages"], n=body["n"] or 1,
                                                             seed=body["seed"], **extra)
         texts += len(response.choices)
@@ -471,10 +515,10 @@ async def _plain(url: str, bodies: list[dict[str, Any]], concurrency: int) -> di
     return {"texts": texts}
 
 
-def run_plain(url: str, bodies: list[dict[str, Any]], concurrency: int) -> dict[str, Any]:
+def run_plain(url: str, bodies: list[dict[str, Any]], concurrency: int, transport: str) -> dict[str, Any]:
     with ThreadCPU() as cpu:
         cpu0, t0 = time.process_time(), time.perf_counter()
-        out = asyncio.run(_plain(url, bodies, concurrency))
+        out = asyncio.run(_plain(url, bodies, concurrency, transport))
         wall = time.perf_counter() - t0
         cpu_s = time.process_time() - cpu0
     return {"wall_s": wall, "client_cpu_s": cpu_s, "threads_cpu_s": cpu.by_name(), **out}
@@ -513,6 +557,8 @@ def profile_check(url: str, tiles: list[dict[str, Any]], tasks: list[str], parap
 
 
 def spread(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"median": 0.0, "min": 0.0, "max": 0.0}
     return {"median": round(statistics.median(values), 4), "min": round(min(values), 4), "max": round(max(values), 4)}
 
 
@@ -530,6 +576,11 @@ def main() -> None:
                         help="output tokens per answer (default 80 / 20 tok/s = 4 s per sequence: shorter ones make "
                              "the AsyncOpenAI client, ~5-9 ms CPU per request here, the limit even for the plain client)")
     parser.add_argument("--concurrency", type=int, default=256, help="plain client's semaphore (rsbuild's default is 256)")
+    parser.add_argument("--plain-transport", choices=("httpx", "aiohttp", "httpx+raw", "aiohttp+raw"), default="httpx",
+                        help="HTTP transport of the plain AsyncOpenAI client (openai's default httpx, as rsbuild's engine); "
+                             "+raw: post the body and parse the JSON reply as rsbuild's engine does, not chat.completions.create")
+    parser.add_argument("--project-tiles", type=int, default=1_000_000,
+                        help="tiles of the run the whole-run occupancy is projected to (steady state, same ramp and tail)")
     parser.add_argument("--configs", default="area,class,revise:2;area,class:0",
                         help="';'-separated TASKS:PARAPHRASES configurations")
     parser.add_argument("--profile-check", action="store_true", help="one extra rsbuild run per config timing check_caption")
@@ -568,7 +619,7 @@ def main() -> None:
     bodies: list[dict[str, Any]] = []
     timelines: dict[tuple[str, int, str], Any] = {}
     header = (f"{'config':<24} {'rnd':>3} {'client':<8} {'wall_s':>7} {'reqs':>6} {'seqs':>6} {'seq/s':>7} {'occup':>6} "
-              f"{'ramp':>6} {'middle':>6} {'tail':>6} {'tail_s':>6} {'maxrun':>6} {'cli_cpu':>7} {'srv_cpu':>7} {'load1':>5}")
+              f"{'steady':>6} {'ramp':>6} {'middle':>6} {'tail':>6} {'tail_s':>6} {'maxrun':>6} {'cli_cpu':>7} {'srv_cpu':>7} {'load1':>5}")
     lines = [header, "-" * len(header)]
     print(header, flush=True)
     try:
@@ -580,12 +631,12 @@ def main() -> None:
                     if client == "rsbuild":
                         run = run_rsbuild(server.url, tiles, tasks, paraphrases)
                     else:
-                        run = run_plain(server.url, bodies, args.concurrency)  # the requests rsbuild sent just before
+                        run = run_plain(server.url, bodies, args.concurrency, args.plain_transport)  # rsbuild's requests
                     stats = server.stats(bodies=True)
                     received = stats.pop("bodies")
                     if client == "rsbuild":
                         bodies = received
-                    losses = timeline_losses(stats)
+                    losses = {**timeline_losses(stats), **steady_state(stats, received, args.tiles, args.project_tiles)}
                     timelines[(name, rnd, client)] = {"timeline": stats.pop("timeline"),
                                                       "requests": [{k: b.get(k) for k in ("n", "seed", "t_arrive", "t_done")}
                                                                    for b in received]}
@@ -593,7 +644,7 @@ def main() -> None:
                            "seq_per_s": stats["sequences"] / run["wall_s"], "load1": os.getloadavg()[0]}
                     rows.append(row)
                     line = (f"{name:<24} {rnd:>3} {client:<8} {run['wall_s']:>7.2f} {stats['requests']:>6} "
-                            f"{stats['sequences']:>6} {row['seq_per_s']:>7.1f} {stats['occupancy']:>6.3f} "
+                            f"{stats['sequences']:>6} {row['seq_per_s']:>7.1f} {stats['occupancy']:>6.3f} {losses['steady']:>6.3f} "
                             f"{losses['ramp']:>6.3f} {losses['middle']:>6.3f} {losses['tail']:>6.3f} {losses['tail_s']:>6.2f} "
                             f"{stats['max_running']:>6} {run['client_cpu_s']:>7.1f} {stats['server_cpu_s']:>7.1f} {row['load1']:>5.2f}")
                     lines.append(line)
@@ -614,6 +665,12 @@ def main() -> None:
             "rsbuild_occupancy": spread([r["server"]["occupancy"] for r in mine]),
             "plain_occupancy": spread([r["server"]["occupancy"] for r in plain]),
             "throughput_ratio": spread(ratios),
+            "rsbuild_steady_occupancy": spread([r["losses"]["steady"] for r in mine]),
+            "plain_steady_occupancy": spread([r["losses"]["steady"] for r in plain]),
+            "steady_ratio": spread([a["losses"]["steady"] / b["losses"]["steady"] for a, b in zip(mine, plain)
+                                    if b["losses"]["steady"] > 0]),
+            "rsbuild_projected_occupancy": spread([r["losses"]["projected"] for r in mine]),
+            "plain_projected_occupancy": spread([r["losses"]["projected"] for r in plain]),
             "rsbuild_seq_per_s": spread([r["seq_per_s"] for r in mine]),
             "plain_seq_per_s": spread([r["seq_per_s"] for r in plain]),
             "rsbuild_idle_shares": {part: spread([r["losses"][part] for r in mine]) for part in ("ramp", "middle", "tail")},
@@ -635,6 +692,10 @@ def main() -> None:
         ok_ratio = "ok" if s["throughput_ratio"]["median"] >= 0.97 else "BELOW 0.97"
         lines.append(f"{name:<28} {fmt_spread(s['rsbuild_occupancy']):>24} {fmt_spread(s['plain_occupancy']):>24} "
                      f"{fmt_spread(s['throughput_ratio']):>24}   occupancy {ok_occ}, ratio {ok_ratio}")
+        lines.append(f"{'':<28} steady state (10th..90th percentile of completions): rsbuild {fmt_spread(s['rsbuild_steady_occupancy'])}, "
+                     f"plain {fmt_spread(s['plain_steady_occupancy'])}, ratio {fmt_spread(s['steady_ratio'])}; "
+                     f"whole run projected to {args.project_tiles} tiles: rsbuild "
+                     f"{fmt_spread(s['rsbuild_projected_occupancy'])}, plain {fmt_spread(s['plain_projected_occupancy'])}")
         ri, pi = s["rsbuild_idle_shares"], s["plain_idle_shares"]
         lines.append(f"{'':<28} idle slot-time share (median) ramp/middle/tail: rsbuild {ri['ramp']['median']:.3f}/"
                      f"{ri['middle']['median']:.3f}/{ri['tail']['median']:.3f} (tail {s['rsbuild_tail_s']['median']:.1f}s), "

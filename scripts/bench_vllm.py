@@ -97,10 +97,12 @@ def plain_llm_chat(llm: Any, sent: Sequence[CaptionRequest], sampling: dict[str,
             "output_tokens": tokens, "prefix_hit": cached / prompt if prompt else None}
 
 
-async def plain_openai(base_url: str, model: str, sent: Sequence[CaptionRequest], concurrency: int) -> dict[str, Any]:
+async def plain_openai(base_url: str, model: str, sent: Sequence[CaptionRequest], concurrency: int,
+                       transport: str) -> dict[str, Any]:
     import openai
 
-    client = openai.AsyncOpenAI(base_url=base_url, api_key="sk-no-key", max_retries=0, timeout=600)
+    http = openai.DefaultAioHttpClient(timeout=600) if transport == "aiohttp" else None
+    client = openai.AsyncOpenAI(base_url=base_url, api_key="sk-no-key", max_retries=0, timeout=600, http_client=http)
     slots = asyncio.Semaphore(concurrency)
     tokens = 0
 
@@ -191,6 +193,8 @@ def main() -> None:
     parser.add_argument("--max-num-seqs", type=int, default=16, help="vLLM's batch (both sides)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=256, help="openai engine and plain client")
+    parser.add_argument("--plain-transport", choices=("httpx", "aiohttp"), default="httpx",
+                        help="HTTP transport of the plain AsyncOpenAI client (openai's default httpx, as the openai engine)")
     parser.add_argument("--skip-server", action="store_true")
     parser.add_argument("--skip-inprocess", action="store_true")
     parser.add_argument("--child", choices=["rsbuild", "plain"], help=argparse.SUPPRESS)
@@ -228,12 +232,15 @@ def main() -> None:
             try:
                 for r in range(args.rounds):
                     run = caption_round(engine, cfg, prompts, samples(5000 + 1000 * r, args.tiles))
-                    pairs.append((run, asyncio.run(plain_openai(server.base_url, "smollm2", run["sent"], args.concurrency))))
+                    plain = asyncio.run(plain_openai(server.base_url, "smollm2", run["sent"], args.concurrency,
+                                                     args.plain_transport))
+                    pairs.append((run, plain))
                     print(f"server round {r}: rsbuild {rate(pairs[-1][0]):.2f} seq/s, plain {rate(pairs[-1][1]):.2f} seq/s", flush=True)
                 metrics = server.metrics()
             finally:
                 engine.close()
-        summary = summarise(f"openai engine / plain AsyncOpenAI, concurrency {args.concurrency}, vLLM server", pairs)
+        summary = summarise(f"openai engine / plain AsyncOpenAI ({args.plain_transport}), concurrency {args.concurrency}, "
+                            "vLLM server", pairs)
         queries, hits = metrics.get("vllm:prefix_cache_queries_total"), metrics.get("vllm:prefix_cache_hits_total")
         summary["server_prefix_cache_hit_rate"] = round(hits / queries, 3) if queries else None
         results.append(summary)

