@@ -98,6 +98,7 @@ Annotation = TypedDict(
         "class": NotRequired[str],  # task "class": the class described
         "source_task": NotRequired[str],  # task "revise": the task of the caption revised
         "attempts": NotRequired[int],
+        "candidate": NotRequired[int],  # best-of-n: index of the kept text among its request's candidates
         "rejected": NotRequired[dict[str, int]],  # texts of this caption slot rejected before it, by reason
         "finish_reason": NotRequired[str],
         "cached_prompt_tokens": NotRequired[int],

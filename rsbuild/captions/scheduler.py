@@ -15,6 +15,9 @@ request's seed, so the bytes do not depend on timing.
   ``cfg.class_min_share`` (and at least the check's 1 %), largest first, at most
   ``cfg.max_class_rows``. ``revise``: ``max(1, cfg.paraphrases)`` rewrites of the tile's
   verified area caption, asked as ONE request with ``n`` texts (needs ``area`` in the tasks).
+* Best of ``cfg.best_of``: each request asks ``best_of`` candidates per caption still missing
+  (``n``; vLLM shares one prefill), checked in order; the first that pass are kept (an annotation
+  records its ``candidate`` index when ``best_of > 1``) and the rest are counted unchecked.
 * Annotations hold only captions that passed the check (``verified: True``); a caption that
   still fails after the last attempt (or was cut off at ``max_tokens``) is kept out of the
   annotations and recorded in ``sample.failures`` (``KEY.json`` → ``caption_failures``) with the
@@ -71,6 +74,7 @@ class CaptionTelemetry:
     captions_generated: int = 0  # texts checked (kept + rejected)
     captions_kept: int = 0
     captions_rejected: int = 0
+    candidates_unchecked: int = 0  # best-of-n candidates left once the slot was filled
     rejected_by_reason: Counter[str] = field(default_factory=Counter)  # "check_failed", "truncated"
     truncated: int = 0
     engine_errors: int = 0
@@ -110,6 +114,7 @@ class CaptionTelemetry:
             "captions_generated": self.captions_generated,
             "captions_kept": self.captions_kept,
             "captions_rejected": self.captions_rejected,
+            "candidates_unchecked": self.candidates_unchecked,
             "rejected_by_reason": dict(sorted(self.rejected_by_reason.items())),
             "truncated": self.truncated,
             "engine_errors": self.engine_errors,
@@ -478,7 +483,7 @@ def _request(job: _Job, cfg: CaptionsConfig) -> CaptionRequest:
         messages=job.messages,
         template=job.template,
         template_sha256=job.template_sha256,
-        n=job.missing,
+        n=job.missing * cfg.best_of,
         seed=request_seed(job.sample.key, job.task, seed_subject, job.attempts, cfg.seed),
         sampling=_sampling(job.engine, cfg),
     )
@@ -503,8 +508,10 @@ def _take(job: _Job, result: CaptionResult, telemetry: CaptionTelemetry) -> None
                             "check_reasons": []}
         return
     subject = job.subject if job.task == "class" else None
-    for text, reason in texts:
+    best_of = request.n > job.missing  # more candidates asked than captions missing
+    for index, (text, reason) in enumerate(texts):
         if job.missing <= 0:
+            telemetry.candidates_unchecked += len(texts) - index
             break
         telemetry.captions_generated += 1
         if reason == TRUNCATED:
@@ -518,7 +525,7 @@ def _take(job: _Job, result: CaptionResult, telemetry: CaptionTelemetry) -> None
         verdict = check_caption(text, job.sample.stats, subject=subject, task=job.task)
         if verdict.ok:
             telemetry.captions_kept += 1
-            job.accepted.append(_annotation(job, result, text))
+            job.accepted.append(_annotation(job, result, text, index if best_of else None))
         else:
             _reject(job, telemetry, "check_failed")
             job.last_failure = {**base, "reason": "check_failed", "detail": "; ".join(verdict.reasons),
@@ -531,7 +538,7 @@ def _reject(job: _Job, telemetry: CaptionTelemetry, reason: str) -> None:
     job.rejected[reason] += 1
 
 
-def _annotation(job: _Job, result: CaptionResult, text: str) -> Annotation:
+def _annotation(job: _Job, result: CaptionResult, text: str, candidate: int | None = None) -> Annotation:
     request = result.request
     ann: Annotation = {
         "task": job.task,
@@ -548,4 +555,6 @@ def _annotation(job: _Job, result: CaptionResult, text: str) -> Annotation:
         ann["class"] = job.subject
     if job.task == "revise":
         ann["source_task"] = "area"
+    if candidate is not None:
+        ann["candidate"] = candidate
     return ann

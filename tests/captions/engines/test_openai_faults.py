@@ -1,11 +1,17 @@
 """The `openai` engine against a real llama.cpp server behind the fault-injecting proxy.
 
-Each fault kind on 10 % of the requests: every caption still comes back, with the same text as
-without faults (texts depend only on request seeds), and the retries are counted under ``llm``.
+Each fault kind on 10 % of the requests: every caption still comes back, and the retries are
+counted under ``llm``. A retry is the very same request (same body: messages, seed, sampling), so
+every request the server answered only once has the same text as without faults. A ``truncate``d
+answer was generated upstream before the proxy cut it, and llama-cpp-python then answers the
+retry from the prompt it has just evaluated (it reuses the longest common prefix of its previous
+prompt): the last prompt token is evaluated on its own, which may change the float rounding and
+so a sampled token. For those requests the test asserts the identical resend, not the same text.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -58,7 +64,14 @@ def test_ten_percent_of_each_fault_keeps_every_caption(llama_server: Any, refere
         finally:
             engine.close()
         counts = proxy.counts()
+        resent = all(proxy.times_seen(request_id) >= 2 for _, request_id, _ in proxy.faulted)
+        faulted = [json.loads(body) for _, _, body in proxy.faulted]
     assert counts["faults"].get(kind, 0) >= 1, counts
-    assert {r.request.key: r.texts for r in results} == reference
-    assert all(r.error is None for r in results)
+    assert all(r.error is None and r.texts for r in results)
+    assert resent  # each faulted request came again byte for byte (same messages, seed, sampling)
+    answered_twice = {r.request.key for r in results if kind == "truncate" and any(
+        body["messages"] == list(r.request.messages) for body in faulted)}
+    assert {r.request.key: r.texts for r in results if r.request.key not in answered_twice} == {
+        key: texts for key, texts in reference.items() if key not in answered_twice}
+    assert len(answered_twice) < REQUESTS // 2  # most requests still compared with the reference
     assert RETRIES.snapshot()["llm"]["retries"] == engine.counters["retries"] >= counts["faults"][kind]
