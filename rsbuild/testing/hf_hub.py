@@ -30,9 +30,17 @@ Download (``hf_hub_download``, ``snapshot_download``, ``HfFileSystem``, ``load_d
   ``EntryNotFound``), which the client turns into its typed errors.
 
 Revisions are ``main`` or a commit id; every commit keeps its own snapshot. A new repo is empty
-(the real Hub adds a ``.gitattributes``). Xet is not spoken and not advertised: huggingface_hub
-sends "lfs" files through Xet whenever ``hf_xet`` is installed, so tests set
-``HF_HUB_DISABLE_XET`` (``hf_xet`` needs a CAS server, which no installable package provides).
+(the real Hub adds a ``.gitattributes``).
+
+Xet: huggingface_hub sends "lfs" files through Xet whenever ``hf_xet`` is installed. Without
+``xet_cas`` this server speaks no Xet (tests set ``HF_HUB_DISABLE_XET``, and a client that asks for
+a Xet token lands in ``unknown``). With ``xet_cas=FOLDER`` it hands out Xet tokens whose CAS is
+``local://FOLDER``: hf_xet's own on-disk CAS (``LocalClient``, inside the hf_xet wheel; no CAS
+server is installable), so hf_xet chunks, dedups and writes xorbs and shards there and reads them
+back, but its HTTP CAS protocol is not exercised. A commit's ``lfsFile`` the server did not receive
+through LFS is looked up by sha256 in the CAS's shards and rebuilt with hf_xet (sha256 checked), as
+the Hub does; its resolve answers and tree entries then carry ``X-Xet-Hash`` / ``xetHash`` and the
+``xet-auth`` link to ``/api/datasets/{repo}/xet-read-token/{rev}``.
 
 Files land in memory. ``tokens`` records the bearer tokens seen (tests assert on them, nothing logs
 them); ``requests`` records every request (which host, client address, whether it carried a token);
@@ -48,12 +56,16 @@ import base64
 import hashlib
 import json
 import re
+import struct
+import tempfile
 import threading
+import time
 import urllib.parse
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
@@ -69,6 +81,9 @@ _TREE = re.compile(rf"^/api/datasets/{_REPO}/tree/([^/]+)(?:/(.+))?$")
 _RESOLVE = re.compile(rf"^/datasets/{_REPO}/resolve/([^/]+)/(.+)$")
 _LFS_BATCH = re.compile(rf"^/datasets/{_REPO}\.git/info/lfs/objects/batch$")
 _LFS_OBJECT = re.compile(r"^/lfs-objects/([0-9a-f]{64})$")
+_XET_TOKEN = re.compile(rf"^/api/datasets/{_REPO}/xet-(read|write)-token/([^/]+)$")
+_SHARD_RECORD = 48  # every record of a Xet shard (MDB v2) is 48 bytes
+_SHARD_VERIFICATION, _SHARD_METADATA_EXT = 1 << 31, 1 << 30  # file flags: verification entries, sha256 record follow
 TREE_PAGE_SIZE, TREE_PAGE_SIZE_EXPANDED = 1000, 50  # the Hub's page sizes
 
 
@@ -93,6 +108,26 @@ def git_oid(data: bytes) -> str:
 def lfs_pointer(data: bytes) -> bytes:
     """The git LFS pointer file that git stores in place of ``data``."""
     return f"version https://git-lfs.github.com/spec/v1\noid sha256:{hashlib.sha256(data).hexdigest()}\nsize {len(data)}\n".encode()
+
+
+def _xet_hex(raw: bytes) -> str:
+    """A Xet hash as hf_xet writes it in hex: each 8-byte word of the stored bytes reversed."""
+    return b"".join(raw[i:i + 8][::-1] for i in range(0, 32, 8)).hex()
+
+
+def xet_shard_files(shard: bytes) -> dict[str, tuple[str, int]]:
+    """sha256 -> (Xet file hash, size) of every file a Xet shard describes (its file info section)."""
+    files: dict[str, tuple[str, int]] = {}
+    at = _SHARD_RECORD  # after the shard header
+    while at + _SHARD_RECORD <= len(shard) and shard[at:at + 32] != b"\xff" * 32:  # a bookend ends the section
+        flags, n = struct.unpack_from("<II", shard, at + 32)
+        size = sum(struct.unpack_from("<I", shard, at + _SHARD_RECORD * (1 + i) + 36)[0] for i in range(n))
+        after = at + _SHARD_RECORD * (1 + n + (n if flags & _SHARD_VERIFICATION else 0))
+        if flags & _SHARD_METADATA_EXT:
+            files[_xet_hex(shard[after:after + 32])] = (_xet_hex(shard[at:at + 32]), size)
+            after += _SHARD_RECORD
+        at = after
+    return files
 
 
 def is_binary(sample: bytes) -> bool:
@@ -121,6 +156,7 @@ class Snapshot:
     title: str
     date: str
     changed: frozenset[str] = field(default=frozenset())
+    xet: dict[str, str] = field(default_factory=dict)  # path -> Xet file hash, for files that came through Xet
 
     def entry(self, path: str, history: list[Snapshot], expand: bool) -> dict[str, Any] | None:
         """The Hub's tree entry for a file or folder, or None when it does not exist."""
@@ -131,6 +167,8 @@ class Snapshot:
                 pointer = lfs_pointer(data)
                 doc |= {"oid": git_oid(pointer),
                         "lfs": {"oid": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": len(pointer)}}
+                if path in self.xet:
+                    doc["xetHash"] = self.xet[path]
             else:
                 doc["oid"] = git_oid(data)
         elif path in self.folders():
@@ -165,7 +203,9 @@ class _Server(ThreadingHTTPServer):
 class HubServer:
     """The fake Hub and its storage host on 127.0.0.1; ``repos[repo_id][path] = bytes`` after each commit."""
 
-    def __init__(self) -> None:
+    def __init__(self, xet_cas: Path | None = None) -> None:
+        self.xet_cas = xet_cas  # hf_xet's local:// CAS folder, or None: no Xet
+        self.xet_hashes: dict[str, str] = {}  # sha256 -> Xet file hash of the files that came through Xet
         self.repos: dict[str, dict[str, bytes]] = {}  # the head of each repo
         self.history: dict[str, list[Snapshot]] = {}
         self.objects: dict[str, bytes] = {}  # LFS storage: sha256 hex -> bytes
@@ -199,6 +239,29 @@ class HubServer:
             return history[-1] if history else None
         return next((s for s in history if s.oid == revision), None)
 
+    def from_xet(self, sha256: str) -> bytes | None:
+        """The file with this sha256, rebuilt by hf_xet from the CAS (None when no shard names it)."""
+        if self.xet_cas is None:
+            return None
+        import hf_xet
+
+        found = {k: v for shard in sorted(self.xet_cas.rglob("*.mdb")) for k, v in xet_shard_files(shard.read_bytes()).items()}
+        if sha256 not in found:
+            return None
+        xet_hash, size = found[sha256]
+        with tempfile.TemporaryDirectory() as tmp:
+            target = str(Path(tmp) / "file")
+            with hf_xet.XetSession().new_file_download_group(endpoint=f"local://{self.xet_cas}", token="server",
+                                                             token_expiry_unix_secs=int(time.time()) + 3600) as group:
+                group.start_download_file(hf_xet.XetFileInfo(xet_hash, size), target)
+            data = Path(target).read_bytes()
+        if hashlib.sha256(data).hexdigest() != sha256:
+            return None
+        with self.lock:
+            self.objects[sha256] = data
+            self.xet_hashes[sha256] = xet_hash
+        return data
+
     def _commit(self, repo_id: str, files: dict[str, bytes], lfs: set[str], summary: str) -> str:
         with self.lock:
             history = self.history.setdefault(repo_id, [])
@@ -209,7 +272,8 @@ class HubServer:
             digest = hashlib.sha1(parent.encode() + json.dumps(sorted((p, hashlib.sha256(d).hexdigest()) for p, d in tree.items())).encode()
                                   + summary.encode())
             date = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-            history.append(Snapshot(digest.hexdigest(), tree, frozenset(lfs_paths), summary, date, frozenset(files)))
+            xet = {p: self.xet_hashes[h] for p in lfs_paths if (h := hashlib.sha256(tree[p]).hexdigest()) in self.xet_hashes}
+            history.append(Snapshot(digest.hexdigest(), tree, frozenset(lfs_paths), summary, date, frozenset(files), xet))
             self.repos[repo_id] = tree
             self.commits.append({"repo": repo_id, "summary": summary, "paths": list(files), "oid": digest.hexdigest()})
             return digest.hexdigest()
@@ -385,6 +449,8 @@ def _handler(hub: HubServer, host: str) -> type[BaseHTTPRequestHandler]:
                     self._send_bytes(hub.objects[match.group(1)], {"ETag": f'"{match.group(1)}"', "Content-Type": "application/octet-stream"})
                 else:
                     self._unknown()
+            elif (match := _XET_TOKEN.match(path)) and hub.xet_cas is not None:
+                self._xet_token(write=match.group(2) == "write")
             elif path.startswith("/api/agent-harnesses"):  # the client's agent registry: none here
                 self._reply(200, {"standardEnvVars": [], "harnesses": {}})
             elif match := _RESOLVE.match(path):
@@ -441,13 +507,29 @@ def _handler(hub: HubServer, host: str) -> type[BaseHTTPRequestHandler]:
                 elif item["key"] == "file":
                     files[value["path"]] = base64.b64decode(value["content"])
                 elif item["key"] == "lfsFile":
-                    if value["oid"] not in hub.objects:
+                    if value["oid"] not in hub.objects and hub.from_xet(value["oid"]) is None:
                         self._reply(400, {"error": f"LFS object {value['oid']} of {value['path']} was never uploaded"})
                         return
                     files[value["path"]] = hub.objects[value["oid"]]
                     lfs.add(value["path"])
             oid = hub._commit(repo_id, files, lfs, summary)
             self._reply(200, {"success": True, "commitUrl": f"{hub.url}/datasets/{repo_id}/commit/{oid}", "commitOid": oid})
+
+        def _xet_token(self, write: bool) -> None:
+            """A Xet token whose CAS is the local folder (in headers and body, as the Hub answers)."""
+            if write and self._token() is None:
+                self._reply(401, {"error": "Invalid credentials"})
+                return
+            expiry = int(time.time()) + 3600
+            cas, token = f"local://{hub.xet_cas}", f"xet-{'write' if write else 'read'}"
+            body = json.dumps({"casUrl": cas, "accessToken": token, "exp": expiry}).encode()
+            self.send_response(200)
+            for name, value in {"X-Xet-Cas-Url": cas, "X-Xet-Access-Token": token,
+                                "X-Xet-Token-Expiration": str(expiry), "Content-Type": "application/json",
+                                "Content-Length": str(len(body))}.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(body)
 
         # ------------------------------------------------------------------ download endpoints
 
@@ -518,8 +600,11 @@ def _handler(hub: HubServer, host: str) -> type[BaseHTTPRequestHandler]:
             data = snapshot.files[path]
             if path in snapshot.lfs:  # to the storage host, as the Hub redirects to its CDN
                 sha256 = hashlib.sha256(data).hexdigest()
+                xet = ({"X-Xet-Hash": hub.xet_hashes[sha256],
+                        "Link": f'<{hub.url}/api/datasets/{repo_id}/xet-read-token/{snapshot.oid}>; rel="xet-auth"'}
+                       if sha256 in hub.xet_hashes else {})
                 self.send_response(302)
-                for name, value in {**commit, "ETag": f'"{git_oid(lfs_pointer(data))}"', "X-Linked-Etag": f'"{sha256}"',
+                for name, value in {**commit, **xet, "ETag": f'"{git_oid(lfs_pointer(data))}"', "X-Linked-Etag": f'"{sha256}"',
                                     "X-Linked-Size": str(len(data)), "Location": f"{hub.storage_url}/lfs-objects/{sha256}",
                                     "Content-Length": "0"}.items():
                     self.send_header(name, value)

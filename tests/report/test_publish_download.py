@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(autouse=True)
 def _online(monkeypatch) -> None:
     """CI sets HF_HUB_OFFLINE=1 so no test reaches the real Hub; this one talks to the loopback Hub only,
-    which speaks git LFS, not Xet (see rsbuild/testing/hf_hub.py)."""
+    on the git LFS path (the Xet path is test_publish_xet.py's)."""
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
@@ -49,7 +49,7 @@ def _user_env(hub: HubServer, home: Path) -> dict[str, str]:
     return env | proxy | {
         "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1",
         "HF_ENDPOINT": hub.url, "HF_HOME": str(home),
-        "HF_HUB_DISABLE_XET": "1",  # the loopback Hub speaks no Xet
+        "HF_HUB_DISABLE_XET": "1",  # the git LFS path: a HubServer without xet_cas speaks no Xet
         "HF_UPDATE_DOWNLOAD_COUNTS": "0",  # datasets counts loads on an AWS bucket, not on the Hub
         "PYTHONPATH": str(ROOT),
     }
