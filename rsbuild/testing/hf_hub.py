@@ -69,7 +69,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from rsbuild.testing.processes import LOOPBACK, send_json
+from rsbuild.testing.processes import LOOPBACK
 from rsbuild.testing.servers import ByteRangeError, parse_byte_range
 
 _REPO = r"([^/]+/[^/]+)"
@@ -300,19 +300,19 @@ def _handler(hub: HubServer, host: str) -> type[BaseHTTPRequestHandler]:
 
         # ------------------------------------------------------------------ plumbing
 
-        def _reply(self, status: int, doc: Any) -> None:
-            send_json(self, status, doc)
-
-        def _error(self, status: int, code: str | None, message: str, headers: dict[str, str] | None = None) -> None:
-            body = json.dumps({"error": message}).encode()
+        def _reply(self, status: int, doc: Any, headers: dict[str, str] | None = None) -> None:
+            """``doc`` as JSON with ``headers`` (no body for HEAD)."""
+            body = json.dumps(doc).encode()
             self.send_response(status)
-            for name, value in {**({"X-Error-Code": code} if code else {}), "X-Error-Message": message, **(headers or {})}.items():
+            for name, value in {**(headers or {}), "Content-Type": "application/json", "Content-Length": str(len(body))}.items():
                 self.send_header(name, value)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(body)
+
+        def _error(self, status: int, code: str | None, message: str, headers: dict[str, str] | None = None) -> None:
+            self._reply(status, {"error": message}, {**({"X-Error-Code": code} if code else {}), "X-Error-Message": message,
+                                                     **(headers or {})})
 
         def _body(self) -> bytes:
             if self.headers.get("Transfer-Encoding", "").lower() == "chunked":  # a streamed PUT
@@ -522,14 +522,8 @@ def _handler(hub: HubServer, host: str) -> type[BaseHTTPRequestHandler]:
                 return
             expiry = int(time.time()) + 3600
             cas, token = f"local://{hub.xet_cas}", f"xet-{'write' if write else 'read'}"
-            body = json.dumps({"casUrl": cas, "accessToken": token, "exp": expiry}).encode()
-            self.send_response(200)
-            for name, value in {"X-Xet-Cas-Url": cas, "X-Xet-Access-Token": token,
-                                "X-Xet-Token-Expiration": str(expiry), "Content-Type": "application/json",
-                                "Content-Length": str(len(body))}.items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(body)
+            self._reply(200, {"casUrl": cas, "accessToken": token, "exp": expiry},
+                        {"X-Xet-Cas-Url": cas, "X-Xet-Access-Token": token, "X-Xet-Token-Expiration": str(expiry)})
 
         # ------------------------------------------------------------------ download endpoints
 
@@ -570,16 +564,11 @@ def _handler(hub: HubServer, host: str) -> type[BaseHTTPRequestHandler]:
             start = int(params.get("cursor", ["0"])[0])
             page = paths[start:start + size]
             history = hub.history[repo_id]
-            doc = [snapshot.entry(p, history, expand) for p in page]
-            body = json.dumps(doc).encode()
-            self.send_response(200)
+            link = {}
             if start + size < len(paths):  # the next page, as the Hub links it
                 query = urllib.parse.urlencode({**{k: v[0] for k, v in params.items()}, "cursor": start + size})
-                self.send_header("Link", f'<{hub.url}{self.path.partition("?")[0]}?{query}>; rel="next"')
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+                link["Link"] = f'<{hub.url}{self.path.partition("?")[0]}?{query}>; rel="next"'
+            self._reply(200, [snapshot.entry(p, history, expand) for p in page], link)
 
         def _paths_info(self, repo_id: str, revision: str, form: dict[str, list[str]]) -> None:
             snapshot = self._snapshot(repo_id, revision)
