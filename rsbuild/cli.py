@@ -150,10 +150,14 @@ def init(path: Annotated[Path, typer.Argument(help="where to write the example c
       rsbuild init
       rsbuild init my-run.toml
     """
-    from rsbuild.config import write_example
+    from rsbuild.config import load_config, write_example
+    from rsbuild.presets import SCENE_PRESETS
 
     write_example(path)
-    console.print(f"wrote {path}; edit [pois], [scenes] and [labels], then run rsbuild build --config {path} --out OUT",
+    preset = load_config(path).scenes.preset
+    console.print(f"wrote {path}; edit [pois], [scenes] and [labels], then run rsbuild build --config {path} --out OUT\n"
+                  f"imagery: scenes.preset = {preset!r}: {SCENE_PRESETS[preset].description}; "
+                  f"other presets: {', '.join(name for name in SCENE_PRESETS if name != preset)}",
                   markup=False, highlight=False)
 
 

@@ -108,6 +108,17 @@ def test_init_and_bad_config_give_clear_messages(tmp_path):
     assert result.exit_code == 2 and "pois.path" in result.output  # the example's pois.csv does not exist
 
 
+def test_init_says_which_imagery_preset_the_example_uses(tmp_path):
+    from rsbuild.config import load_config
+
+    result = runner.invoke(app, ["init", str(tmp_path / "rsbuild.toml")])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 0
+    assert "scenes.preset = 'earth-search-c1'" in said and "sentinel-2-c1-l2a" in said and "planetary-computer, cdse" in said
+    scenes = load_config(tmp_path / "rsbuild.toml").scenes
+    assert (scenes.preset, scenes.collection) == ("earth-search-c1", "sentinel-2-c1-l2a")
+
+
 def test_demo_shows_live_progress_without_errors(tmp_path: Path) -> None:
     """The progress display is drawn (force_terminal), so every progress row must render."""
     from rich.console import Console

@@ -86,3 +86,16 @@ def test_readme_imports_name_what_the_package_has() -> None:
         module = importlib.import_module(module_name)
         for name in names.split(","):
             assert hasattr(module, name.strip()), f"README: {module_name} has no {name.strip()}"
+
+
+def test_readme_tells_a_new_user_what_to_install_and_which_credentials_each_source_needs() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    install = readme.split("## Prerequisites and install time", 1)[1].split("\n## ", 1)[0]
+    assert "Python ≥ 3.11" in install and "CMake" in install and "17 minutes" in install
+    credentials = readme.split("### Credentials", 1)[1].split("\n### ", 1)[0]
+    for source, secret in [("Planetary Computer", "sign_hrefs"), ("Copernicus Data Space", "AWS_SECRET_ACCESS_KEY"),
+                           ("Earth Engine", "GOOGLE_APPLICATION_CREDENTIALS"), ("Hugging Face Hub", "HF_TOKEN")]:
+        assert re.search(rf"^\| {source}.*{secret}", credentials, re.MULTILINE), source
+    performance = readme.split("## Performance", 1)[1].split("\n## ", 1)[0]
+    assert "| figure | measured | target | load |" in performance  # a table of ratios, not a log
+    assert "### Download from the Hub" in readme and "resolve/main/shards/train-{" in readme

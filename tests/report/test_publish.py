@@ -26,8 +26,8 @@ def _dataset(out: Path) -> None:
 
 @pytest.fixture(autouse=True)
 def _online(monkeypatch) -> None:
-    """CI sets HF_HUB_OFFLINE=1 so no test reaches the real Hub; these tests talk to the loopback Hub only,
-    which speaks git LFS, not Xet (the client would send binary files through Xet with hf_xet installed)."""
+    """CI sets HF_HUB_OFFLINE=1 so no test reaches the real Hub; these tests talk to the loopback Hub only.
+    They take the git LFS path (a client without hf_xet); the Xet path is test_publish_xet.py's."""
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
