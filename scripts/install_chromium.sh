@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Install Debian's chromium for the headless-browser preview test (tests/test_preview.py).
-# Does nothing when /usr/bin/chromium already exists. Needs root (apt-get); uses sudo if not root.
+# Install the Debian packages the tests run: chromium (the headless-browser preview test) and curl
+# (webdataset's reader of http(s) shard URLs, in the Hub download test).
+# Does nothing when both are there already. Needs root (apt-get); uses sudo if not root.
 set -euo pipefail
-if [ -x /usr/bin/chromium ]; then
+if [ -x /usr/bin/chromium ] && command -v curl > /dev/null; then
     exit 0
 fi
 SUDO=""
@@ -11,4 +12,4 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update
-$SUDO apt-get install -y chromium
+$SUDO apt-get install -y chromium curl
