@@ -42,9 +42,10 @@ def _published_files(out: Path) -> dict[str, bytes]:
 
 def _user_env(hub: HubServer, home: Path) -> dict[str, str]:
     """A user's fresh environment pointed at the loopback Hub: no token, an empty cache, and every other
-    host sent to the loopback Hub as to a proxy (so a request for one is seen, never sent out)."""
+    host sent to the loopback Hub as to a proxy (so a request for one is seen, never sent out). CI's offline
+    switches go too: huggingface_hub also reads TRANSFORMERS_OFFLINE as HF_HUB_OFFLINE."""
     env = {k: v for k, v in os.environ.items()
-           if not k.upper().startswith(("HF_", "HUGGINGFACE", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"))}
+           if not k.upper().startswith(("HF_", "HUGGINGFACE", "TRANSFORMERS_", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"))}
     proxy = dict.fromkeys(("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"), hub.url)
     return env | proxy | {
         "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1",
