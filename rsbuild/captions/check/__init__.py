@@ -45,6 +45,7 @@ from rsbuild.captions.check.compare import (
     check_comparisons,
     check_denials,
     check_filled_centre,
+    present_class_count,
 )
 from rsbuild.captions.check.compare import MIN_ELONGATION_FOR_DIRECTION as MIN_ELONGATION_FOR_DIRECTION
 from rsbuild.captions.check.compare import NEGATED_PRESENT_SHARE as NEGATED_PRESENT_SHARE
@@ -71,7 +72,7 @@ from rsbuild.captions.check.spans import Span, scan
 from rsbuild.captions.check.text import normalise
 from rsbuild.captions.check.vocabulary import unknown_class_names, vocabulary_for
 
-__all__ = ["Verdict", "check_caption", "DEFAULT_MIN_SHARE", "REASON_CODES"]
+__all__ = ["Verdict", "check_caption", "present_class_count", "DEFAULT_MIN_SHARE", "REASON_CODES"]
 
 
 @dataclass

@@ -23,6 +23,14 @@ TRACE_MAX_PERCENT = 12.0  # "hardly any X" fails when X covers more than this
 ORIENTATION_TOLERANCE_DEG = 35.0
 MIN_ELONGATION_FOR_DIRECTION = 1.5
 THIN_ELONGATION = 5.0  # components this elongated are judged by their major axis, not their box
+COUNTED_CLASS_SHARE = 0.01  # the number of classes is only stated when every class holds this share
+
+
+def present_class_count(stats: Mapping[str, Any]) -> int | None:
+    """How many land-cover classes the tile shows, or None when a trace class (below
+    ``COUNTED_CLASS_SHARE``) makes the number a matter of reading (VQA ``num_classes``' rule)."""
+    shares = [float(c.get("share", 0.0)) for c in stats.get("classes", []) if "name" in c]
+    return len(shares) if shares and min(shares) >= COUNTED_CLASS_SHARE else None
 
 
 class _Facts:
