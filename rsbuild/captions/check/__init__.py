@@ -42,6 +42,7 @@ from rsbuild.captions.check.compare import (
     DEFAULT_MIN_SHARE,
     Checker,
     check_claim,
+    check_class_count,
     check_comparisons,
     check_denials,
     check_filled_centre,
@@ -64,7 +65,10 @@ from rsbuild.captions.check.faults import (
     impossible_directions,
     invented_classes,
     invented_names,
+    nonsense_phrases,
     off_topic,
+    remainder_claims,
+    shape_claims,
     worked_examples,
 )
 from rsbuild.captions.check.negation import apply_negation
@@ -111,6 +115,9 @@ def check_caption(text: str, stats: Mapping[str, Any], *, subject: str | None = 
     sentences = split_sentences(normalised, spans)
     subject_span = Span(-1, -1, "subject", subject, subject or "") if subject else None
     pairs = attach(normalised, sentences, subject_span)
+    if subject_span is not None:  # a class caption's parts are its class's ("a few large patches that cover ... area")
+        pairs = [(attr, subject_span if attr.kind == "count" and mention.kind == "sink" else mention)
+                 for attr, mention in pairs]
 
     asked_about = {subject} if subject else set()
     if task == "linear":  # the linear prompt names the elongated features, however small
@@ -142,6 +149,7 @@ def check_caption(text: str, stats: Mapping[str, Any], *, subject: str | None = 
     check_denials(checker, sentences, denials)
     check_comparisons(checker, sentences)
     check_filled_centre(checker, spans)
+    check_class_count(checker)
     for reason in invented_classes(normalised, spans):
         checker.fail(reason, "class")
     for reason in contradictory_directions(normalised):
@@ -164,6 +172,12 @@ def check_caption(text: str, stats: Mapping[str, Any], *, subject: str | None = 
         checker.fail(reason, "class")
     for reason in class_is_class(normalised, spans):
         checker.fail(reason, "class")
+    for reason in nonsense_phrases(normalised, text, spans):
+        checker.fail(reason, "text")
+    for reason in remainder_claims(normalised, spans, checker.facts):
+        checker.fail(reason, "share")
+    for reason in shape_claims(normalised, spans, checker.facts):
+        checker.fail(reason, "text")
     return Verdict(not checker.reasons, checker.reasons, checker.codes)
 
 

@@ -13,7 +13,7 @@ from functools import lru_cache
 from typing import Any
 
 _LEXICON: dict[str, tuple[str, ...]] = {
-    "water": (r"waters?", r"water[- ]?bod(?:y|ies)", r"aquatic (?:areas?|surfaces?|zones?)",
+    "water": (r"waters?", r"(?:fresh|open|surface)[- ]?waters?", r"water[- ]?bod(?:y|ies)", r"aquatic (?:areas?|surfaces?|zones?)",
               r"rivers?", r"river ?beds?", r"streams?", r"creeks?",
               r"canals?", r"channels?", r"lakes?", r"ponds?", r"reservoirs?", r"lagoons?", r"seas?", r"oceans?",
               r"bays?", r"estuar(?:y|ies)", r"coast(?:line)?s?", r"shore(?:line)?s?", r"inlets?",

