@@ -69,6 +69,7 @@ from rsbuild.captions.check.faults import (
     off_topic,
     remainder_claims,
     shape_claims,
+    vegetation_claims,
     worked_examples,
 )
 from rsbuild.captions.check.negation import apply_negation
@@ -178,6 +179,8 @@ def check_caption(text: str, stats: Mapping[str, Any], *, subject: str | None = 
         checker.fail(reason, "share")
     for reason in shape_claims(normalised, spans, checker.facts):
         checker.fail(reason, "text")
+    for reason in vegetation_claims(normalised, spans, stats):
+        checker.fail(reason, "vegetation")
     return Verdict(not checker.reasons, checker.reasons, checker.codes)
 
 

@@ -15,7 +15,7 @@ from rsbuild.captions.check.clauses import Clause, Sentence
 from rsbuild.captions.check.spans import LINEAR_CUE, LINEAR_NOUN, REGIONAL_SHARE_TAIL, TOGETHER, Region, Span, vector
 
 REASON_CODES = ("class", "share", "count", "position", "direction", "rank", "relative", "copied_example", "no_fact",
-                "text")
+                "text", "vegetation")
 """What a failed claim was about; ``Verdict.codes`` holds one per reason (runs count rejections by code)."""
 DEFAULT_MIN_SHARE = 0.01  # a named class must cover at least this share of the valid pixels
 NEGATED_PRESENT_SHARE = 0.03  # "there is no X" fails when X covers at least this share

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
+from typing import Any
 
 from rsbuild.captions.check.clauses import Sentence
 from rsbuild.captions.check.compare import THIN_ELONGATION, _Facts
 from rsbuild.captions.check.spans import ATTRIBUTE_KINDS, DIR, Span, vector
 from rsbuild.captions.check.text import normalise
+from rsbuild.chips.bands import vegetation_density
 
 # a "-land" compound ("rushland", "rough-land") that the vocabulary does not know: an invented class
 _INVENTED_LAND = re.compile(r"\b(?:[a-z]{3,}-?lands?)\b")
@@ -375,4 +377,64 @@ def shape_claims(text: str, spans: Sequence[Span], facts: _Facts) -> list[str]:
         comps = facts.components.get(str(owner.value), [])
         if comps and all(float(c.get("elongation", 0.0)) >= THIN_ELONGATION for c in comps):
             reasons.append(f"says {owner.value} is '{match.group(0)}', but it is a long, narrow strip")
+    return reasons
+
+
+# --- vegetation density and health, against NDVI ------------------------------------------------------
+_DENSE_WORDS = (r"dense(?:ly vegetated)?|thick|lush|luxuriant|verdant|healthy|vigorous|thriving|flourishing|"
+                r"rich green|vibrant green|deep green")
+_SPARSE_WORDS = (r"sparse(?:ly vegetated)?|thin|patchy|scant|scanty|stressed|unhealthy|withered|wilted|dried[- ]out|"
+                 r"parched|dying|struggling")
+_DENSITY_WORD = rf"(?P<word>{_DENSE_WORDS}|{_SPARSE_WORDS})"
+# "lush grassland", "dense, healthy forest", "sparse shrubs": the words just before a class or vegetation word
+_DENSITY_BEFORE = re.compile(rf"\b{_DENSITY_WORD}(?:\s*,\s*|\s+and\s+|\s+)(?:(?:{_DENSE_WORDS}|{_SPARSE_WORDS}|green|"
+                             r"and|very|quite|rather|fairly|mostly|largely|tall|low|mature|young)(?:\s*,\s*|\s+))*$")
+# "the forest is dense", "the crops look healthy", "shrubs appear sparse": the word after a class and a verb
+_DENSITY_AFTER = re.compile(rf"^\s+(?:is|are|looks?|appears?|seems?|remains?|grows?)\s+(?:to be\s+)?(?:very\s+|quite\s+|"
+                            rf"rather\s+|fairly\s+|mostly\s+|largely\s+|relatively\s+)?{_DENSITY_WORD}\b")
+# classes whose density words speak of something else ("dense built-up area", "thick ice", "sparse settlement")
+_NOT_VEGETATED = re.compile(r"built|water|snow|ice|bare|cloud")
+_NEGATED_DENSITY = re.compile(r"\b(?:no|not|without|nor|neither|never|hardly|barely)\s+(?:\w+\s+)?$")
+
+
+def vegetation_claims(text: str, spans: Sequence[Span], stats: Mapping[str, Any]) -> list[str]:
+    """Reasons for words of vegetation density or health that NDVI contradicts.
+
+    With indices in the stats (``output.bands = "all"``) a word such as "dense", "lush" or "healthy" before
+    or after a vegetated class ("lush grassland", "the forest is dense") claims the class's mean NDVI is dense
+    green vegetation, and "sparse", "patchy" or "stressed" that it is not; `vegetation_density` reads the NDVI. A
+    claim fails only when NDVI says the opposite (dense against sparse): between the two ("moderate") neither
+    word is contradicted. Before a plain vegetation word ("dense vegetation") "dense" fails only when no class
+    of the tile is more than sparse; "dense built-up area" or "thick ice" are no vegetation claims. Without indices (or for a class with no clear pixel) such words are no
+    claim the check can verify: they are ignored, neither passing nor failing a caption."""
+    if not stats.get("indices"):
+        return []
+    ndvi = {str(c.get("name")): (c.get("indices") or {}).get("ndvi") for c in stats.get("classes", [])
+            if not _NOT_VEGETATED.search(str(c.get("name")))}
+    densities = {name: vegetation_density(value) for name, value in ndvi.items()}
+    reasons = []
+    for sp in spans:
+        if sp.negated or sp.kind not in ("class", "sink"):
+            continue
+        before = _DENSITY_BEFORE.search(text, max(0, sp.start - 60), sp.start)
+        after = _DENSITY_AFTER.match(text[sp.end:sp.end + 60]) if sp.kind == "class" else None
+        for match in (before, after):
+            if match is None or _NEGATED_DENSITY.search(text, max(0, sp.start - 80), match.start("word")
+                                                        if match is before else sp.start):
+                continue
+            word = match.group("word")
+            claims_dense = re.fullmatch(_DENSE_WORDS, word) is not None
+            if sp.kind == "class":
+                density = densities.get(str(sp.value))
+                if density is None:
+                    continue
+                if density == ("sparse" if claims_dense else "dense"):
+                    reasons.append(f"calls {sp.value} '{word}', but its NDVI ({ndvi[str(sp.value)]:.2f}) says "
+                                   f"{density} vegetation")
+            elif re.fullmatch(r"vegetation|vegetated(?: areas?| land)?|greenery|plants?|green (?:areas?|spaces?|cover|"
+                              r"patches)", sp.text) and claims_dense:
+                known = [d for d in densities.values() if d is not None]
+                if known and all(d == "sparse" for d in known):
+                    reasons.append(f"speaks of '{word}' vegetation, but no class of the tile has more than sparse "
+                                   f"vegetation by NDVI")
     return reasons
