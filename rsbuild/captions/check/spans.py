@@ -244,7 +244,7 @@ class _Scanner:
         self.spans: list[Span] = []
 
     def free(self, start: int, end: int) -> bool:
-        return not any(self.taken[start:end])
+        return self.taken.find(1, start, end) < 0
 
     def add(self, start: int, end: int, kind: str, value: Any = None) -> Span | None:
         while end > start and self.text[end - 1] == " ":
