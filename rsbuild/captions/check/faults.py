@@ -210,13 +210,13 @@ def off_topic(text: str, sentences: Sequence[Sentence]) -> list[str]:
     reasons = []
     if total and off / total >= OFF_TOPIC_WORD_SHARE:
         reasons.append("mostly not about the image (general or invented text, no fact of the tile)")
-    measure = _MEASURE.search(text)
-    if measure:
-        reasons.append(f"gives a size in units a land-cover map does not hold ('{measure.group(0)}')")
-    thing = _OBJECT.search(text)
-    if thing:
-        reasons.append(f"describes one object ('{thing.group(0)}'), which a land-cover map does not show")
-    return reasons
+    return reasons + _found(text, ((_MEASURE, "gives a size in units a land-cover map does not hold ('{}')"),
+                                   (_OBJECT, "describes one object ('{}'), which a land-cover map does not show")))
+
+
+def _found(text: str, faults: Iterable[tuple[re.Pattern[str], str]]) -> list[str]:
+    """One reason per pattern that occurs in ``text``, its first match put into the message."""
+    return [message.format(match.group(0)) for pattern, message in faults if (match := pattern.search(text))]
 
 
 def invented_names(original: str, spans: Sequence[Span]) -> list[str]:
@@ -321,12 +321,8 @@ def nonsense_phrases(text: str, original: str, spans: Sequence[Span]) -> list[st
             before = next((c for c in reversed(classes) if c.end <= sp.start), None)
             if before and re.fullmatch(r"\s+", text[before.end:sp.start]) and _FUSING_ADJECTIVE.fullmatch(before.text):
                 reasons.append(f"names '{text[before.start:sp.end]}', which is no land-cover class")
-    species = _SPECIES.search(original)
-    if species:
-        reasons.append(f"names a species ('{species.group(0)}'), which a land-cover map does not show")
-    extremes = _BOTH_EXTREMES.search(text)
-    if extremes:
-        reasons.append(f"contradicts itself: '{extremes.group(0)}'")
+    reasons += _found(original, ((_SPECIES, "names a species ('{}'), which a land-cover map does not show"),))
+    reasons += _found(text, ((_BOTH_EXTREMES, "contradicts itself: '{}'"),))
     for sp in spans:
         if sp.kind != "relative" or sp.text.split()[0] in ("above", "below", "beneath"):
             continue
