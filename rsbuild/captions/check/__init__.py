@@ -42,9 +42,11 @@ from rsbuild.captions.check.compare import (
     DEFAULT_MIN_SHARE,
     Checker,
     check_claim,
+    check_class_count,
     check_comparisons,
     check_denials,
     check_filled_centre,
+    present_class_count,
 )
 from rsbuild.captions.check.compare import MIN_ELONGATION_FOR_DIRECTION as MIN_ELONGATION_FOR_DIRECTION
 from rsbuild.captions.check.compare import NEGATED_PRESENT_SHARE as NEGATED_PRESENT_SHARE
@@ -63,7 +65,11 @@ from rsbuild.captions.check.faults import (
     impossible_directions,
     invented_classes,
     invented_names,
+    nonsense_phrases,
     off_topic,
+    remainder_claims,
+    shape_claims,
+    vegetation_claims,
     worked_examples,
 )
 from rsbuild.captions.check.negation import apply_negation
@@ -71,7 +77,7 @@ from rsbuild.captions.check.spans import Span, scan
 from rsbuild.captions.check.text import normalise
 from rsbuild.captions.check.vocabulary import unknown_class_names, vocabulary_for
 
-__all__ = ["Verdict", "check_caption", "DEFAULT_MIN_SHARE", "REASON_CODES"]
+__all__ = ["Verdict", "check_caption", "present_class_count", "DEFAULT_MIN_SHARE", "REASON_CODES"]
 
 
 @dataclass
@@ -110,6 +116,9 @@ def check_caption(text: str, stats: Mapping[str, Any], *, subject: str | None = 
     sentences = split_sentences(normalised, spans)
     subject_span = Span(-1, -1, "subject", subject, subject or "") if subject else None
     pairs = attach(normalised, sentences, subject_span)
+    if subject_span is not None:  # a class caption's parts are its class's ("a few large patches that cover ... area")
+        pairs = [(attr, subject_span if attr.kind == "count" and mention.kind == "sink" else mention)
+                 for attr, mention in pairs]
 
     asked_about = {subject} if subject else set()
     if task == "linear":  # the linear prompt names the elongated features, however small
@@ -141,6 +150,7 @@ def check_caption(text: str, stats: Mapping[str, Any], *, subject: str | None = 
     check_denials(checker, sentences, denials)
     check_comparisons(checker, sentences)
     check_filled_centre(checker, spans)
+    check_class_count(checker)
     for reason in invented_classes(normalised, spans):
         checker.fail(reason, "class")
     for reason in contradictory_directions(normalised):
@@ -163,6 +173,14 @@ def check_caption(text: str, stats: Mapping[str, Any], *, subject: str | None = 
         checker.fail(reason, "class")
     for reason in class_is_class(normalised, spans):
         checker.fail(reason, "class")
+    for reason in nonsense_phrases(normalised, text, spans):
+        checker.fail(reason, "text")
+    for reason in remainder_claims(normalised, spans, checker.facts):
+        checker.fail(reason, "share")
+    for reason in shape_claims(normalised, spans, checker.facts):
+        checker.fail(reason, "text")
+    for reason in vegetation_claims(normalised, spans, stats):
+        checker.fail(reason, "vegetation")
     return Verdict(not checker.reasons, checker.reasons, checker.codes)
 
 

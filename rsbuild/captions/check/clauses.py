@@ -36,9 +36,14 @@ class Sentence:
 
 
 def split_sentences(text: str, spans: list[Span]) -> list[Sentence]:
+    within = bytearray(len(text) + 1)  # 1 at positions strictly inside a span (sentence cuts skip them) ...
+    covered = bytearray(len(text) + 1)  # ... and at positions a span covers (clause boundaries skip them)
+    for sp in spans:
+        within[sp.start + 1:sp.end] = b"\x01" * max(0, sp.end - sp.start - 1)
+        covered[sp.start:sp.end] = b"\x01" * max(0, sp.end - sp.start)
     cuts = [0]
     for match in SENTENCE.finditer(text):
-        if not any(sp.start < match.start() < sp.end for sp in spans):
+        if not within[match.start()]:
             cuts.append(match.end())
     cuts.append(len(text))
     sentences = []
@@ -48,7 +53,7 @@ def split_sentences(text: str, spans: list[Span]) -> list[Sentence]:
         inner = [sp for sp in spans if a <= sp.start < b]
         bounds = [a]
         for match in BOUNDARY.finditer(text, a, b):
-            if not any(sp.start <= match.start() < sp.end for sp in inner):
+            if not covered[match.start()] or not any(sp.start <= match.start() < sp.end for sp in inner):
                 bounds.append(match.start())
         bounds.append(b)
         clauses = []

@@ -15,7 +15,7 @@ from rsbuild.captions.check.clauses import Clause, Sentence
 from rsbuild.captions.check.spans import LINEAR_CUE, LINEAR_NOUN, REGIONAL_SHARE_TAIL, TOGETHER, Region, Span, vector
 
 REASON_CODES = ("class", "share", "count", "position", "direction", "rank", "relative", "copied_example", "no_fact",
-                "text")
+                "text", "vegetation")
 """What a failed claim was about; ``Verdict.codes`` holds one per reason (runs count rejections by code)."""
 DEFAULT_MIN_SHARE = 0.01  # a named class must cover at least this share of the valid pixels
 NEGATED_PRESENT_SHARE = 0.03  # "there is no X" fails when X covers at least this share
@@ -23,6 +23,14 @@ TRACE_MAX_PERCENT = 12.0  # "hardly any X" fails when X covers more than this
 ORIENTATION_TOLERANCE_DEG = 35.0
 MIN_ELONGATION_FOR_DIRECTION = 1.5
 THIN_ELONGATION = 5.0  # components this elongated are judged by their major axis, not their box
+COUNTED_CLASS_SHARE = 0.01  # the number of classes is only stated when every class holds this share
+
+
+def present_class_count(stats: Mapping[str, Any]) -> int | None:
+    """How many land-cover classes the tile shows, or None when a trace class (below
+    ``COUNTED_CLASS_SHARE``) makes the number a matter of reading (VQA ``num_classes``' rule)."""
+    shares = [float(c.get("share", 0.0)) for c in stats.get("classes", []) if "name" in c]
+    return len(shares) if shares and min(shares) >= COUNTED_CLASS_SHARE else None
 
 
 class _Facts:
@@ -144,6 +152,42 @@ _FILLS = re.compile(r"\b(?:fill(?:s|ing|ed)?|(?:is|are) (?:covered|blanketed|tak
 FILLED_REGION_SHARE = 0.3
 
 
+# "X covers 39%, south-west", "X is 6% of the image, across the center": the place of the class as a whole
+_APPOSITIVE_PLACE = re.compile(
+    r"(?:\d%|\d percent|\d per cent|half|thirds?|quarters?)(?: of (?:the |this )?(?:image|tile|scene|area|picture|frame))?"
+    r"\s*,\s*(?:mostly |mainly |largely |primarily |chiefly )?(?:(?:lying |located |found )?(?:in|across|at|on|along|"
+    r"towards?|to|through) )?(?:the )?$")
+CLEAR_SIDE = 0.03  # a class "in the north" as a whole has its centroid this far north of the middle
+
+
+def _lies_mostly(region: Region, cls: Mapping[str, Any], comps: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether the class as a whole (its centroid, or that of a part holding half its pixels) lies at the
+    claimed side: per claimed axis its 3x3 cell (the stats' ``position``) matches, is neutral or is opposite;
+    a single side also matches when the centroid lies clearly on that side of the middle. No axis may be
+    opposite, and one must match; a corner or quadrant needs pixels in its 3x3 corner cell."""
+    single = (region.v is None) != (region.h is None)
+    if not single and cls.get("bbox") and not _box_reaches(Region(region.v, region.h, 1 / 3, "corner"), cls["bbox"]):
+        return False  # "south-west" with no pixel in the south-west cell
+    anchors = [cls] + [c for c in comps[:1] if float(c.get("pixels", 0)) >= 0.5 * float(cls.get("pixels", 1) or 1)]
+    for anchor in anchors:
+        centroid = anchor.get("centroid")
+        if not centroid:
+            return True
+        cx, cy = float(centroid[0]), float(centroid[1])
+        col, row = (min(max(int(v * 3), 0), 2) for v in (cx, cy))
+        states = []
+        for side, cell, value in ((region.v, row, cy), (region.h, col, cx)):
+            if side not in ("N", "S", "E", "W"):
+                continue
+            near = side in ("N", "W")
+            clear = value < 0.5 - CLEAR_SIDE if near else value > 0.5 + CLEAR_SIDE
+            states.append("match" if cell == (0 if near else 2) or (single and clear)
+                          else "opposite" if cell == (2 if near else 0) else "neutral")
+        if not states or ("opposite" not in states and "match" in states):
+            return True
+    return False
+
+
 _RUNS = re.compile(r"\b(?:runs?|running|flows?|flowing|stretch(?:es|ing)?|cross(?:es|ing))\b")
 SMALL_BESIDE_CLASS = 0.15  # a part under this share of its class's pixels, or ...
 SMALL_IN_IMAGE = 0.05  # ... under this share of the image (not in a class caption), may be called small
@@ -155,13 +199,24 @@ def _most_in(region: Region, cls: Mapping[str, Any], comps: list[Mapping[str, An
     x0, x1 = _axis_interval(region.h, region.depth)
     y0, y1 = _axis_interval(region.v, region.depth)
     area = (x1 - x0) * (y1 - y0) * total_pixels
+    if not area:
+        return 1.0
+    return min(1.0, _held_in(region, (x0, y0, x1, y1), cls, comps, total_pixels) / area)
+
+
+def _held_in(region: Region, window: Sequence[float], cls: Mapping[str, Any], comps: Sequence[Mapping[str, Any]],
+             total_pixels: float) -> float:
+    """An upper bound of the class's pixels inside ``window`` [x0, y0, x1, y1] (thin parts by their axis in
+    ``region``); the class's own pixels when the stats lack boxes."""
+    x0, y0, x1, y1 = window
 
     def room(box: Sequence[float]) -> float:
         bx0, by0, bx1, by1 = (float(v) for v in box)
         return _overlap(bx0, bx1, x0, x1) * _overlap(by0, by1, y0, y1) * total_pixels
 
-    if not area or not cls.get("bbox") or not comps or any("bbox" not in c for c in comps):
-        return 1.0
+    if not cls.get("bbox") or not comps or any("bbox" not in c for c in comps):
+        return float(cls.get("pixels", 0)) or total_pixels
+
     def part_in(comp: Mapping[str, Any]) -> float:  # a thin strip holds the share of its axis in the region
         pixels = float(comp.get("pixels", 0))
         if float(comp.get("elongation", 0.0)) >= THIN_ELONGATION and "centroid" in comp:
@@ -170,8 +225,23 @@ def _most_in(region: Region, cls: Mapping[str, Any], comps: list[Mapping[str, An
 
     listed = sum(float(c.get("pixels", 0)) for c in comps)
     rest = max(0.0, float(cls.get("pixels", listed)) - listed)  # small patches (and any unlisted part)
-    held = sum(part_in(c) for c in comps) + min(rest, room(cls["bbox"]))
-    return min(1.0, held / area)
+    return sum(part_in(c) for c in comps) + min(rest, room(cls["bbox"]))
+
+
+_CENTRE_CELL = (1 / 3, 1 / 3, 2 / 3, 2 / 3)
+CENTRE_CELL_SHARE = 0.3  # a class "in the centre" may hold this share of the centre cell, or ...
+CENTRE_CLASS_SHARE = 0.5  # ... this share of its own pixels may lie in it
+
+
+def _reaches_centre(cls: Mapping[str, Any], comps: Sequence[Mapping[str, Any]], total_pixels: float) -> bool:
+    """Whether a class's centroid lies in the 3x3 centre cell (its ``position``), or the class can hold a good
+    part of that cell or have a good part of itself there."""
+    centroid = cls.get("centroid")
+    if not total_pixels or not centroid or _cell_in(Region("C", "C", 1 / 3, "center"), centroid):
+        return True
+    held = _held_in(Region("C", "C", 1 / 3, "center"), _CENTRE_CELL, cls, comps, total_pixels)
+    pixels = float(cls.get("pixels", 0)) or total_pixels
+    return held >= min(CENTRE_CELL_SHARE * total_pixels / 9, CENTRE_CLASS_SHARE * pixels)
 
 
 def _cell_in(region: Region, centroid: Sequence[float]) -> bool:
@@ -384,6 +454,15 @@ class Checker:
                       "position")
         elif not _present_in(claim.value, cls, comps, self.facts.image_share(name), self.facts.total_pixels):
             self.fail(f"places {name} at '{claim.text.strip()}', but it lies in {_where(cls)}", "position")
+        elif (claim.value.kind == "center" and not re.search(r"'s\s+(?:very\s+)?$", self.text[max(0, claim.start - 12):
+                                                                                            claim.start])
+              and not _reaches_centre(cls, comps, self.facts.total_pixels)):  # "a wetland's center" is its own
+            self.fail(f"places {name} at '{claim.text.strip()}', but little of it can lie in the centre "
+                      f"(it lies in {_where(cls)})", "position")
+        elif (claim.value.kind != "center" and claim.start > mention.end
+              and (lead := _APPOSITIVE_PLACE.search(self.text, max(mention.end, claim.start - 80), claim.start))
+              and "across" not in lead.group(0) and not _lies_mostly(claim.value, cls, comps)):
+            self.fail(f"places {name} as a whole at '{claim.text.strip()}', but it lies in {_where(cls)}", "position")
         elif claim.value.kind in ("center", "corner") and _FILLS.search(self.text, min(mention.end, claim.end),
                                                              max(mention.start, claim.start)):
             most = _most_in(claim.value, cls, comps, self.facts.total_pixels)
@@ -499,6 +578,29 @@ def check_claim(checker: Checker, mention: Span, claim: Span, clause: Clause | N
     elif claim.kind == "count":
         regions = [a.value for a in (clause.attributes if clause else []) if a.kind == "position"]
         checker.check_count(mention, claim, regions[0] if len(regions) == 1 else None)
+
+
+# "this tile shows 4 land-cover classes", "there are 3 different land cover types": the number of classes
+_CLASS_COUNT = re.compile(
+    r"\b(?:shows?|showing|has|have|having|contains?|containing|includes?|including|features?|displays?|depicts?|"
+    r"there (?:are|is)|with|comprises?|holds?)\s+(?P<q>only\s+|just\s+|exactly\s+|at least\s+)?(?P<n>\d{1,2})\s+"
+    r"(?:different\s+|distinct\s+|separate\s+)?(?:land[- ]?cover\s+|land[- ]use\s+)?"
+    r"(?:classes|class types|categories|(?:types|kinds) of (?:land[- ]?cover|land[- ]use|surfaces?)|cover types)\b")
+
+
+def check_class_count(checker: Checker) -> None:
+    """A stated number of classes must lie between the classes holding ``COUNTED_CLASS_SHARE`` and all
+    classes of the tile (exactly ``present_class_count`` when no trace class blurs it)."""
+    shares = [float(c.get("share", 0.0)) for c in checker.facts.classes.values()]
+    if not shares:
+        return
+    low, high = sum(s >= COUNTED_CLASS_SHARE for s in shares), len(shares)
+    for match in _CLASS_COUNT.finditer(checker.text):
+        number = int(match.group("n"))
+        at_least = (match.group("q") or "").startswith("at least")
+        if not (number <= high if at_least else low <= number <= high):
+            checker.fail(f"says the tile shows {number} land-cover classes, but it has {high}"
+                         + (f" ({low} of at least {_pct(COUNTED_CLASS_SHARE)})" if low != high else ""), "count")
 
 
 _CENTRE_FILLED = re.compile(r"\b(?:centre|center|middle)(?: of the (?:image|tile|scene))? (?:is|are) (?:filled|covered|"

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
+from typing import Any
 
 from rsbuild.captions.check.clauses import Sentence
+from rsbuild.captions.check.compare import THIN_ELONGATION, _Facts
 from rsbuild.captions.check.spans import ATTRIBUTE_KINDS, DIR, Span, vector
 from rsbuild.captions.check.text import normalise
+from rsbuild.chips.bands import vegetation_density
 
 # a "-land" compound ("rushland", "rough-land") that the vocabulary does not know: an invented class
 _INVENTED_LAND = re.compile(r"\b(?:[a-z]{3,}-?lands?)\b")
@@ -172,7 +175,8 @@ def copied_example(text: str, examples: Iterable[str]) -> list[str]:
 _WORLD_STRONG = re.compile(
     r"\b(?:world|global|globe|ecosystems?|habitats?|species|biodiversity|wildlife|animals?|dataset|climate|"
     r"history|historic(?:al)?|countr(?:y|ies)|people|humans?|market|architecture|century|tourists?|"
-    r"mediterranean|arctic|tropic(?:s|al)?)\b")
+    r"mediterranean|arctic|tropic(?:s|al)?|means|(?:types?|kinds?|species) of plants?|(?:is|are) (?:a |the )?(?:term|"
+    r"word|name)s?)\b")
 _WORLD_WEAK = re.compile(
     r"\b(?:plants?|roofs?|stor(?:y|ey)|mountains?|bridges?|essential|crucial|important|vital|testament|known|"
     r"often|commonly|typically|usually|naturally|occurs?|grows?|found in|types? of|kinds? of)\b")
@@ -206,13 +210,13 @@ def off_topic(text: str, sentences: Sequence[Sentence]) -> list[str]:
     reasons = []
     if total and off / total >= OFF_TOPIC_WORD_SHARE:
         reasons.append("mostly not about the image (general or invented text, no fact of the tile)")
-    measure = _MEASURE.search(text)
-    if measure:
-        reasons.append(f"gives a size in units a land-cover map does not hold ('{measure.group(0)}')")
-    thing = _OBJECT.search(text)
-    if thing:
-        reasons.append(f"describes one object ('{thing.group(0)}'), which a land-cover map does not show")
-    return reasons
+    return reasons + _found(text, ((_MEASURE, "gives a size in units a land-cover map does not hold ('{}')"),
+                                   (_OBJECT, "describes one object ('{}'), which a land-cover map does not show")))
+
+
+def _found(text: str, faults: Iterable[tuple[re.Pattern[str], str]]) -> list[str]:
+    """One reason per pattern that occurs in ``text``, its first match put into the message."""
+    return [message.format(match.group(0)) for pattern, message in faults if (match := pattern.search(text))]
 
 
 def invented_names(original: str, spans: Sequence[Span]) -> list[str]:
@@ -259,3 +263,174 @@ def class_is_class(text: str, spans: Sequence[Span]) -> list[str]:
         if _SHARE_OF_CLASS.match(text, a.end, b.start):
             return [f"states a share of {a.value} as a share of {b.value} ('{text[a.start:b.end]}')"]
     return []
+
+
+# --- nonsense that reads like a claim ----------------------------------------------------------------
+# a word that qualifies "vegetation" without naming a class ("dense vegetation", "natural vegetation")
+_VEGETATION_QUALIFIER = re.compile(
+    r"(?:dense|denser|densest|sparse|sparser|thick|thin|lush|green|greener|natural|native|low|tall|mixed|healthy|"
+    r"vigorous|stressed|dry|patchy|scattered|woody|riparian|aquatic|emergent|remaining|other|surrounding|existing|"
+    r"some|any|no|little|much|more|less|most|all|the|of|and|or|with|by|in|its|their|this|that|a|an|open|rich|poor)")
+_HEAD = r"(?:vegetation|plants?|greenery)"
+# "Influshed vegetation covers about 35%", "Glass-frost vegetation covers ...": an unknown word makes a class
+_QUALIFIED_SUBJECT = re.compile(
+    rf"(?:^|(?<=[.!?\n])\s*|(?<=[.!?]) )(?P<mod>[a-z][a-z'-]+) {_HEAD}\s+(?:covers?|takes? up|occupies|occupy|fills?|"
+    r"makes? up|accounts? for|spans?|is|are)\b")
+# "filled with built-up vegetation", "a snowy and ice-covered crop": a non-vegetated class's adjective on another class
+_FUSING_ADJECTIVE = re.compile(r"(?:built[- ]?up|urban|snowy|icy|(?:snow|ice)[- ]covered|frozen|snow)")
+_SPECIES = re.compile(r"\((?P<genus>[A-Z][a-z]{3,}) (?P<epithet>[a-z]{3,}(?:ensis|ii|ae|us|um|is|ata|ica|ina|oides|iana))\)")
+_BOTH_EXTREMES = re.compile(r"\b(?:largest|biggest)\s+and\s+(?:the\s+)?smallest\b|\bsmallest\s+and\s+(?:the\s+)?"
+                            r"(?:largest|biggest)\b")
+# what "west of the ..." may point at besides a class: parts and shapes of the image
+_REFERENCE_NOUN = re.compile(
+    r"(?:strips?|bands?|lines?|patch(?:es)?|areas?|regions?|zones?|parts?|portions?|sections?|boundary|border|edges?|"
+    r"features?|divide|belts?|blocks?|clusters?|rest|remainder|others?|ones?|first|second|main|large|larger|small|"
+    r"smaller|big|narrow|long|wide|central|dividing|green|dark|light|white|blue|brown|this|that|these|those|it|them|"
+    r"its|their|point|axis|diagonal|half|corner|side|each|both|two|2|\d+%?)")
+_AFTER_RELATIVE = re.compile(r"\s*(?:the\s+|a\s+|an\s+|some\s+)?(?P<word>[a-z0-9%'-]+)")
+_REST_IS = re.compile(r"\b(?:the\s+)?(?:remaining\s+(?:area|part|portion|land|surface|space)|rest(?:\s+of\s+the\s+"
+                      r"(?:image|tile|area|scene))?|remainder)\s+(?:is|are)\s+(?:comprised\s+of\s+|made\s+up\s+of\s+|"
+                      r"covered\s+(?:by|with|in)\s+|occupied\s+by\s+|taken\s+up\s+by\s+|mostly\s+|mainly\s+|largely\s+)?"
+                      r"(?:the\s+|by\s+)?$")
+REST_MIN_SHARE = 0.2  # "the rest is X" is read when the shares the caption states leave this much
+REST_HELD_SHARE = 0.5  # ... and X must hold this share of the rest
+SHAPE_WORDS = re.compile(r"\b(?:circular|round|rounded|oval|square|squarish|roughly circular|compact|blob[- ]?like)\b")
+
+
+def _uncovered(spans: Sequence[Span], start: int, end: int) -> bool:
+    """Whether no class or sink word overlaps text[start:end]."""
+    return not any(sp.start < end and start < sp.end for sp in spans if sp.kind in ("class", "sink"))
+
+
+def nonsense_phrases(text: str, original: str, spans: Sequence[Span]) -> list[str]:
+    """Reasons for phrases that state no fact of any tile: an unknown word made into a kind of vegetation,
+    a non-vegetated class's adjective on another class, a species name, "the largest and smallest", a place relative to a thing that is no class ("west of the
+    marina"), and a class's share stated as a share of itself ("trees cover 8 out of 10 trees")."""
+    reasons: list[str] = []
+    classes = sorted((sp for sp in spans if sp.kind == "class" and sp.value), key=lambda sp: sp.start)
+    for match in _QUALIFIED_SUBJECT.finditer(text):
+        mod = match.group("mod")
+        if _uncovered(spans, match.start("mod"), match.end("mod")) and not _VEGETATION_QUALIFIER.fullmatch(mod):
+            reasons.append(f"names '{mod} {text[match.end('mod') + 1:match.end()].split()[0]}', which is no land-cover class")
+    for a, b in zip(classes, classes[1:]):
+        gap = text[a.end:b.start]
+        if a.value != b.value and _FUSING_ADJECTIVE.fullmatch(a.text) and re.fullmatch(r"\s+", gap):
+            reasons.append(f"makes one class of two ('{text[a.start:b.end]}': {a.value} and {b.value})")
+    for sp in spans:
+        if sp.kind == "sink" and sp.text == "vegetation":
+            before = next((c for c in reversed(classes) if c.end <= sp.start), None)
+            if before and re.fullmatch(r"\s+", text[before.end:sp.start]) and _FUSING_ADJECTIVE.fullmatch(before.text):
+                reasons.append(f"names '{text[before.start:sp.end]}', which is no land-cover class")
+    reasons += _found(original, ((_SPECIES, "names a species ('{}'), which a land-cover map does not show"),))
+    reasons += _found(text, ((_BOTH_EXTREMES, "contradicts itself: '{}'"),))
+    for sp in spans:
+        if sp.kind != "relative" or sp.text.split()[0] in ("above", "below", "beneath"):
+            continue
+        after = _AFTER_RELATIVE.match(text, sp.end)
+        if after and _uncovered(spans, after.start("word"), after.end("word")) and not _REFERENCE_NOUN.fullmatch(
+                after.group("word")):
+            reasons.append(f"places a class relative to '{after.group('word')}', which is no class of the tile")
+    shares = [sp for sp in spans if sp.kind == "share"]
+    for share in shares:
+        nxt = next((c for c in classes if c.start >= share.end), None)
+        owner = next((c for c in reversed(classes) if c.end <= share.start), None)
+        if (nxt and owner and nxt.value == owner.value
+                and re.fullmatch(r" +(?:of +)?(?:the +|all +)?", text[share.end:nxt.start])
+                and not re.search(r"[.!?;\n]", text[owner.end:share.start])):
+            reasons.append(f"states a share of {owner.value} as a share of itself ('{text[owner.start:nxt.end]}')")
+    return reasons
+
+
+def remainder_claims(text: str, spans: Sequence[Span], facts: _Facts) -> list[str]:
+    """"The remaining area is X": X must hold a good part of what the caption's stated shares leave."""
+    shares = [sp for sp in spans if sp.kind == "share"]
+    stated = sum(0.5 * (float(sp.value[0]) + float(sp.value[1])) for sp in shares) / 100.0
+    rest = 1.0 - stated
+    if not shares or rest < REST_MIN_SHARE:
+        return []
+    reasons = []
+    for sp in spans:
+        if sp.kind == "class" and sp.value in facts.classes and _REST_IS.search(text, max(0, sp.start - 60), sp.start):
+            after = text[sp.end:sp.end + 30]
+            if re.match(r"\s*(?:,|and|or|&)\s", after) or re.search(r"\b(?:mix|mixture|variety|combination)\b",
+                                                                  text[max(0, sp.start - 60):sp.start]):
+                continue  # the rest is several classes
+            if facts.share(str(sp.value)) < REST_HELD_SHARE * rest:
+                reasons.append(f"says the rest of the tile (about {100 * rest:.0f}%) is {sp.value}, but it covers "
+                               f"{100 * facts.share(str(sp.value)):.0f}%")
+    return reasons
+
+
+def shape_claims(text: str, spans: Sequence[Span], facts: _Facts) -> list[str]:
+    """"A circular feature", "a round patch" for a class whose parts are all long, thin strips."""
+    classes = [sp for sp in spans if sp.kind == "class" and sp.value in facts.classes]
+    reasons = []
+    for match in SHAPE_WORDS.finditer(text):
+        sentence_start = max(text.rfind(".", 0, match.start()), text.rfind("\n", 0, match.start())) + 1
+        owner = next((c for c in reversed(classes) if sentence_start <= c.start < match.start()), None)
+        if owner is None:
+            continue
+        comps = facts.components.get(str(owner.value), [])
+        if comps and all(float(c.get("elongation", 0.0)) >= THIN_ELONGATION for c in comps):
+            reasons.append(f"says {owner.value} is '{match.group(0)}', but it is a long, narrow strip")
+    return reasons
+
+
+# --- vegetation density and health, against NDVI ------------------------------------------------------
+_DENSE_WORDS = (r"dense(?:ly vegetated)?|thick|lush|luxuriant|verdant|healthy|vigorous|thriving|flourishing|"
+                r"rich green|vibrant green|deep green")
+_SPARSE_WORDS = (r"sparse(?:ly vegetated)?|thin|patchy|scant|scanty|stressed|unhealthy|withered|wilted|dried[- ]out|"
+                 r"parched|dying|struggling")
+_DENSITY_WORD = rf"(?P<word>{_DENSE_WORDS}|{_SPARSE_WORDS})"
+# "lush grassland", "dense, healthy forest", "sparse shrubs": the words just before a class or vegetation word
+_DENSITY_BEFORE = re.compile(rf"\b{_DENSITY_WORD}(?:\s*,\s*|\s+and\s+|\s+)(?:(?:{_DENSE_WORDS}|{_SPARSE_WORDS}|green|"
+                             r"and|very|quite|rather|fairly|mostly|largely|tall|low|mature|young)(?:\s*,\s*|\s+))*$")
+# "the forest is dense", "the crops look healthy", "shrubs appear sparse": the word after a class and a verb
+_DENSITY_AFTER = re.compile(rf"^\s+(?:is|are|looks?|appears?|seems?|remains?|grows?)\s+(?:to be\s+)?(?:very\s+|quite\s+|"
+                            rf"rather\s+|fairly\s+|mostly\s+|largely\s+|relatively\s+)?{_DENSITY_WORD}\b")
+# classes whose density words speak of something else ("dense built-up area", "thick ice", "sparse settlement")
+_NOT_VEGETATED = re.compile(r"built|water|snow|ice|bare|cloud")
+_NEGATED_DENSITY = re.compile(r"\b(?:no|not|without|nor|neither|never|hardly|barely)\s+(?:\w+\s+)?$")
+
+
+def vegetation_claims(text: str, spans: Sequence[Span], stats: Mapping[str, Any]) -> list[str]:
+    """Reasons for words of vegetation density or health that NDVI contradicts.
+
+    With indices in the stats (``output.bands = "all"``) a word such as "dense", "lush" or "healthy" before
+    or after a vegetated class ("lush grassland", "the forest is dense") claims the class's mean NDVI is dense
+    green vegetation, and "sparse", "patchy" or "stressed" that it is not; `vegetation_density` reads the NDVI. A
+    claim fails only when NDVI says the opposite (dense against sparse): between the two ("moderate") neither
+    word is contradicted. Before a plain vegetation word ("dense vegetation") "dense" fails only when no class
+    of the tile is more than sparse; "dense built-up area" or "thick ice" are no vegetation claims. Without indices (or for a class with no clear pixel) such words are no
+    claim the check can verify: they are ignored, neither passing nor failing a caption."""
+    if not stats.get("indices"):
+        return []
+    ndvi = {str(c.get("name")): (c.get("indices") or {}).get("ndvi") for c in stats.get("classes", [])
+            if not _NOT_VEGETATED.search(str(c.get("name")))}
+    densities = {name: vegetation_density(value) for name, value in ndvi.items()}
+    reasons = []
+    for sp in spans:
+        if sp.negated or sp.kind not in ("class", "sink"):
+            continue
+        before = _DENSITY_BEFORE.search(text, max(0, sp.start - 60), sp.start)
+        after = _DENSITY_AFTER.match(text[sp.end:sp.end + 60]) if sp.kind == "class" else None
+        for match in (before, after):
+            if match is None or _NEGATED_DENSITY.search(text, max(0, sp.start - 80), match.start("word")
+                                                        if match is before else sp.start):
+                continue
+            word = match.group("word")
+            claims_dense = re.fullmatch(_DENSE_WORDS, word) is not None
+            if sp.kind == "class":
+                density = densities.get(str(sp.value))
+                if density is None:
+                    continue
+                if density == ("sparse" if claims_dense else "dense"):
+                    reasons.append(f"calls {sp.value} '{word}', but its NDVI ({ndvi[str(sp.value)]:.2f}) says "
+                                   f"{density} vegetation")
+            elif re.fullmatch(r"vegetation|vegetated(?: areas?| land)?|greenery|plants?|green (?:areas?|spaces?|cover|"
+                              r"patches)", sp.text) and claims_dense:
+                known = [d for d in densities.values() if d is not None]
+                if known and all(d == "sparse" for d in known):
+                    reasons.append(f"speaks of '{word}' vegetation, but no class of the tile has more than sparse "
+                                   f"vegetation by NDVI")
+    return reasons

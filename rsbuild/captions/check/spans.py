@@ -128,14 +128,17 @@ _SHARE_WORDS: tuple[tuple[re.Pattern[str], tuple[float, float, float]], ...] = t
 _WHOLE_TILE_SPREAD = re.compile(r"(?:across|throughout|over|around|all over|scattered|spread|distributed|dotted)\s*$")
 # "40% of the whole image is X", "of the entire tile, a third is X": the whole tile is the frame, not a claim
 _FRAME_OF = re.compile(r"\bof\s*$")
+# "the small ones", "and a small one" (normalised "a small 1"): the class's small parts, however many
 _COUNT_NUMBER = (r"(?P<n>\d{1,2}(?: single)?|a single|only (?:a single|1)|just (?:a single|1)|single|several|multiple|many|"
-                 r"numerous|a few|the few|a couple(?: of)?|a pair of|a handful of)")
+                 r"numerous|a few|the few|a couple(?: of)?|a pair of|a handful of"
+                 r"|the(?= (?:small|smaller|tiny|little) ones\b)|an?(?= (?:small|smaller|tiny|little) 1\b))")
 _COUNT_ADJ = (r"(?P<adj>(?:(?:separate|distinct|isolated|individual|discrete|disconnected|detached|continuous|connected|"
               r"contiguous|unbroken|solid|compact|large|big|major|main|sizeable|sizable|larger|bigger|small|smaller|tiny|"
               r"little|irregular|elongated|narrow|long|wide|dense|scattered|similar|rectangular|round|oval)[ ,]+"
               r"(?:and )?)*)")
 _COUNT_UNIT = (r"(?:patch(?:es)?|areas?|blocks?|clusters?|pockets?|parts?|pieces?|sections?|zones?|bod(?:y|ies)|stands?|"
-               r"clumps?|parcels?|islands?|fragments?|segments?|tracts?|expanses?|spots?|plots?|stretch(?:es)?|strips?|ones)")
+               r"clumps?|parcels?|islands?|fragments?|segments?|tracts?|expanses?|spots?|plots?|stretch(?:es)?|strips?|ones"
+               r"|(?<=small )1|(?<=smaller )1|(?<=tiny )1|(?<=little )1)")
 # a number of countable things: "three separate patches", "a single lake" (the class word itself is the unit)
 _COUNT = re.compile(
     rf"\b{_COUNT_NUMBER}\s+{_COUNT_ADJ}(?:{_COUNT_UNIT}\b|(?=(?:lakes?|ponds?|reservoirs?|rivers?|streams?|canals?|"
@@ -146,7 +149,8 @@ _PATCH_FACTS = re.compile(r"\b(?P<large>\d{1,2}) large,?\s+(?:and\s+)?(?P<small>
 # ... or one of them alone, with no unit after it ("the small patch of 1 small")
 _PATCH_FACT = re.compile(r"\b(?P<n>\d{1,2}) (?P<size>large|small)\b(?![- ](?:[a-z]+ )?(?:patch|areas?\b|parts?\b|pieces?\b|"
                          r"ones?\b|bod|blocks?\b|clusters?\b|pockets?\b|lakes?\b|ponds?\b|fields?\b|islands?\b))")
-_COUNT_WORDS = {"several": 2, "multiple": 2, "many": 2, "numerous": 2, "a few": 2, "the few": 2, "a handful of": 2}
+_COUNT_WORDS = {"several": 2, "multiple": 2, "many": 2, "numerous": 2, "a few": 2, "the few": 2, "a handful of": 2,
+                "the": 2, "a": 1, "an": 1}
 _RANK = re.compile(
     r"\b(?:the )?(?P<ord>second|third|2nd|3rd)[- ](?:largest|biggest|most (?:common|extensive|widespread|abundant|"
     r"prevalent|dominant)|dominant|main|major)\b(?: (?:land[- ]?cover )?(?:class|category|type|cover|surface))?"
@@ -240,7 +244,7 @@ class _Scanner:
         self.spans: list[Span] = []
 
     def free(self, start: int, end: int) -> bool:
-        return not any(self.taken[start:end])
+        return self.taken.find(1, start, end) < 0
 
     def add(self, start: int, end: int, kind: str, value: Any = None) -> Span | None:
         while end > start and self.text[end - 1] == " ":

@@ -25,6 +25,8 @@ _ABBREVIATIONS = (
     (r"\bNE\b", "north-east"), (r"\bNW\b", "north-west"), (r"\bSE\b", "south-east"), (r"\bSW\b", "south-west"),
 )
 
+_ABBREVIATED = re.compile(r"\b[NSEW]")
+
 
 def _number_word(match: re.Match[str]) -> str:
     words = re.split(r"[- ]", match.group(0))
@@ -37,8 +39,9 @@ def normalise(text: str) -> str:
     """Lowercase, ASCII dashes and quotes, spelled-out numbers as digits, compass words unified."""
     t = unicodedata.normalize("NFKC", text)
     t = re.sub(r"[\u2010-\u2015\u2212]", "-", t).replace("\u2019", "'").replace("\u00a0", " ")
-    for pattern, replacement in _ABBREVIATIONS:
-        t = re.sub(pattern, replacement, t)
+    if _ABBREVIATED.search(t):  # every abbreviation starts with a capital N, S, E or W at a word start
+        for pattern, replacement in _ABBREVIATIONS:
+            t = re.sub(pattern, replacement, t)
     t = t.lower()
     t = re.sub(r"\bcentre\b", "center", t)
     t = re.sub(r"\b(north|south)[- ]?(east|west)", r"\1-\2", t)

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
 _LEXICON: dict[str, tuple[str, ...]] = {
-    "water": (r"waters?", r"water[- ]?bod(?:y|ies)", r"aquatic (?:areas?|surfaces?|zones?)",
+    "water": (r"waters?", r"(?:fresh|open|surface)[- ]?waters?", r"water[- ]?bod(?:y|ies)", r"aquatic (?:areas?|surfaces?|zones?)",
               r"rivers?", r"river ?beds?", r"streams?", r"creeks?",
               r"canals?", r"channels?", r"lakes?", r"ponds?", r"reservoirs?", r"lagoons?", r"seas?", r"oceans?",
               r"bays?", r"estuar(?:y|ies)", r"coast(?:line)?s?", r"shore(?:line)?s?", r"inlets?",
@@ -72,12 +72,18 @@ _SINKS = (
 )
 
 
+_WORD_START = re.compile(r"\b[a-z]")
+
+
 @dataclass(frozen=True)
 class Vocabulary:
     """Terms -> class names (None for sinks), bucketed by their first two letters for speed."""
 
     buckets: dict[str, tuple[tuple[re.Pattern[str], str | None], ...]]
     anywhere: tuple[tuple[re.Pattern[str], str | None], ...]  # terms that do not start with two letters
+    # a bucket followed by the terms that may start anywhere, per first two letters (filled as texts are read)
+    _candidates: dict[str, tuple[tuple[re.Pattern[str], str | None], ...]] = field(default_factory=dict, compare=False,
+                                                                                 repr=False)
 
     @classmethod
     def build(cls, entries: list[tuple[str, str | None]]) -> Vocabulary:
@@ -94,9 +100,14 @@ class Vocabulary:
     def find(self, text: str) -> list[tuple[int, int, str | None]]:
         """Non-overlapping term matches, preferring the longest ("herbaceous wetland" over "herbaceous")."""
         found = []
-        for word in re.finditer(r"\b[a-z]", text):
+        candidates = self._candidates
+        for word in _WORD_START.finditer(text):
             pos = word.start()
-            for pattern, owner in self.buckets.get(text[pos:pos + 2], ()) + self.anywhere:
+            key = text[pos:pos + 2]
+            terms = candidates.get(key)
+            if terms is None:
+                terms = candidates[key] = self.buckets.get(key, ()) + self.anywhere
+            for pattern, owner in terms:
                 match = pattern.match(text, pos)
                 if match:
                     found.append((pos, match.end(), owner))
@@ -104,7 +115,7 @@ class Vocabulary:
         taken = bytearray(len(text))
         chosen = []
         for start, end, owner in found:
-            if not any(taken[start:end]):
+            if taken.find(1, start, end) < 0:
                 taken[start:end] = b"\x01" * (end - start)
                 chosen.append((start, end, owner))
         return chosen

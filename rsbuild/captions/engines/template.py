@@ -16,9 +16,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rsbuild.captions.base import CaptionEngine, CaptionRequest, CaptionResult
-from rsbuild.captions.check import DEFAULT_MIN_SHARE, check_caption
+from rsbuild.captions.check import DEFAULT_MIN_SHARE, check_caption, present_class_count
 
-TEMPLATE_VERSION = "1"
+TEMPLATE_VERSION = "2"  # 2: the opener's class count is the tile's, not the described classes'
 MIN_AREA_SHARE = 0.02  # classes below this share are left out of the area caption
 MAX_AREA_CLASSES = 4
 MAX_LINEAR_FEATURES = 3
@@ -146,9 +146,11 @@ def area_caption(stats: Mapping[str, Any], *salt: object) -> str | None:
     classes = classes[:MAX_AREA_CLASSES]
     if not classes:
         return None
-    opener = _pick(_AREA_OPENERS, *salt, "opener").format(n=len(classes) if len(classes) > 1 else "one")
-    if len(classes) == 1:
-        opener = ""
+    opener = _pick(_AREA_OPENERS, *salt, "opener")
+    count = present_class_count(stats)
+    if len(classes) == 1 or ("{n}" in opener and (count is None or count < 2)):
+        opener = ""  # the count is the tile's own (VQA num_classes' rule), stated only when it is clear
+    opener = opener.format(n=count)
     sentences = []
     for i, record in enumerate(classes):
         name, share = record["name"], float(record["share"])

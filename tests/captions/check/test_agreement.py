@@ -21,23 +21,26 @@ EVIDENCE = Path(__file__).parents[2] / "data" / "captions"
 MIN_CAUGHT = 0.95
 MAX_REJECTED = 0.02
 # kinds of wrong captions the check does not reach 95 % on: what it reaches instead (a regression
-# still fails). "garbage" is nonsense with no checkable false claim ("a coastal river is interrupted
-# by the water's middle segment", "Glass-frost vegetation covers about 3.5%"); held out: "a few small
-# ones" phrasings the check does not read ("the small patch of 1 small"), a "largest" rank it does not
-# read; the r3 slice (first run, before rules written after reading it: garbage 0.77, count 0.75, position
-# 0.74, share 0.95): places a lenient reading admits ("across the center" for a class whose box reaches
-# the centre cell), a count of classes ("this tile shows 4 land-cover classes").
-REACHED = {"model_set.jsonl": {"garbage": 0.89},
-           "model_set.jsonl:heldout": {"garbage": 0.93, "no_fact": 0.93, "count": 0.84, "relative": 0.0},
-           "heldout_r3.jsonl": {"garbage": 0.8, "count": 0.91, "position": 0.84}}
-MAX_REJECTED_ALL: dict[str, float] = {}
+# still fails). Held out (round 2): "the largest patch" for a 9 % class (a rank of parts it does not read),
+# "crop ... is a result of the land-cover data" (an area caption that names a class and states nothing).
+# Round 4 lifted garbage, position and count to >= 95 % on every set, with rules written after reading the
+# misses of model_set.jsonl and heldout_r3.jsonl (so neither is held out for them; see the README there).
+# heldout_r4.jsonl (round 4's fresh slice, first and only run, no rule written after reading it): garbage
+# 16/20 ("a single crumb ... built up", "a rectangular building extends across the image", "this type of grass
+# is almost always found"), class 11/12 ("a few small trees" for a tile without trees, read as a count); of 9
+# correct captions 2 rejected ("built-up area covers about 5%" for 8.4 %, "the large patch being the largest"
+# read as a rank of the class).
+REACHED = {"model_set.jsonl:heldout": {"no_fact": 0.93, "relative": 0.0},
+           "heldout_r4.jsonl": {"garbage": 0.8, "class": 0.91}}
+MAX_REJECTED_ALL: dict[str, float] = {"heldout_r4.jsonl": 0.23}
 
 
 # the held-out slices: captions made after a round of the check was written, on new tiles, reported
 # apart: rows of model_set.jsonl marked "heldout" (round 2, `make_model_captions.py --seed-base 7000`),
-# and heldout_r3.jsonl (round 3, `--seed-base 9100`, frozen before that round's rules were written)
+# heldout_r3.jsonl (round 3, `--seed-base 9100`, frozen before that round's rules were written) and
+# heldout_r4.jsonl (round 4, `--seed-base 12400`, labelled and committed before the check first ran on it)
 HELDOUT = ":heldout"
-EVIDENCE_SETS = ("outside_set.jsonl", "model_set.jsonl", "model_set.jsonl" + HELDOUT, "heldout_r3.jsonl")
+EVIDENCE_SETS = ("outside_set.jsonl", "model_set.jsonl", "model_set.jsonl" + HELDOUT, "heldout_r3.jsonl", "heldout_r4.jsonl")
 
 
 def rows_of(name: str) -> list[dict[str, Any]]:
@@ -68,7 +71,8 @@ def kind_table(rows: list[dict[str, Any]],
 
 
 @pytest.mark.parametrize("name, size", [("outside_set.jsonl", 300), ("model_set.jsonl", 480),
-                                        ("model_set.jsonl" + HELDOUT, 150), ("heldout_r3.jsonl", 140)])
+                                        ("model_set.jsonl" + HELDOUT, 150), ("heldout_r3.jsonl", 140),
+                                        ("heldout_r4.jsonl", 100)])
 def test_evidence_sets_are_labelled(name: str, size: int) -> None:
     rows = rows_of(name)
     assert len(rows) >= size

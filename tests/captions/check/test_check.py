@@ -252,7 +252,7 @@ PIPELINE = ("vocabulary", "text", "spans", "negation", "clauses", "compare", "fa
 def test_check_package_keeps_its_public_names() -> None:
     package = importlib.import_module("rsbuild.captions.check")
     assert [name for name in PUBLIC_NAMES if not hasattr(package, name)] == []
-    assert package.__all__ == ["Verdict", "check_caption", "DEFAULT_MIN_SHARE", "REASON_CODES"]
+    assert package.__all__ == ["Verdict", "check_caption", "present_class_count", "DEFAULT_MIN_SHARE", "REASON_CODES"]
     assert Verdict.__module__ == check_caption.__module__ == "rsbuild.captions.check"
 
 
