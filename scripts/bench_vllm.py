@@ -101,8 +101,8 @@ async def plain_openai(base_url: str, model: str, sent: Sequence[CaptionRequest]
                        transport: str) -> dict[str, Any]:
     import openai
 
-    http = openai.DefaultAioHttpClient(timeout=600) if transport == "aiohttp" else None
-    client = openai.AsyncOpenAI(base_url=base_url, api_key="sk-no-key", max_retries=0, timeout=600, http_client=http)
+    http = openai.DefaultAioHttpClient(timeout=3600) if transport == "aiohttp" else None
+    client = openai.AsyncOpenAI(base_url=base_url, api_key="sk-no-key", max_retries=0, timeout=3600, http_client=http)  # a queue, not a fault: never time out
     slots = asyncio.Semaphore(concurrency)
     tokens = 0
 
