@@ -226,7 +226,8 @@ def main() -> None:
     if not args.skip_server:
         with VllmServer(model, served_model_name="smollm2", max_model_len=MAX_MODEL_LEN,
                         extra_args=["--max-num-seqs", str(args.max_num_seqs)]) as server:
-            engine = OpenAIEngine(server.base_url, model="smollm2", concurrency=args.concurrency, sampling=sampling)
+            engine = OpenAIEngine(server.base_url, model="smollm2", concurrency=args.concurrency, sampling=sampling,
+                                  timeout_s=3600.0)  # as the plain client: a queue, not a fault
             caption_round(engine, cfg, prompts, samples(90000, 8))  # warm-up
             pairs = []
             try:
