@@ -27,7 +27,7 @@ from rich.table import Table
 from rsbuild.chips.bands import BANDS_MEMBER
 from rsbuild.dataset.annotations import CaptionCounts
 from rsbuild.dataset.layout import CARD_FILE, DATA_DIR, FAILURES_FILE, SHARDS_DIR, SUMMARY_FILE, TMP_SUFFIX
-from rsbuild.dataset.sft import STILL_TASK, reported_tasks, row_problems
+from rsbuild.dataset.sft import STILL_TASK, paraphrase_counts, reported_tasks, row_problems
 from rsbuild.dataset.shards import list_shards, read_shard, read_shard_stats
 from rsbuild.records import KEY_PATTERN, SPLITS, Sample
 from rsbuild.sources.assets import SPECTRAL_BANDS
@@ -50,6 +50,7 @@ class Report:
     shards: list[dict[str, Any]] = field(default_factory=list)
     failures_by_reason: Counter = field(default_factory=Counter)
     vqa_answers: Counter = field(default_factory=Counter)  # (kind, answer) of vqa rows
+    vqa_paraphrases: Counter = field(default_factory=Counter)  # kept, or why a template question stayed
     captions: CaptionCounts = field(default_factory=CaptionCounts)  # kept and rejected captions
     problems: list[str] = field(default_factory=list)
     problem_count: int = 0
@@ -88,6 +89,7 @@ class Report:
             "problem_count": self.problem_count,
             "problems": self.problems,
             **({"vqa_answers": answers} if answers else {}),
+            **({"vqa_paraphrases": dict(sorted(self.vqa_paraphrases.items()))} if self.vqa_paraphrases else {}),
         }
 
 
@@ -158,6 +160,7 @@ def _check_shards(out: Path, report: Report) -> tuple[set[str], set[str]]:
                 for ann in sample.annotations:
                     report.annotations_by_task[str(ann.get("task"))] += 1
                 report.captions.add_sample(sample)
+                report.vqa_paraphrases.update(paraphrase_counts(sample))
                 for cls in sample.stats.get("classes", []):
                     report.class_tiles[cls["name"]] += 1
                 if sample.stats.get("dominant_class"):
@@ -307,6 +310,9 @@ def render_report(report: Report, console: Console) -> None:
         for kind, answers in data["vqa_answers"].items():
             vqa.add_row(kind, ", ".join(f"{a}: {n}" for a, n in sorted(answers.items(), key=lambda kv: (-kv[1], kv[0]))[:8]))
         console.print(vqa)
+    if data.get("vqa_paraphrases"):
+        console.print("VQA questions reworded by the LLM: " + ", ".join(f"{r} {n}" for r, n in data["vqa_paraphrases"].items())
+                      + " (a rejected rewording keeps the template question)", markup=False, highlight=False)
     if report.ok:
         console.print("[bold green]valid[/]: every shard reads, keys are unique, every JSONL row parses and its image exists")
         return

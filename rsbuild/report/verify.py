@@ -30,8 +30,9 @@ from rich.console import Console
 from rich.table import Table
 
 from rsbuild.captions.check import check_caption
+from rsbuild.captions.paraphrase import PARAPHRASE_TASK, paraphrase_problem, reply_verdict
 from rsbuild.captions.referring import referring_expressions
-from rsbuild.captions.vqa import derive_answer
+from rsbuild.captions.vqa import VqaPair, derive_answer
 from rsbuild.chips.bands import INDEX_TOLERANCE, INDICES, indices_from_members
 from rsbuild.chips.masks import component_masks, decode_rle
 from rsbuild.dataset.annotations import CaptionCounts
@@ -77,7 +78,8 @@ def verify_dataset(dataset_dir: Path, top: int = 10) -> dict[str, Any]:
             counts.add_sample(sample)
             for ann in sample.annotations:
                 subject = ann.get("class") if ann.get("task") == "class" else None
-                verdict = check_caption(str(ann.get("text", "")), sample.stats, subject=subject, task=ann.get("task"))
+                verdict = (reply_verdict(str(ann.get("text", "")), sample.stats, sample.key) if ann.get("task") == PARAPHRASE_TASK
+                           else check_caption(str(ann.get("text", "")), sample.stats, subject=subject, task=ann.get("task")))
                 task = str(ann.get("task"))
                 if verdict.ok:
                     passed[task] += 1
@@ -214,8 +216,13 @@ def derived_row_problem(row: Mapping[str, Any], stats: Mapping[str, Any]) -> str
     detail = meta.get("detail") or {}
     task = meta["task"]
     if task == "vqa":
-        expected = derive_answer(stats, str(detail.get("kind")), list(detail.get("subjects", [])))
-        return None if expected == answer else f"vqa {detail.get('kind')}: answer {answer!r}, the stats give {expected!r}"
+        kind, subjects = str(detail.get("kind")), list(detail.get("subjects", []))
+        expected = derive_answer(stats, kind, subjects)
+        if expected != answer:
+            return f"vqa {kind}: answer {answer!r}, the stats give {expected!r}"
+        question = str(row["messages"][0]["content"][1]["text"])
+        reason = paraphrase_problem(VqaPair(kind, tuple(subjects), question, answer), question, stats) if detail.get("paraphrased") else None
+        return None if reason is None else f"vqa {kind}: the paraphrased question fails its check ({reason})"
     referents = {r.component: r for r in referring_expressions(stats).referents}
     ref = referents.get(detail.get("component"))  # type: ignore[arg-type]
     if ref is None or ref.phrase != detail.get("phrase"):
