@@ -7,14 +7,15 @@ Each paraphrase is checked (`paraphrase_problem`) and a failing one leaves the t
 in the row, counted by its reason:
 
 - ``missing``: no line for the question in the reply;
-- ``not_a_question``: no ``?`` (nor a request such as "Count ..." / "Name ...");
+- ``not_a_question``: no ``?`` (nor a request such as "Count ..." / "Name ..."), or several questions;
 - ``wrong_class``: a class of the question is not named (scheme synonyms count), or another is;
 - ``leaks_answer``: the answer is in the question (the class of a "largest" question, the compass
   word of a "position" question, the number of a "count" question, the direction of an
   "orientation" question);
 - ``lost_constraint``: the kind's constraint words are gone (yes/no questions start with an
   auxiliary verb such as "Is"/"Does"; "position" still asks for a compass direction; "share_bin"
-  still lists every bin; "count"/"num_classes" still ask how many; "orientation" a direction).
+  still lists every bin; "count"/"num_classes" still ask how many, no other kind does; "largest",
+  "compare" and "orientation" keep a word of their kind: "most" / "more" / "run" ...).
 
 Kept paraphrases are marked ``meta.detail.paraphrased`` in the row; `rsbuild verify` checks them again.
 """
@@ -38,6 +39,11 @@ _MARKER = re.compile(r"(?:^|(?<=\s))(?:q(?:uestion)?\s*)?(\d{1,2})[.)]\s+", re.I
 _AUXILIARIES = ("is", "are", "does", "do", "can", "could", "has", "have", "will", "would", "was", "were", "may")
 _REQUESTS = ("count", "name", "tell", "give", "state", "say", "identify")
 _YES_NO = ("presence", "compare")
+_KIND_CUES = {  # a rewording must still ask this kind's question: one of its words
+    "largest": {"most", "largest", "dominant", "dominates", "biggest", "main", "majority", "predominant", "greatest"},
+    "compare": {"more", "larger", "bigger", "greater", "less", "smaller", "exceed", "exceeds"},
+    "orientation": {"direction", "oriented", "orientation", "run", "runs", "running", "aligned", "stretch", "stretches", "extend", "extends"},
+}
 _NORTH_UP = re.compile(r"north is (?:at )?(?:the )?(?:up|top)")
 _NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve")
 
@@ -84,8 +90,8 @@ def paraphrase_problem(pair: VqaPair, text: str | None, stats: Mapping[str, Any]
         return "missing"
     lower = " ".join(text.lower().split())
     words = _words(lower)
-    if len(words) < MIN_WORDS or ("?" not in lower and words[0] not in _REQUESTS):
-        return "not_a_question"
+    if len(words) < MIN_WORDS or lower.count("?") > 1 or ("?" not in lower and words[0] not in _REQUESTS):
+        return "not_a_question"  # one question, or one request
     named = named_classes(text, stats)
     if pair.kind == "largest" and pair.answer in named:
         return "leaks_answer"
@@ -111,6 +117,10 @@ def _leak(pair: VqaPair, lower: str, words: list[str]) -> str | None:
 
 def _constraint_problem(pair: VqaPair, lower: str, words: list[str]) -> str | None:
     kind = pair.kind
+    if kind not in ("count", "num_classes") and ("how many" in lower or "percentage" in words):
+        return "lost_constraint"  # now asks for a number: another kind of question
+    if kind in _KIND_CUES and not _KIND_CUES[kind] & set(words):
+        return "lost_constraint"
     if kind in _YES_NO and words[0] not in _AUXILIARIES:
         return "lost_constraint"
     if kind == "position" and not ("compass" in words or "direction" in words):
@@ -118,8 +128,6 @@ def _constraint_problem(pair: VqaPair, lower: str, words: list[str]) -> str | No
     if kind == "share_bin" and not all(label in lower for _, _, label in SHARE_BINS):
         return "lost_constraint"
     if kind in ("count", "num_classes") and not ("how many" in lower or "number" in words or words[0] == "count"):
-        return "lost_constraint"
-    if kind == "orientation" and not {"direction", "oriented", "orientation", "run", "runs", "running"} & set(words):
         return "lost_constraint"
     return None
 

@@ -49,6 +49,10 @@ def pair(stats: dict, kind: str, subjects: tuple[str, ...] = ()) -> VqaPair:
         ("count", ("tree cover",), "How many patches of tree cover, one perhaps, can you see?", "leaks_answer"),
         ("count", ("tree cover",), "How many distinct patches of cropland can you see?", "wrong_class"),
         ("share_bin", ("water",), "What part of this image is water?", "lost_constraint"),  # the answer choices dropped
+        # SmolLM2-135M's rewordings that change the kind of question (seen in the llama.cpp test)
+        ("largest", (), "How many different kinds of land cover are there in this image?", "lost_constraint"),
+        ("orientation", ("water",), "What percentage of land cover is comprised of water in this direction?", "lost_constraint"),
+        ("presence", ("tree cover",), "Does the image contain trees? 17. Is there more forest?", "not_a_question"),
     ],
 )
 def test_paraphrase_check_on_written_examples(stats, kind, subjects, text, reason) -> None:
