@@ -400,6 +400,7 @@ def demo(
     engine: Annotated[str | None, typer.Option(help="caption engine: template, local, vllm (default: local if installed, else template)")] = None,
     model: Annotated[str | None, typer.Option(help="model for the engine (vllm default: the SmolLM2 folder scripts/setup_vllm_cpu.sh converts)")] = None,
     quiet: QuietOption = False,
+    bands: Annotated[bool, _flag("--bands/--no-bands", help="also KEY.bands.tif (12 L2A bands) and the VQA, referring and mask rows")] = False,
 ) -> None:
     """Generate a synthetic catalog, serve it on loopback, build a dataset from it.
 
@@ -408,10 +409,11 @@ def demo(
     \b
       rsbuild demo
       rsbuild demo --engine template -o /tmp/demo
+      rsbuild demo --bands
     """
     from rsbuild.demo import run_demo
 
-    run_demo(out, console=console, engine=engine, show_progress=not quiet, model=model)
+    run_demo(out, console=console, engine=engine, show_progress=not quiet, model=model, bands=bands)
 
 
 @app.command(cls=_Command)

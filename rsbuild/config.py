@@ -365,6 +365,8 @@ class CaptionsConfig(_Section):
         description="LLM captions (area, linear, class, revise) and rows derived from the stats (vqa, referring, masks)",
     )
     paraphrases: int = Field(0, ge=0, le=4)
+    vqa_paraphrase: bool = Field(False, description="with task vqa and an LLM engine: the LLM rewords each tile's VQA questions "
+                                 "(one request per tile); each rewording is checked, answers stay exact")
     temperature: float = Field(0.7, ge=0)
     top_p: float = Field(0.95, gt=0, le=1)
     max_tokens: int = Field(160, ge=8)
@@ -386,7 +388,7 @@ class CaptionsConfig(_Section):
     @property
     def caption_tasks(self) -> list[str]:
         """The tasks an engine writes (the rest are derived from the statistics)."""
-        return [t for t in self.tasks if t not in DERIVED_TASKS]
+        return [t for t in self.tasks if t not in DERIVED_TASKS] + (["vqa_paraphrase"] if self.vqa_paraphrase else [])
 
     def sampling(self) -> dict[str, Any]:
         """The sampling settings every LLM request carries (recorded with each annotation)."""
@@ -407,6 +409,10 @@ class CaptionsConfig(_Section):
                 "process (each vLLM engine reserves most of a GPU). Serve each model with `vllm serve` on its own GPU "
                 "and use captions.engine = 'openai' with captions.model_urls = {model = 'http://HOST:PORT/v1', ...}"
             )
+        if self.vqa_paraphrase and ("vqa" not in self.tasks or self.engine == "template"):
+            raise ValueError("captions.vqa_paraphrase = true rewords the VQA questions with an LLM: add 'vqa' to "
+                             "captions.tasks and set captions.engine to local, vllm or openai (the template engine "
+                             "writes no paraphrases), or set captions.vqa_paraphrase = false")
         unknown = sorted(set(self.model_urls) - set(self.models))
         if unknown:
             raise ValueError(f"captions.model_urls names {', '.join(unknown)}, which captions.models does not list; add them there")
@@ -601,6 +607,7 @@ engine = "template"          # template | openai | local | vllm
 api_key_env = "OPENAI_API_KEY"  # the key itself is read from this environment variable only
 tasks = ["area", "class"]     # area | linear | class | revise; derived rows: vqa | referring | masks
 paraphrases = 0
+vqa_paraphrase = false       # with "vqa" in tasks and an LLM engine: the LLM rewords the VQA questions (checked; answers stay exact)
 class_min_share = 0.05
 max_class_rows = 3
 concurrency = 256            # requests open at once per server: a vLLM server batches hundreds (llama.cpp: its --n_parallel)

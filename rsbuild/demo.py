@@ -55,8 +55,13 @@ def demo_model(engine: str, model: str | None) -> list[str]:
     return [str(folder)]
 
 
-def demo_config(info: FixtureInfo, stac_url: str, cog_url: str, engine: str, model: str | None = None) -> Config:
+DERIVED_TASKS = ["vqa", "referring", "masks"]  # rows derived from the stats, shown beside the bands
+
+
+def demo_config(info: FixtureInfo, stac_url: str, cog_url: str, engine: str, model: str | None = None,
+                bands: bool = False) -> Config:
     """A build config over the served demo catalog; LLM engines get fewer tiles and captions (CPU decoding).
+    ``bands``: multispectral members (``output.bands = "all"``) and the rows derived from the stats.
 
     The embedded model decodes under the fact-binding grammar in its varied form (``captions.constrained``,
     ``captions.varied``: the same facts in more wordings, no caption longer than the plain form's), with up to
@@ -76,12 +81,15 @@ def demo_config(info: FixtureInfo, stac_url: str, cog_url: str, engine: str, mod
                      "max_tokens": 80 if llm else 96, "max_check_attempts": 3,
                      "constrained": engine == "local", "varied": engine == "local"},
     }
+    if bands:
+        data["output"]["bands"] = "all"
+        data["captions"]["tasks"] = [*data["captions"]["tasks"], *DERIVED_TASKS]
     return config_from_dict(data, source="demo config")
 
 
 def run_demo(out: Path, console: Console, engine: str | None = None, show_progress: bool = True,
-             model: str | None = None) -> Any:
-    """Generate, serve, build; returns the run summary."""
+             model: str | None = None, bands: bool = False) -> Any:
+    """Generate, serve, build; returns the run summary (``bands``: see `demo_config`)."""
     from rsbuild.report.inspection import inspect_dataset, render_report
     from rsbuild.run.pipeline import run_build
 
@@ -99,7 +107,7 @@ def run_demo(out: Path, console: Console, engine: str | None = None, show_progre
         api_files = info.write_stac_api_files(cogs.url, out / "catalog" / "stac-api")
         with RustacServer(api_files) as stac:
             console.print(f"serving COGs at {cogs.url} and a STAC API at {stac.url}; caption engine: {engine}", markup=False)
-            cfg = demo_config(info, stac.url, cogs.url, engine, model)
+            cfg = demo_config(info, stac.url, cogs.url, engine, model, bands)
             summary = run_build(cfg, dataset, console=console, show_progress=show_progress, overwrite=True)
     console.print(summary.table())
     report = inspect_dataset(dataset)
@@ -107,7 +115,7 @@ def run_demo(out: Path, console: Console, engine: str | None = None, show_progre
     console.print(
         Panel.fit(
             f"dataset: [bold]{escape(str(dataset))}[/]\n"
-            f"  shards/        WebDataset tars (png + json + mask per sample)\n"
+            f"  shards/        WebDataset tars (png + json + mask{' + bands.tif' if bands else ''} per sample)\n"
             f"  data/          SFT JSONL per split\n"
             f"  images/ overlays/ metadata/  browsable files\n"
             f"  README.md      dataset card\n"

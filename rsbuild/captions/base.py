@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 TASKS: tuple[str, ...] = ("area", "linear", "class", "revise")
+OPTIONAL_TASKS: tuple[str, ...] = ("vqa_paraphrase",)  # asked only when a config field turns them on
 
 
 @dataclass(frozen=True)

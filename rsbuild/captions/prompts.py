@@ -35,7 +35,7 @@ from typing import Any
 
 import jinja2
 
-from rsbuild.captions.base import TASKS
+from rsbuild.captions.base import OPTIONAL_TASKS, TASKS
 from rsbuild.errors import ConfigError
 
 SYSTEM_TEMPLATE = "system.j2"
@@ -200,6 +200,11 @@ def _template_error(exc: Exception, filename: str) -> ConfigError:
     )
 
 
+def _one_line_each(subject: str | None) -> str | None:
+    """Numbered questions, one per line (a line is never a turn marker: markers are bracketed)."""
+    return "\n".join(" ".join(line.split()) for line in subject.splitlines() if line.strip()) if subject else subject
+
+
 class PromptSet:
     """The system prompt and one template per task, compiled and validated."""
 
@@ -242,7 +247,7 @@ class PromptSet:
             raise ConfigError(f"prompts folder {root} does not exist; pass an existing folder with --prompts")
         sources: dict[str, _Source] = {}
         for name in (SYSTEM_TEMPLATE, *(f"{task}.j2" for task in tasks)):
-            if name.removesuffix(".j2") not in (*TASKS, "system"):
+            if name.removesuffix(".j2") not in (*TASKS, *OPTIONAL_TASKS, "system"):
                 raise ConfigError(f"unknown caption task {name.removesuffix('.j2')!r}; tasks are {', '.join(TASKS)}")
             path = root / name
             try:
@@ -261,7 +266,7 @@ class PromptSet:
     @property
     def tasks(self) -> tuple[str, ...]:
         """The tasks this set has templates for."""
-        return tuple(t for t in TASKS if f"{t}.j2" in self._sources)
+        return tuple(t for t in (*TASKS, *OPTIONAL_TASKS) if f"{t}.j2" in self._sources)
 
     def sha256(self, task: str) -> str:
         """sha256 over the system and task template sources (recorded with every annotation)."""
@@ -295,7 +300,7 @@ class PromptSet:
             raise ValueError("revise task: subject must be the caption to rewrite")
         return {
             "stats": stats,
-            "subject": " ".join(subject.split()) if subject else subject,  # one line: no turn markers
+            "subject": _one_line_each(subject) if task == "vqa_paraphrase" else " ".join(subject.split()) if subject else subject,
             "subject_class": subject_class,
             "elongated": elongated_components(stats),
             "indices": stats.get("indices"),
@@ -311,6 +316,7 @@ class PromptSet:
 
     def _validate(self) -> None:
         """Render every task once with EXAMPLE_STATS so errors surface before any request."""
-        subjects = {"class": EXAMPLE_STATS["classes"][0]["name"], "revise": EXAMPLE_CAPTION}
+        subjects = {"class": EXAMPLE_STATS["classes"][0]["name"], "revise": EXAMPLE_CAPTION,
+                    "vqa_paraphrase": "1. Is there any water in this image?\n2. Which class takes up most of this image?"}
         for task in self.tasks:
             self.render(task, EXAMPLE_STATS, subjects.get(task))

@@ -43,6 +43,7 @@ from typing import Any, Protocol
 
 from rsbuild.captions.base import CaptionEngine, CaptionRequest, CaptionResult, request_seed
 from rsbuild.captions.check import DEFAULT_MIN_SHARE, check_caption
+from rsbuild.captions.paraphrase import PARAPHRASE_TASK, reply_sampling, reply_verdict, request_subject
 from rsbuild.config import CaptionsConfig
 from rsbuild.errors import ConfigError
 from rsbuild.records import Annotation, CaptionFailure, Sample
@@ -389,7 +390,7 @@ def _take_previous(sample: Sample, cfg: CaptionsConfig) -> list[Annotation]:
     They come back only where the same engine and the same template would write them again
     (`_reuse`); the rest are replaced. Earlier failures of those tasks are dropped too.
     """
-    tasks = set(cfg.tasks)
+    tasks = set(cfg.tasks) | ({PARAPHRASE_TASK} if cfg.vqa_paraphrase else set())
     previous = [a for a in sample.annotations if a.get("task") in tasks]
     sample.annotations = [a for a in sample.annotations if a.get("task") not in tasks]
     sample.failures = [f for f in sample.failures if f.get("task") not in tasks]
@@ -458,6 +459,8 @@ def _first_jobs(sample: Sample, engines: list[CaptionEngine], cfg: CaptionsConfi
             jobs.append(_new_job(sample, "linear", None, 1, engines, prompts))
         elif task == "class":
             jobs.extend(_new_job(sample, "class", name, 1, engines, prompts) for name in _class_subjects(stats, cfg))
+    if cfg.vqa_paraphrase and (questions := request_subject(stats, sample.key)):  # one request: every VQA question
+        jobs.append(_new_job(sample, PARAPHRASE_TASK, questions, 1, engines, prompts))
     return jobs
 
 
@@ -485,7 +488,8 @@ def _request(job: _Job, cfg: CaptionsConfig) -> CaptionRequest:
         template_sha256=job.template_sha256,
         n=job.missing * cfg.best_of,
         seed=request_seed(job.sample.key, job.task, seed_subject, job.attempts, cfg.seed),
-        sampling=_sampling(job.engine, cfg),
+        sampling=(reply_sampling(job.subject, _sampling(job.engine, cfg)) if job.task == PARAPHRASE_TASK
+                  else _sampling(job.engine, cfg)),
     )
 
 
@@ -522,7 +526,8 @@ def _take(job: _Job, result: CaptionResult, telemetry: CaptionTelemetry) -> None
             job.last_failure = {**base, "reason": "truncated", "text": text, "check_reasons": [],
                                 "detail": f"cut off at {where}; raise captions.max_tokens"}
             continue
-        verdict = check_caption(text, job.sample.stats, subject=subject, task=job.task)
+        verdict = (reply_verdict(text, job.sample.stats, job.sample.key) if job.task == PARAPHRASE_TASK
+                   else check_caption(text, job.sample.stats, subject=subject, task=job.task))
         if verdict.ok:
             telemetry.captions_kept += 1
             job.accepted.append(_annotation(job, result, text, index if best_of else None))

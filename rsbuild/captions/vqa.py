@@ -20,6 +20,7 @@ from typing import Any
 from rsbuild.captions.engines.template import clear_position
 from rsbuild.schemes import scheme_or_none
 
+TILE_IMAGE = "this Sentinel-2 satellite image"  # how the questions of a tile's rows name its image
 KINDS = ("presence", "largest", "share_bin", "count", "position", "compare", "orientation", "num_classes")
 YES, NO = "yes", "no"
 PRESENCE_MIN_SHARE = 0.01  # a class below this share is neither "present" nor "absent": not asked
@@ -62,10 +63,14 @@ class VqaPair:
     subjects: tuple[str, ...]
     question: str
     answer: str
+    paraphrased: bool = False  # the question is an LLM's checked rewording (rsbuild.captions.paraphrase)
 
     def detail(self) -> dict[str, Any]:
-        """What `derive_answer` needs to re-derive the answer (kept in the row's ``meta.vqa``)."""
-        return {"kind": self.kind, "subjects": list(self.subjects)}
+        """What `derive_answer` needs to re-derive the answer (kept in the row's ``meta.detail``)."""
+        detail: dict[str, Any] = {"kind": self.kind, "subjects": list(self.subjects)}
+        if self.paraphrased:
+            detail["paraphrased"] = True
+        return detail
 
 
 def _hash(*parts: object) -> int:

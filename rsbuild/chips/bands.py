@@ -17,10 +17,14 @@ rather than uint16 DN + scale/offset tags because the loaders people train with 
 they are: DN would silently keep the -0.1 BOA offset of baseline >= 04.00 products.
 
 **Indices.** NDVI = (B08 - B04) / (B08 + B04), NDWI (McFeeters) = (B03 - B08) / (B03 + B08),
-NBR = (B08 - B12) / (B08 + B12), per pixel, averaged over the tile's clear pixels (data in the
-three bands, label known, not cloudy) on the native 10 m grid, and per class over the class's clear
-pixels: ``stats["indices"]`` and ``stats["classes"][i]["indices"]``, each ``{"ndvi", "ndwi", "nbr",
-"pixels"}`` (a mean is null when no pixel is clear).
+NBR = (B08 - B12) / (B08 + B12), per pixel on the native 10 m grid, averaged over the tile's clear
+pixels and per class over the class's clear pixels: ``stats["indices"]`` and
+``stats["classes"][i]["indices"]``, each ``{"ndvi", "ndwi", "nbr", "pixels"}`` (a mean is null when
+no pixel is clear). A 10 m pixel's class is the class of the chip pixel covering its centre in
+``KEY.mask.png`` (the pixels the class shares are measured on); it is clear when that chip pixel is
+valid, it is not cloudy (the 10 m cloud mask is kept as COCO RLE in ``metadata["bands"]["cloud"]``)
+and the three bands have data. Everything the indices are made of is in the shard, so `rsbuild
+verify` re-derives them (`indices_from_members`, to within `INDEX_TOLERANCE`).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from rsbuild.chips.masks import compress_counts, decode_rle, rle_counts
 from rsbuild.errors import SampleError
 from rsbuild.records import BandAsset, Grid, Scene, TileStats
 from rsbuild.schemes import NODATA_INDEX
@@ -43,6 +48,7 @@ RESAMPLING = "nearest"
 INDICES = {"ndvi": ("B08", "B04"), "ndwi": ("B03", "B08"), "nbr": ("B08", "B12")}
 NDVI_DENSE_VEGETATION = 0.6  # mean NDVI at or above: dense green vegetation (a checkable claim)
 NDVI_SPARSE_VEGETATION = 0.2  # below: little or no green vegetation
+INDEX_TOLERANCE = 1e-4  # stored means are rounded to 4 decimals: a re-derived mean lies within half of that
 _READ_PREFIX = "band:"
 
 Submit = Callable[..., "Future[Any]"]
@@ -98,8 +104,9 @@ def encode_bands(tile: np.ndarray, grid: Grid, scene: Scene) -> bytes:
     return raster_io.geotiff_bytes(tile, grid, nodata=float("nan"), descriptions=list(SPECTRAL_BANDS), tags=tags)
 
 
-def bands_metadata(scene: Scene) -> dict[str, Any]:
-    """``metadata["bands"]``: what ``KEY.bands.tif`` holds and how it was made."""
+def bands_metadata(scene: Scene, cloud: np.ndarray | None = None) -> dict[str, Any]:
+    """``metadata["bands"]``: what ``KEY.bands.tif`` holds and how it was made; ``cloud`` the tile's
+    10 m cloud mask (kept as COCO RLE: the indices leave those pixels out)."""
     assets = [scene.spectral[band] for band in SPECTRAL_BANDS]
     return {
         "member": BANDS_MEMBER,
@@ -112,6 +119,7 @@ def bands_metadata(scene: Scene) -> dict[str, Any]:
         "resampling": RESAMPLING,
         "scale": [asset.scale for asset in assets],  # applied: reflectance = DN x scale + offset
         "offset": [asset.offset for asset in assets],
+        "cloud": None if cloud is None else {"size": list(cloud.shape), "counts": compress_counts(rle_counts(cloud))},
     }
 
 
@@ -123,19 +131,47 @@ def normalised_difference(tile: np.ndarray, index: str) -> np.ndarray:
         return np.where(total != 0, (first - second) / total, np.nan)
 
 
-def add_indices(stats: TileStats, tile: np.ndarray, labels: np.ndarray, clear: np.ndarray) -> None:
-    """Put NDVI / NDWI / NBR of the tile and of each listed class into ``stats`` (native 10 m arrays:
-    ``labels`` class indices, ``clear`` pixels with image data, a known label and no cloud)."""
+def index_classes(mask: np.ndarray, shape: tuple[int, int], cloud: np.ndarray | None) -> np.ndarray:
+    """The class index of each 10 m pixel of a ``shape`` tile for the indices: the chip pixel of
+    ``mask`` (``KEY.mask.png``, 255 = invalid) covering the pixel's centre; 255 where ``cloud``."""
+    height, width = shape
+    rows = ((2 * np.arange(height) + 1) * mask.shape[0]) // (2 * height)
+    cols = ((2 * np.arange(width) + 1) * mask.shape[1]) // (2 * width)
+    classes = np.asarray(mask)[rows[:, None], cols[None, :]]
+    return classes if cloud is None else np.where(cloud, NODATA_INDEX, classes).astype(classes.dtype)
+
+
+def index_means(tile: np.ndarray, classes: np.ndarray) -> tuple[dict[str, Any], dict[int, dict[str, Any]]]:
+    """NDVI / NDWI / NBR means of a (12, H, W) tile over its clear pixels and per class index
+    (``classes`` from `index_classes`): (tile, {class index: means})."""
     values = {name: normalised_difference(tile, name) for name in INDICES}
-    usable = clear & (labels != NODATA_INDEX)
+    usable = classes != NODATA_INDEX
     for per_pixel in values.values():
         usable &= np.isfinite(per_pixel)
-    counts = np.bincount(labels[usable], minlength=256)
-    sums = {name: np.bincount(labels[usable], weights=per_pixel[usable], minlength=256) for name, per_pixel in values.items()}
-    stats["indices"] = _means({name: float(total.sum()) for name, total in sums.items()}, int(counts.sum()))
+    counts = np.bincount(classes[usable], minlength=256)
+    sums = {name: np.bincount(classes[usable], weights=per_pixel[usable], minlength=256) for name, per_pixel in values.items()}
+    whole = _means({name: float(total.sum()) for name, total in sums.items()}, int(counts.sum()))
+    per_class = {int(index): _means({name: float(total[index]) for name, total in sums.items()}, int(counts[index]))
+                 for index in np.flatnonzero(counts)}
+    return whole, per_class
+
+
+def add_indices(stats: TileStats, tile: np.ndarray, mask: np.ndarray, cloud: np.ndarray | None) -> None:
+    """Put NDVI / NDWI / NBR of the tile and of each listed class into ``stats`` (``tile`` the
+    (12, H, W) reflectance, ``mask`` the chip's class indices, ``cloud`` the 10 m cloud mask)."""
+    whole, per_class = index_means(tile, index_classes(mask, tile.shape[1:], cloud))
+    stats["indices"] = whole
     for entry in stats.get("classes", []):
-        index = entry["index"]
-        entry["indices"] = _means({name: float(total[index]) for name, total in sums.items()}, int(counts[index]))
+        entry["indices"] = per_class.get(int(entry["index"]), _means(dict.fromkeys(INDICES, 0.0), 0))
+
+
+def indices_from_members(bands_tif: bytes, mask_png_pixels: np.ndarray, bands_meta: Mapping[str, Any]
+                         ) -> tuple[dict[str, Any], dict[int, dict[str, Any]]]:
+    """The indices re-derived from a shard sample: its ``KEY.bands.tif``, its decoded
+    ``KEY.mask.png`` and ``metadata["bands"]`` (for the cloud mask), as `index_means` gives them."""
+    tile, _ = read_bands(bands_tif)
+    cloud = bands_meta.get("cloud")
+    return index_means(tile, index_classes(mask_png_pixels, tile.shape[1:], decode_rle(cloud) if cloud else None))
 
 
 def _means(sums: Mapping[str, float], pixels: int) -> dict[str, Any]:

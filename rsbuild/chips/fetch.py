@@ -351,9 +351,10 @@ class Tiler:
         metadata = self._metadata(poi, scene, tile_grid, window, aoi, split)
         bands_tif = None
         if aoi.spectral is not None:
-            clear = aoi.valid[rows, cols] if aoi.cloud is None else aoi.valid[rows, cols] & ~aoi.cloud[rows, cols]
-            bands.add_indices(stats, aoi.spectral[:, rows, cols], aoi.labels[rows, cols], clear)
-            bands_tif, metadata["bands"] = bands.encode_bands(aoi.spectral[:, rows, cols], tile_grid, scene), bands.bands_metadata(scene)
+            native_cloud = aoi.cloud[rows, cols] if aoi.cloud is not None else None
+            bands.add_indices(stats, aoi.spectral[:, rows, cols], mask, native_cloud)
+            bands_tif, metadata["bands"] = (bands.encode_bands(aoi.spectral[:, rows, cols], tile_grid, scene),
+                                            bands.bands_metadata(scene, native_cloud))
         return Sample(
             key=key,
             split=split,

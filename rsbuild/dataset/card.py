@@ -369,6 +369,10 @@ def _derived_section(summary: Mapping[str, Any]) -> list[str]:
         top = [(kind, ", ".join(f"{a}: {n}" for a, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:8]),
                 sum(counts.values())) for kind, counts in answers.items()]
         lines += [*_table(["VQA kind", "questions", "answers (most frequent first)"], [(k, n, a) for k, a, n in top]), ""]
+    paraphrases = derived.get("vqa_paraphrases")
+    if paraphrases:  # captions.vqa_paraphrase
+        lines += ["VQA questions reworded by the LLM and checked: " + ", ".join(f"{r} {n}" for r, n in paraphrases.items())
+                  + " (a rejected rewording keeps the template question; answers never change).", ""]
     lines += [f"Components without an unambiguous referring phrase (skipped): {derived.get('referring_ambiguous_components', 0)}", ""]
     return lines
 

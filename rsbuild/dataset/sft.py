@@ -18,10 +18,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from rsbuild.captions.paraphrase import PARAPHRASE_TASK, chosen_questions
 from rsbuild.captions.referring import referring_expressions
 from rsbuild.captions.scheduler import caption_classes
 from rsbuild.captions.vqa import KINDS as VQA_KINDS
-from rsbuild.captions.vqa import vqa_pairs
+from rsbuild.captions.vqa import TILE_IMAGE, VqaPair, vqa_pairs
 from rsbuild.records import KEY_PATTERN, Poi, Sample
 
 ROW_TASKS = ("global", "grounding", "class", "class_grounding")  # the rows of a tile
@@ -34,7 +35,7 @@ MAX_REFERENTS = 20  # components per tile that get referring / mask rows (stats.
 _IMAGE_SUFFIXES = {STILL_TASK: (".png", ".jpg")}  # other tasks: ".png" only
 
 MODALITIES = {
-    "sentinel-2": "this Sentinel-2 satellite image",
+    "sentinel-2": TILE_IMAGE,
     "overhead": "this overhead context image",
 }
 
@@ -191,13 +192,30 @@ def derived_rows_bound(tasks: Iterable[str]) -> int:
         2 * ("referring" in chosen) + ("masks" in chosen))
 
 
+def paraphrase_outcomes(sample: Sample, image: str = TILE_IMAGE) -> tuple[list[VqaPair], dict[str, int]]:
+    """The tile's VQA pairs with the checked paraphrases of its ``vqa_paraphrase`` reply in place
+    (the kept annotation, else the last rejected reply) and the count of each outcome."""
+    replies = _paraphrase_replies(sample)
+    return chosen_questions(vqa_pairs(sample.stats, sample.key, image), replies[0] if replies else None, sample.stats)
+
+
+def paraphrase_counts(sample: Sample) -> dict[str, int]:
+    """`paraphrase_outcomes` counts of a tile ({} without a ``vqa_paraphrase`` reply)."""
+    return paraphrase_outcomes(sample)[1] if _paraphrase_replies(sample) else {}
+
+
+def _paraphrase_replies(sample: Sample) -> list[str]:
+    replies = [str(a.get("text", "")) for a in sample.annotations if a.get("task") == PARAPHRASE_TASK]
+    return replies + [str(f.get("text") or "") for f in sample.failures if f.get("task") == PARAPHRASE_TASK]
+
+
 def derived_rows(sample: Sample, tasks: Iterable[str], modality: str = "sentinel-2") -> list[SftRow]:
     """The rows computed from the stats alone: VQA pairs, referring expressions in both
     directions (phrase → box, box → phrase) and mask grounding (phrase → COCO RLE)."""
     chosen, key, stats = set(tasks), sample.key, sample.stats
     image = MODALITIES[modality]
-    rows = [SftRow("vqa", pair.question, pair.answer, (), None, None, pair.detail())
-            for pair in (vqa_pairs(stats, key, image) if "vqa" in chosen else ())]
+    pairs, _ = paraphrase_outcomes(sample, image) if "vqa" in chosen else ([], {})
+    rows = [SftRow("vqa", pair.question, pair.answer, (), None, None, pair.detail()) for pair in pairs]
     if not chosen & {"referring", "masks"}:
         return rows
     masks = {int(m["component"]): m["rle"] for m in sample.masks}
@@ -223,11 +241,14 @@ class DerivedCounts:
     def __init__(self) -> None:
         self.answers: dict[str, Counter[str]] = {}
         self.ambiguous = 0
+        self.paraphrases: Counter[str] = Counter()  # kept, or the reason a template question stayed
 
     def add(self, sample: Sample, rows: Sequence[SftRow], tasks: Iterable[str]) -> None:
         for row in rows:
             if row.task == "vqa" and row.detail is not None:
                 self.answers.setdefault(str(row.detail["kind"]), Counter())[row.answer] += 1
+        if "vqa" in set(tasks):
+            self.paraphrases.update(paraphrase_counts(sample))
         if set(tasks) & {"referring", "masks"}:
             self.ambiguous += referring_expressions(sample.stats).ambiguous
 
@@ -235,13 +256,17 @@ class DerivedCounts:
         for kind, counts in doc.get("vqa_answers", {}).items():
             self.answers.setdefault(kind, Counter()).update(counts)
         self.ambiguous += int(doc.get("referring_ambiguous_components", 0))
+        self.paraphrases.update(doc.get("vqa_paraphrases", {}))
 
     def __bool__(self) -> bool:
         return bool(self.answers) or self.ambiguous > 0
 
     def to_json(self) -> dict[str, Any]:
-        return {"vqa_answers": {k: dict(sorted(c.items())) for k, c in sorted(self.answers.items())},
-                "referring_ambiguous_components": self.ambiguous}
+        doc: dict[str, Any] = {"vqa_answers": {k: dict(sorted(c.items())) for k, c in sorted(self.answers.items())},
+                               "referring_ambiguous_components": self.ambiguous}
+        if self.paraphrases:  # captions.vqa_paraphrase: kept and the template questions left, by reason
+            doc["vqa_paraphrases"] = dict(sorted(self.paraphrases.items()))
+        return doc
 
 
 def build_rows(
@@ -351,7 +376,8 @@ def _meta_problems(meta: Any) -> list[str]:
 
 def _detail_problems(task: str, detail: Any) -> list[str]:
     if task == "vqa":
-        ok = (isinstance(detail, dict) and set(detail) == {"kind", "subjects"} and detail["kind"] in VQA_KINDS
+        ok = (isinstance(detail, dict) and set(detail) - {"paraphrased"} == {"kind", "subjects"} and detail["kind"] in VQA_KINDS
+              and detail.get("paraphrased", True) is True
               and isinstance(detail["subjects"], list) and all(isinstance(s, str) for s in detail["subjects"]))
         return [] if ok else [f"meta.detail of a vqa row must be {{'kind': one of {', '.join(VQA_KINDS)}, 'subjects': [class, ...]}}"]
     ok = (isinstance(detail, dict) and set(detail) == {"component", "phrase"} and isinstance(detail["component"], int)

@@ -4,7 +4,9 @@ Reads every shard and JSONL row once (streaming) and reports counts per split / 
 shards, failures by reason, and every problem found: unreadable or unfinished shards, bad or
 duplicate keys, undecodable PNGs, JSONL rows that do not parse or break the row schema, rows
 pointing at missing images, leftover temporary files of an interrupted build. Still rows
-(``still_overview``) point at a PNG or JPEG of a POI that has tiles in the shards.
+(``still_overview``) point at a PNG or JPEG of a POI that has tiles in the shards. A
+``KEY.bands.tif`` must open as 12 float32 bands named B01 … B12 on the tile's grid (shape, CRS and
+transform of ``metadata["native_grid"]``).
 """
 
 from __future__ import annotations
@@ -22,11 +24,14 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
+from rsbuild.chips.bands import BANDS_MEMBER
 from rsbuild.dataset.annotations import CaptionCounts
 from rsbuild.dataset.layout import CARD_FILE, DATA_DIR, FAILURES_FILE, SHARDS_DIR, SUMMARY_FILE, TMP_SUFFIX
-from rsbuild.dataset.sft import STILL_TASK, reported_tasks, row_problems
+from rsbuild.dataset.sft import STILL_TASK, paraphrase_counts, reported_tasks, row_problems
 from rsbuild.dataset.shards import list_shards, read_shard, read_shard_stats
-from rsbuild.records import KEY_PATTERN, SPLITS
+from rsbuild.records import KEY_PATTERN, SPLITS, Sample
+from rsbuild.sources.assets import SPECTRAL_BANDS
+from rsbuild.sources.raster_io import read_geotiff_bytes
 
 MAX_PROBLEMS = 200  # listed; the count covers all
 
@@ -45,6 +50,7 @@ class Report:
     shards: list[dict[str, Any]] = field(default_factory=list)
     failures_by_reason: Counter = field(default_factory=Counter)
     vqa_answers: Counter = field(default_factory=Counter)  # (kind, answer) of vqa rows
+    vqa_paraphrases: Counter = field(default_factory=Counter)  # kept, or why a template question stayed
     captions: CaptionCounts = field(default_factory=CaptionCounts)  # kept and rejected captions
     problems: list[str] = field(default_factory=list)
     problem_count: int = 0
@@ -83,6 +89,7 @@ class Report:
             "problem_count": self.problem_count,
             "problems": self.problems,
             **({"vqa_answers": answers} if answers else {}),
+            **({"vqa_paraphrases": dict(sorted(self.vqa_paraphrases.items()))} if self.vqa_paraphrases else {}),
         }
 
 
@@ -99,6 +106,27 @@ def _image_problem(data: bytes | None, expected: str = "PNG") -> str | None:
             image.verify()
     except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:  # what PIL raises on damage
         return f"does not decode ({exc})"
+    return None
+
+
+def bands_problem(sample: Sample) -> str | None:
+    """What is wrong with a sample's ``KEY.bands.tif`` (None: nothing, or no multispectral member)."""
+    meta = sample.metadata.get("bands")
+    if sample.bands_tif is None:
+        return None if meta is None else f"metadata describes a {BANDS_MEMBER} member but the shard has none"
+    try:
+        tif = read_geotiff_bytes(sample.bands_tif)
+    except (OSError, ValueError) as exc:  # rasterio's RasterioIOError is an OSError
+        return f"does not open as a GeoTIFF ({exc})"
+    if tif.descriptions != list(SPECTRAL_BANDS):
+        return f"has bands {' '.join(tif.descriptions) or '(unnamed)'}, not the 12 L2A bands {' '.join(SPECTRAL_BANDS)}"
+    if tif.array.dtype.name != "float32":
+        return f"is {tif.array.dtype.name}, not float32 reflectance"
+    grid = sample.metadata.get("native_grid") or {}
+    got = {"shape": [tif.grid.height, tif.grid.width], "crs": tif.grid.crs, "transform": list(tif.grid.transform)}
+    for field_name in ("shape", "crs", "transform"):
+        if got[field_name] != grid.get(field_name):
+            return f"has {field_name} {got[field_name]}, the tile's metadata native_grid says {grid.get(field_name)}"
     return None
 
 
@@ -125,10 +153,14 @@ def _check_shards(out: Path, report: Report) -> tuple[set[str], set[str]]:
                     issue = _image_problem(data)
                     if issue:
                         report.problem(f"{where}{member} {issue}")
+                issue = bands_problem(sample)
+                if issue:
+                    report.problem(f"{where}.{BANDS_MEMBER} {issue}")
                 report.tiles_by_split[sample.split] += 1
                 for ann in sample.annotations:
                     report.annotations_by_task[str(ann.get("task"))] += 1
                 report.captions.add_sample(sample)
+                report.vqa_paraphrases.update(paraphrase_counts(sample))
                 for cls in sample.stats.get("classes", []):
                     report.class_tiles[cls["name"]] += 1
                 if sample.stats.get("dominant_class"):
@@ -278,6 +310,9 @@ def render_report(report: Report, console: Console) -> None:
         for kind, answers in data["vqa_answers"].items():
             vqa.add_row(kind, ", ".join(f"{a}: {n}" for a, n in sorted(answers.items(), key=lambda kv: (-kv[1], kv[0]))[:8]))
         console.print(vqa)
+    if data.get("vqa_paraphrases"):
+        console.print("VQA questions reworded by the LLM: " + ", ".join(f"{r} {n}" for r, n in data["vqa_paraphrases"].items())
+                      + " (a rejected rewording keeps the template question)", markup=False, highlight=False)
     if report.ok:
         console.print("[bold green]valid[/]: every shard reads, keys are unique, every JSONL row parses and its image exists")
         return

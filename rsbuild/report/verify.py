@@ -8,7 +8,10 @@ pass rate is passed ÷ every caption generated, kept or rejected.
 Rows derived from the stats (tasks vqa, referring, masks) are exact by construction, so verify
 re-derives each from the tile's statistics (`verify_derived_rows`: every VQA answer, every
 referring phrase and box, every mask's pixel count and box) and decodes each shard's masks
-against ``KEY.mask.png``; any mismatch is a failure (`rsbuild verify` exits 1).
+against ``KEY.mask.png``; any mismatch is a failure (`rsbuild verify` exits 1). Multispectral
+samples get their NDVI / NDWI / NBR re-derived from ``KEY.bands.tif`` and ``KEY.mask.png``
+(`index_problems`): per tile and per class, pixel counts exactly and means to within
+`rsbuild.chips.bands.INDEX_TOLERANCE`; each difference is a failure naming the key and the index.
 """
 
 from __future__ import annotations
@@ -27,8 +30,10 @@ from rich.console import Console
 from rich.table import Table
 
 from rsbuild.captions.check import check_caption
+from rsbuild.captions.paraphrase import PARAPHRASE_TASK, paraphrase_problem, reply_verdict
 from rsbuild.captions.referring import referring_expressions
-from rsbuild.captions.vqa import derive_answer
+from rsbuild.captions.vqa import VqaPair, derive_answer
+from rsbuild.chips.bands import INDEX_TOLERANCE, INDICES, indices_from_members
 from rsbuild.chips.masks import component_masks, decode_rle
 from rsbuild.dataset.annotations import CaptionCounts
 from rsbuild.dataset.layout import DATA_DIR
@@ -39,6 +44,7 @@ from rsbuild.records import SPLITS, Sample
 from rsbuild.schemes import scheme_or_none
 
 _NUMBERS = re.compile(r"\d+(?:\.\d+)?")
+MAX_LISTED = 50  # index problems listed literally (with their keys); the count covers all
 
 
 def reason_kind(reason: str) -> str:
@@ -62,15 +68,18 @@ def verify_dataset(dataset_dir: Path, top: int = 10) -> dict[str, Any]:
     reasons: Counter[str] = Counter()
     samples = 0
     mask_failures: Counter[str] = Counter()
+    indices = {"tiles": 0, "not_rederivable": 0, "failures": 0, "problems": []}
     for shard in shards:
         for sample in read_shard(shard):
             samples += 1
             for problem in shard_mask_problems(sample):
                 mask_failures[problem] += 1
+            _count_index_problems(sample, indices)
             counts.add_sample(sample)
             for ann in sample.annotations:
                 subject = ann.get("class") if ann.get("task") == "class" else None
-                verdict = check_caption(str(ann.get("text", "")), sample.stats, subject=subject, task=ann.get("task"))
+                verdict = (reply_verdict(str(ann.get("text", "")), sample.stats, sample.key) if ann.get("task") == PARAPHRASE_TASK
+                           else check_caption(str(ann.get("text", "")), sample.stats, subject=subject, task=ann.get("task")))
                 task = str(ann.get("task"))
                 if verdict.ok:
                     passed[task] += 1
@@ -110,9 +119,10 @@ def verify_dataset(dataset_dir: Path, top: int = 10) -> dict[str, Any]:
         "top_reasons": [{"reason": r, "count": c} for r, c in reasons.most_common(top)],
     }
     derived = verify_derived_rows(Path(dataset_dir), top)
-    if derived["rows"] or mask_failures:
+    if derived["rows"] or mask_failures or indices["tiles"] or indices["failures"]:
         derived["shard_mask_failures"] = sum(mask_failures.values())
-        derived["failures"] += derived["shard_mask_failures"]
+        derived["failures"] += derived["shard_mask_failures"] + indices["failures"]
+        derived["indices"] = indices
         derived["top_reasons"] = [{"reason": r, "count": c} for r, c in
                                   (Counter({x["reason"]: x["count"] for x in derived["top_reasons"]}) + mask_failures).most_common(top)]
         report["derived"] = derived
@@ -135,6 +145,50 @@ def shard_mask_problems(sample: Sample) -> list[str]:
         return [f"masks: {len(sample.masks)} masks for {len(expected)} components"]
     return [f"mask of component {got.get('component')} is not its {got.get('class')} pixels"
             for got, want in zip(sample.masks, expected, strict=True) if got != want]
+
+
+def index_problems(sample: Sample) -> list[str] | None:
+    """Where the spectral indices in a sample's stats differ from those re-derived from its
+    ``KEY.bands.tif`` and ``KEY.mask.png``; None when the sample has no indices or no mask to
+    re-derive them with (``output.write_masks = false``)."""
+    stats, key = sample.stats, sample.key
+    if sample.bands_tif is None:
+        return [f"{key}: indices in the stats but no KEY.bands.tif"] if "indices" in stats else None
+    if sample.mask_png is None:
+        return None
+    try:
+        labels = np.asarray(Image.open(io.BytesIO(sample.mask_png)))
+        whole, per_class = indices_from_members(sample.bands_tif, labels, sample.metadata.get("bands") or {})
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # rasterio's errors are OSError / ValueError
+        return [f"{key}: KEY.bands.tif or its cloud mask does not read ({exc})"]
+    problems = _index_differences(key, "the tile", stats.get("indices"), whole)
+    for entry in stats.get("classes", []):
+        derived = per_class.get(int(entry["index"]), {"pixels": 0, **dict.fromkeys(INDICES)})
+        problems += _index_differences(key, str(entry["name"]), entry.get("indices"), derived)
+    return problems
+
+
+def _index_differences(key: str, where: str, stored: Mapping[str, Any] | None, derived: Mapping[str, Any]) -> list[str]:
+    if not stored:
+        return [f"{key}: no indices of {where} in the stats"]
+    problems = []
+    if stored.get("pixels") != derived["pixels"]:
+        problems.append(f"{key}: indices of {where} count {stored.get('pixels')} pixels, KEY.bands.tif and KEY.mask.png give {derived['pixels']}")
+    for name in INDICES:
+        got, want = stored.get(name), derived[name]
+        if (got is None) != (want is None) or (got is not None and abs(float(got) - float(want)) > INDEX_TOLERANCE):
+            problems.append(f"{key}: {name} of {where} is {got}, KEY.bands.tif gives {want}")
+    return problems
+
+
+def _count_index_problems(sample: Sample, indices: dict[str, Any]) -> None:
+    problems = index_problems(sample)
+    if problems is None:
+        indices["not_rederivable"] += int("indices" in sample.stats)
+        return
+    indices["tiles"] += 1
+    indices["failures"] += len(problems)
+    indices["problems"] += problems[: MAX_LISTED - len(indices["problems"])]
 
 
 def _rows(out: Path) -> Iterator[dict[str, Any]]:
@@ -162,8 +216,13 @@ def derived_row_problem(row: Mapping[str, Any], stats: Mapping[str, Any]) -> str
     detail = meta.get("detail") or {}
     task = meta["task"]
     if task == "vqa":
-        expected = derive_answer(stats, str(detail.get("kind")), list(detail.get("subjects", [])))
-        return None if expected == answer else f"vqa {detail.get('kind')}: answer {answer!r}, the stats give {expected!r}"
+        kind, subjects = str(detail.get("kind")), list(detail.get("subjects", []))
+        expected = derive_answer(stats, kind, subjects)
+        if expected != answer:
+            return f"vqa {kind}: answer {answer!r}, the stats give {expected!r}"
+        question = str(row["messages"][0]["content"][1]["text"])
+        reason = paraphrase_problem(VqaPair(kind, tuple(subjects), question, answer), question, stats) if detail.get("paraphrased") else None
+        return None if reason is None else f"vqa {kind}: the paraphrased question fails its check ({reason})"
     referents = {r.component: r for r in referring_expressions(stats).referents}
     ref = referents.get(detail.get("component"))  # type: ignore[arg-type]
     if ref is None or ref.phrase != detail.get("phrase"):
@@ -254,5 +313,13 @@ def render_verify(report: dict[str, Any], console: Console) -> None:
         console.print(table)
         console.print(f"components without an unambiguous phrase (skipped): {derived['referring_ambiguous_components']}",
                       markup=False, highlight=False)
+        indices = derived.get("indices")
+        if indices and (indices["tiles"] or indices["not_rederivable"]):
+            console.print(f"spectral indices re-derived from KEY.bands.tif on {indices['tiles']} tiles "
+                          f"(within {INDEX_TOLERANCE}): {indices['failures']} wrong"
+                          + (f", {indices['not_rederivable']} tiles without a KEY.mask.png to re-derive them"
+                             if indices["not_rederivable"] else ""), markup=False, highlight=False)
+            for problem in indices["problems"]:
+                console.print(f"  {problem}", markup=False, highlight=False)
         for item in derived["top_reasons"]:
             console.print(f"  {item['count']} x {item['reason']}", markup=False, highlight=False)

@@ -4,14 +4,20 @@ loader API (``image_format="bands"``) and HF ``datasets``; derived rows still ve
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import shutil
+import tarfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import webdataset as wds
+from typer.testing import CliRunner
 
-from rsbuild.chips.bands import read_bands
+from rsbuild.chips.bands import INDEX_TOLERANCE, read_bands
+from rsbuild.cli import app
 from rsbuild.config import load_config
 from rsbuild.dataset.loader import caption_dataset, load_hf
 from rsbuild.dataset.shards import list_shards
@@ -19,6 +25,7 @@ from rsbuild.report.inspection import inspect_dataset
 from rsbuild.report.verify import verify_dataset
 from rsbuild.run.pipeline import run_build
 from rsbuild.sources.assets import SPECTRAL_BANDS
+from rsbuild.sources.raster_io import geotiff_bytes, read_geotiff_bytes
 from rsbuild.testing.synthetic import FixtureInfo
 from tests.report import test_preview
 from tests.test_cli import write_config
@@ -85,6 +92,104 @@ def test_derived_rows_and_the_dataset_still_check_out(dataset: Path) -> None:
     report = verify_dataset(dataset)
     assert report["derived"]["rows"] > 0 and report["derived"]["failures"] == 0
     assert not inspect_dataset(dataset).problems
+
+
+def test_verify_re_derives_every_tiles_indices_from_its_bands_and_mask(dataset: Path) -> None:
+    indices = verify_dataset(dataset)["derived"]["indices"]
+    samples = sum(1 for _ in wds.WebDataset(shard_paths(dataset), shardshuffle=False, empty_check=False))
+    assert indices == {"tiles": samples, "not_rederivable": 0, "failures": 0, "problems": []}
+
+
+def damaged_copy(dataset: Path, tmp_path: Path, change: Callable[[str, dict[str, bytes]], None]) -> tuple[Path, str]:
+    """A copy of ``dataset`` whose first sample's members went through ``change(key, members)``
+    (the shard is rewritten and its stats sidecar's byte count updated, so only the change is wrong)."""
+    copy = tmp_path / "damaged"
+    shutil.copytree(dataset, copy)
+    shard = list_shards(copy)[0]
+    with tarfile.open(shard) as tar:
+        members = [(info, tar.extractfile(info).read()) for info in tar.getmembers()]  # type: ignore[union-attr]
+    key = members[0][0].name.split(".", 1)[0]
+    sample = {info.name.split(".", 1)[1]: data for info, data in members if info.name.startswith(key + ".")}
+    change(key, sample)
+    with tarfile.open(shard, "w") as tar:
+        for info, data in members:
+            name = info.name.split(".", 1)
+            if name[0] == key:
+                data = sample[name[1]]
+                info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    sidecar = shard.with_name(shard.name.removesuffix(".tar") + ".stats.json")
+    doc = json.loads(sidecar.read_text(encoding="utf-8"))
+    doc["bytes"] = shard.stat().st_size
+    sidecar.write_text(json.dumps(doc), encoding="utf-8")
+    return copy, key
+
+
+def rewrite_bands(data: bytes, edit: Callable[[np.ndarray], np.ndarray], names: list[str] | None = None) -> bytes:
+    tif = read_geotiff_bytes(data)
+    return geotiff_bytes(edit(tif.array), tif.grid, nodata=float("nan"), descriptions=names or tif.descriptions, tags=tif.tags)
+
+
+def test_verify_catches_a_bands_member_whose_near_infrared_was_altered(dataset: Path, tmp_path: Path) -> None:
+    def darker_nir(key: str, sample: dict[str, bytes]) -> None:
+        def edit(array: np.ndarray) -> np.ndarray:
+            array[SPECTRAL_BANDS.index("B08")] *= 0.8
+            return array
+        sample["bands.tif"] = rewrite_bands(sample["bands.tif"], edit)
+
+    copy, key = damaged_copy(dataset, tmp_path, darker_nir)
+    indices = verify_dataset(copy)["derived"]["indices"]
+    assert indices["failures"] >= 3 and all(problem.startswith(f"{key}: ") for problem in indices["problems"])
+    assert any(f"{key}: ndvi of the tile is" in problem for problem in indices["problems"])
+    assert any(f"{key}: nbr of " in problem for problem in indices["problems"])
+    result = CliRunner().invoke(app, ["verify", str(copy)])
+    assert result.exit_code == 1 and f"{key}: ndvi of the tile is" in result.output
+    assert not inspect_dataset(copy).problems  # the file itself is still a valid 12-band GeoTIFF
+
+
+def test_verify_catches_an_index_altered_in_the_json(dataset: Path, tmp_path: Path) -> None:
+    def shifted(key: str, sample: dict[str, bytes]) -> None:
+        doc = json.loads(sample["json"])
+        doc["stats"]["classes"][0]["indices"]["ndwi"] += 10 * INDEX_TOLERANCE
+        sample["json"] = json.dumps(doc).encode("utf-8")
+
+    copy, key = damaged_copy(dataset, tmp_path, shifted)
+    indices = verify_dataset(copy)["derived"]["indices"]
+    first_class = json.loads(next(iter(wds.WebDataset(shard_paths(dataset), shardshuffle=False)))["json"])["stats"]["classes"][0]
+    assert indices["failures"] == 1
+    assert indices["problems"][0].startswith(f"{key}: ndwi of {first_class['name']} is ")
+
+
+@pytest.mark.parametrize(
+    ("edit", "names", "expected"),
+    [
+        (lambda a: a.astype(np.float64), None, "is float64, not float32 reflectance"),
+        (lambda a: a, [f"band{i}" for i in range(1, 13)], "has bands band1 band2"),
+        (lambda a: a[:11], list(SPECTRAL_BANDS[:11]), "not the 12 L2A bands"),
+        (lambda a: a[:, :-1, :-1], None, "has shape"),
+    ],
+)
+def test_inspect_validates_the_bands_member(dataset: Path, tmp_path: Path, edit, names, expected: str) -> None:
+    def damage(key: str, sample: dict[str, bytes]) -> None:
+        tif = read_geotiff_bytes(sample["bands.tif"])
+        array = edit(tif.array)
+        grid = tif.grid if array.shape[1:] == tif.array.shape[1:] else type(tif.grid)(
+            tif.grid.crs, tif.grid.transform, array.shape[2], array.shape[1])
+        sample["bands.tif"] = geotiff_bytes(array, grid, nodata=float("nan"), descriptions=names or tif.descriptions, tags=tif.tags)
+
+    copy, key = damaged_copy(dataset, tmp_path, damage)
+    problems = inspect_dataset(copy).problems
+    assert len(problems) == 1 and f": {key}.bands.tif " in problems[0] and expected in problems[0], problems
+
+
+def test_inspect_catches_a_bands_member_that_does_not_open(dataset: Path, tmp_path: Path) -> None:
+    def truncate(key: str, sample: dict[str, bytes]) -> None:
+        sample["bands.tif"] = sample["bands.tif"][:200]
+
+    copy, key = damaged_copy(dataset, tmp_path, truncate)
+    problems = inspect_dataset(copy).problems
+    assert len(problems) == 1 and f"{key}.bands.tif does not open as a GeoTIFF" in problems[0], problems
+    assert verify_dataset(copy)["derived"]["indices"]["problems"][0].startswith(f"{key}: KEY.bands.tif")
 
 
 def test_same_inputs_same_bytes(dataset: Path, tmp_path: Path, fixture_data: FixtureInfo, stac_api_rustac) -> None:
