@@ -134,6 +134,8 @@ def _fetch_once(url: str, start: int, stop: int) -> tuple[bytes, int]:
             target = str(answer.next_request.url) if answer.next_request else target
     except httpx.TimeoutException:
         raise RangeError(f"cannot read {name}: timed out", "timeout") from None
+    except httpx.ConnectError:  # refused, unreachable, no such host
+        raise RangeError(f"cannot read {name}: could not connect to its server", "connection") from None
     except httpx.HTTPError as exc:
         raise RangeError(f"cannot read {name}: connection failed ({type(exc).__name__})", "connection") from None
     status = answer.status_code
