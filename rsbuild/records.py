@@ -201,6 +201,9 @@ class Sample:
     failures: list[CaptionFailure] = field(default_factory=list)  # per-caption failures kept in KEY.json
     masks: list[ComponentMask] = field(default_factory=list)  # per-component RLE (task "masks")
     bands_tif: bytes | None = None  # KEY.bands.tif: every L2A band as float32 reflectance (output.bands = "all")
+    # members as read from a local shard, by extension: header + data + padding blocks, written again
+    # verbatim while the member is unchanged (recaption copies them, never re-serialised)
+    source_blocks: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
 
     def json_payload(self) -> dict[str, Any]:
         """The ``KEY.json`` document."""

@@ -57,6 +57,7 @@ class FolderLayout:
         self.out_dir = Path(out_dir)
         self.file_cap = file_cap
         self._counts = dict.fromkeys(FOLDERS, 0)  # folders appear with their first file (no empty mapbox_stills/)
+        self._made: set[Path] = set()  # segment folders write_at made
 
     def allocate(self, folder: str, filename: str) -> str:
         """The next path (relative to OUT, ``/``-separated) for ``filename`` in ``folder``."""
@@ -77,7 +78,9 @@ class FolderLayout:
         """Write ``data`` into the segment of ``slot`` (``s{slot // cap}``): a slot-based layout
         lets units of work write in any order and still keep every leaf folder under the cap."""
         segment = self.out_dir / folder / f"s{slot // self.file_cap:05d}"
-        segment.mkdir(parents=True, exist_ok=True)
+        if segment not in self._made:  # one mkdir per segment, not per file
+            segment.mkdir(parents=True, exist_ok=True)
+            self._made.add(segment)
         (segment / filename).write_bytes(data)
         self._counts[folder] += 1
         return f"{folder}/{segment.name}/{filename}"

@@ -4,7 +4,9 @@ Layout: ``OUT/shards/{split}-{NNNNNN}.tar`` (numbered 0, 1, 2 … per split) wit
 and ``KEY.png``. A shard is written as ``{name}.tar.tmp`` (never matching ``*.tar``), renamed when
 complete, and only then gets its ``{name}.stats.json`` sidecar, itself written atomically: a
 shard without a sidecar was not finished. Members carry a fixed mtime, owner and mode, so the
-same samples in the same order give byte-identical shards. webdataset is imported only here.
+same samples in the same order give byte-identical shards (the bytes webdataset's ``TarWriter``
+writes; `read_local_shard` keeps a local shard's member blocks so recaption writes unchanged
+image, mask and band members again verbatim).
 
 A unit of work writes its shards under unit names (``{split}-u{unit:06d}-{part:02d}.tar``, see
 `unit_shard_name`); `renumber_shards` gives the done units' shards contiguous numbers per split at
@@ -17,6 +19,7 @@ names for the same units.
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import re
 import tarfile
@@ -26,8 +29,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
-
-import webdataset as wds
 
 from rsbuild.config import OutputConfig
 from rsbuild.dataset.layout import SHARDS_DIR, TMP_SUFFIX, canonical_json
@@ -120,6 +121,40 @@ def sample_members(sample: Sample, write_mask: bool = True) -> dict[str, bytes]:
     return members
 
 
+def member_header(name: str, size: int) -> bytes:
+    """The 512-byte header of a shard member (fixed mtime, owner and mode; tarfile's default
+    format), the bytes webdataset's ``TarWriter`` wrote for it."""
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode, info.uname, info.gname = size, SHARD_MTIME, SHARD_MODE, SHARD_OWNER, SHARD_OWNER
+    return info.tobuf(tarfile.DEFAULT_FORMAT, tarfile.ENCODING, "surrogateescape")
+
+
+class TarStream:
+    """A shard's tar stream: members as header + data + NUL padding, then two NUL blocks and
+    padding to a whole record, byte for byte what ``tarfile`` (under webdataset) writes. A
+    member whose source blocks are given and still hold its header and data is written from
+    them verbatim (no header built, no tarfile)."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self.file = file
+        self.offset = 0
+
+    def add(self, name: str, data: bytes, source_blocks: bytes | None = None) -> None:
+        size, padded = len(data), _padded(len(data))
+        header = member_header(name, size)
+        if (source_blocks is not None and len(source_blocks) == _BLOCK + padded and source_blocks[:_BLOCK] == header
+                and source_blocks[_BLOCK : _BLOCK + size] == data and not any(source_blocks[_BLOCK + size :])):
+            self.file.write(source_blocks)
+        else:
+            self.file.write(header + data + bytes(padded - size))
+        self.offset += _BLOCK + padded
+
+    def close(self) -> None:
+        end = self.offset + 2 * _BLOCK
+        self.file.write(bytes(2 * _BLOCK + (-end % _RECORD)))
+        self.offset = 0
+
+
 def _padded(size: int) -> int:
     return -(-size // _BLOCK) * _BLOCK
 
@@ -189,12 +224,11 @@ class _OpenShard:
         self.members_bytes = 0
         self.started = time.perf_counter()
         self._file = open(self.tmp_path, "wb")  # noqa: SIM115 - lives until finish/abort
-        self._writer = wds.TarWriter(
-            self._file, user=SHARD_OWNER, group=SHARD_OWNER, mode=SHARD_MODE, encoder=False, mtime=SHARD_MTIME
-        )
+        self._writer = TarStream(self._file)
 
     def write(self, sample: Sample, members: dict[str, bytes]) -> None:
-        self._writer.write({"__key__": sample.key, **members})
+        for extension in sorted(members):  # webdataset's member order
+            self._writer.add(f"{sample.key}.{extension}", members[extension], sample.source_blocks.get(extension))
         self.members_bytes += tar_bytes([len(v) for v in members.values()])
         self.stats.count(sample)
 
@@ -407,7 +441,8 @@ def _split_of(shard: Path) -> str:
     return prefix if prefix in SPLITS else ""
 
 
-def _sample_from_members(key: str, members: dict[str, bytes], default_split: str) -> Sample:
+def _sample_from_members(key: str, members: dict[str, bytes], default_split: str,
+                         source_blocks: dict[str, bytes] | None = None) -> Sample:
     if "png" not in members or "json" not in members:
         raise ValueError(f"sample {key!r} lacks {'KEY.png' if 'png' not in members else 'KEY.json'}")
     doc = json.loads(members["json"].decode("utf-8"))
@@ -423,6 +458,7 @@ def _sample_from_members(key: str, members: dict[str, bytes], default_split: str
         failures=doc.get("caption_failures", []),
         masks=doc.get("masks", []),
         bands_tif=members.get("bands.tif"),
+        source_blocks=source_blocks or {},
     )
 
 
@@ -438,6 +474,77 @@ def read_shard(path: Path) -> Iterator[Sample]:
     """
     with open(path, "rb") as handle:
         yield from read_shard_stream(handle, Path(path).name)
+
+
+def _member_spans(view: mmap.mmap, size: int) -> list[tuple[str, int, int]] | None:
+    """``(name, header offset, data size)`` of every member of a plain tar (regular files, no
+    extended headers), or None for anything else (`read_shard` then reads, or names the damage)."""
+    spans: list[tuple[str, int, int]] = []
+    position = 0
+    while position + _BLOCK <= size:
+        block = view[position : position + _BLOCK]
+        if not any(block):
+            return spans
+        try:
+            info = tarfile.TarInfo.frombuf(block, tarfile.ENCODING, "surrogateescape")
+        except tarfile.TarError:
+            return None
+        if info.type not in (tarfile.REGTYPE, tarfile.AREGTYPE) or position + _BLOCK + info.size > size:
+            return None
+        spans.append((info.name, position, info.size))
+        position += _BLOCK + _padded(info.size)
+    return None
+
+
+def read_local_shard(path: Path) -> Iterator[Sample]:
+    """`read_shard` for a local file, member bytes sliced from a memory map (no tarfile); each
+    sample keeps its image, mask and band members' blocks (`Sample.source_blocks`) so a writer
+    copies them verbatim while they are unchanged."""
+    path = Path(path)
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size < _BLOCK:
+            yield from read_shard(path)
+            return
+        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as view:
+            spans = _member_spans(view, size)
+            if spans is None:
+                yield from read_shard(path)
+                return
+            default_split = _split_of(path)
+            key: str | None = None
+            members: dict[str, bytes] = {}
+            blocks: dict[str, bytes] = {}
+            for name, offset, length in spans:
+                member_key, _, extension = name.partition(".")
+                if member_key != key:
+                    if key is not None:
+                        yield _local_sample(path, key, members, default_split, blocks)
+                    key, members, blocks = member_key, {}, {}
+                if extension in members:
+                    raise _damaged(path.name, f"{path.name}: duplicate member {name!r}")
+                start = offset + _BLOCK
+                if extension == "json":
+                    members[extension] = view[start : start + length]
+                else:
+                    blocks[extension] = view[offset : start + _padded(length)]
+                    members[extension] = blocks[extension][_BLOCK : _BLOCK + length]
+            if key is not None:
+                yield _local_sample(path, key, members, default_split, blocks)
+
+
+def _local_sample(path: Path, key: str, members: dict[str, bytes], default_split: str, blocks: dict[str, bytes]) -> Sample:
+    try:
+        return _sample_from_members(key, members, default_split, blocks)
+    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise _damaged(path.name, exc) from None
+
+
+def _damaged(name: str, problem: object) -> DamagedShardError:
+    return DamagedShardError(
+        f"shard {name} is damaged ({problem}); restore it from a copy, or rebuild it: delete the marker of its unit "
+        "(units/NNNNNN.json, NNNNNN = shard number // 100) and rerun the same build"
+    )
 
 
 def read_shard_stream(handle: BinaryIO, name: str) -> Iterator[Sample]:
@@ -464,10 +571,7 @@ def read_shard_stream(handle: BinaryIO, name: str) -> Iterator[Sample]:
         if key is not None:
             yield _sample_from_members(key, members, default_split)
     except (tarfile.TarError, EOFError, ValueError) as exc:
-        raise DamagedShardError(
-            f"shard {name} is damaged ({exc}); restore it from a copy, or rebuild it: delete the marker of its unit "
-            "(units/NNNNNN.json, NNNNNN = shard number // 100) and rerun the same build"
-        ) from None
+        raise _damaged(name, exc) from None
 
 
 def read_shard_stats(shard: Path) -> dict[str, Any] | None:
@@ -486,6 +590,7 @@ __all__ = [
     "ShardStats",
     "brace_pattern",
     "list_shards",
+    "read_local_shard",
     "read_shard",
     "read_shard_stats",
     "renumber_shards",

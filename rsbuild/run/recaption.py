@@ -1,6 +1,7 @@
 """The caption half on its own: `rsbuild caption` (chip shards → dataset) and `rsbuild recaption`
 (dataset → dataset with new prompts). Both read shards, add or replace annotations, and write a
-dataset with the same units, copying image and mask bytes unchanged (never re-encoded).
+dataset with the same units, copying image and mask bytes unchanged (never re-encoded; from a local
+source, as the tar blocks they were read from).
 
 Sources and targets may be local folders or fsspec URLs (s3://, gs://, http(s)://, memory://).
 A remote target is written in a local staging folder and uploaded when the run is complete.
@@ -24,7 +25,7 @@ from rich.console import Console
 from rsbuild.config import Config, config_from_dict
 from rsbuild.dataset.layout import CONFIG_FILE, SHARDS_DIR, UNITS_DIR
 from rsbuild.dataset.remote import is_fsspec_url
-from rsbuild.dataset.shards import read_shard_stream, unit_of_shard_name
+from rsbuild.dataset.shards import read_local_shard, read_shard_stream, unit_of_shard_name
 from rsbuild.dataset.units import SHARDS_PER_UNIT, UnitRouter, UnitWriter, failures_part, plan_for, prepare_run
 from rsbuild.errors import InputError
 from rsbuild.records import Sample
@@ -83,7 +84,12 @@ def shard_unit(name: str) -> int:
 
 
 def _unit_samples(source: str, names: list[str]) -> Iterator[Sample]:
+    """A unit's samples; from a local folder with their member blocks, so unchanged image, mask
+    and band members are copied to the new shards verbatim (never decoded or re-serialised)."""
     for name in names:
+        if not is_fsspec_url(source):
+            yield from read_local_shard(Path(source.removeprefix("file://")) / SHARDS_DIR / name)
+            continue
         with fsspec.open(_join(source, SHARDS_DIR, name), "rb") as handle:
             yield from read_shard_stream(handle, name)
 

@@ -1,17 +1,20 @@
-"""Byte ranges of remote rasters over HTTP(S), for GDAL to decode from memory (opt-in:
-``RSBUILD_HTTP_RANGES=YES``; see `ENABLE` for why it is not the default yet).
+"""Byte ranges of remote rasters over HTTP(S): the bytes `rsbuild.sources.raster_io` hands GDAL
+as compact in-memory copies (`rsbuild.sources.tiff`). On by default; ``RSBUILD_HTTP_RANGES=NO``
+(or any of GDAL's own HTTP settings, see `GDAL_HTTP_SETTINGS`) sends http(s) reads through
+GDAL's /vsicurl/ instead.
 
 GDAL's own /vsicurl/ reader costs a size probe and a header request per file per thread that
 opens it, and one request per row of blocks of a window (it merges only consecutive blocks; its
 multi-range reads ignore what plain reads cached). Here instead:
 
 - a file's first bytes (its header: IFDs and block offsets of a COG) are fetched once per process,
-  with the file size from ``Content-Range``, and shared by every thread and handle (bounded LRU;
+  with the file size from ``Content-Range``, parsed once and shared by every thread (bounded LRU;
   concurrent first opens of one URL wait for one request);
-- before a read, the caller plans the byte ranges of the blocks it needs (`RangeFile.plan`);
-  ranges closer than `MERGE_GAP_BYTES` are merged, so a COG's AOI is one request per band;
-  a planned range is fetched when GDAL first touches it (blocks GDAL still has cached cost nothing);
-- anything GDAL reads outside header and plan is fetched on demand, so pixels never depend on the plan.
+- a read's block ranges (planned by the caller from the header) closer than `MERGE_GAP_BYTES`
+  are merged, so a COG's AOI is one request per band.
+
+GDAL never calls back into Python here: it decodes bytes already in memory (rasterio's Python
+file opener, which an earlier version used, is not thread-safe, rasterio#3636).
 
 Faults: 408, 429 and 5xx answers, timeouts, dropped connections, short bodies and wrong
 ``Content-Range`` are `RangeError`s with a ``cause``; each request is retried
@@ -22,23 +25,24 @@ and ``GDAL_HTTP_TIMEOUT``, read at each request.
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import httpx
 
 from rsbuild.retries import RETRIES, Backoff
+from rsbuild.sources import tiff
 
 # Merge two block ranges when the bytes between them cost less than another round trip
 # (2 MiB at ~100 MB/s is ~20 ms, under a typical 30-100 ms object-store latency).
 MERGE_GAP_BYTES = 2 << 20
-ON_DEMAND_MIN_BYTES = 16384  # an unplanned read fetches at least this much (GDAL reads IFDs in small pieces)
+MAX_HEADER_BYTES = 4 << 20  # a TIFF whose structure reaches further is read by GDAL
+HEADER_SLACK_BYTES = 65536
 HEADER_CACHE_FILES = 256
 MAX_REDIRECTS = 5
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
@@ -54,29 +58,28 @@ class RangeError(Exception):
 
 @dataclass(frozen=True)
 class Header:
-    """The first bytes of a remote file and its total size."""
+    """The first bytes of a remote file, its total size and, for a TIFF this reader understands,
+    its block layout (else None: GDAL reads the file)."""
 
     size: int
     data: bytes
+    layout: tiff.Layout | None
 
 
 # HTTP settings users give GDAL (auth, headers, proxies): with any of them set, http(s) files go
 # through GDAL's /vsicurl/ as before, so those settings keep working.
 GDAL_HTTP_SETTINGS = ("GDAL_HTTP_HEADERS", "GDAL_HTTP_HEADER_FILE", "GDAL_HTTP_USERPWD", "GDAL_HTTP_AUTH",
                       "GDAL_HTTP_BEARER", "GDAL_HTTP_COOKIE", "GDAL_HTTP_PROXY", "GDAL_HTTPS_PROXY", "GDAL_HTTP_NETRC_FILE")
-# YES: read http(s) through this module (shared headers, planned ranges). Off by default: GDAL decodes
-# through rasterio's Python file opener, whose state is per thread and not yet thread-safe
-# (rasterio#3636): a dataset freed in another thread than the one that opened it can crash the
-# process (seen in tests/run/test_bad_inputs.py with the fetch stage's threads).
+# NO (or 0, FALSE, OFF): read http(s) through GDAL's /vsicurl/ instead of this module.
 ENABLE = "RSBUILD_HTTP_RANGES"
 
 
 def is_http(href: str) -> bool:
-    """True for http(s) hrefs this module serves: only when ``RSBUILD_HTTP_RANGES=YES`` and GDAL's
-    own HTTP settings are not in use."""
+    """True for http(s) hrefs this module serves: unless ``RSBUILD_HTTP_RANGES=NO`` or GDAL's own
+    HTTP settings are in use."""
     if not href.startswith(("http://", "https://")):
         return False
-    if os.environ.get(ENABLE, "").upper() not in ("1", "YES", "TRUE", "ON"):
+    if os.environ.get(ENABLE, "YES").strip().upper() in ("0", "NO", "FALSE", "OFF"):
         return False
     return not any(os.environ.get(name) for name in GDAL_HTTP_SETTINGS)
 
@@ -131,6 +134,8 @@ def _fetch_once(url: str, start: int, stop: int) -> tuple[bytes, int]:
             target = str(answer.next_request.url) if answer.next_request else target
     except httpx.TimeoutException:
         raise RangeError(f"cannot read {name}: timed out", "timeout") from None
+    except httpx.ConnectError:  # refused, unreachable, no such host
+        raise RangeError(f"cannot read {name}: could not connect to its server", "connection") from None
     except httpx.HTTPError as exc:
         raise RangeError(f"cannot read {name}: connection failed ({type(exc).__name__})", "connection") from None
     status = answer.status_code
@@ -139,7 +144,9 @@ def _fetch_once(url: str, start: int, stop: int) -> tuple[bytes, int]:
     if status == 200:
         raise RangeError(f"cannot read {name}: the server ignores HTTP Range requests (COGs need them)")
     if status != 206:
-        transient = status in (408, 429) or status >= 500
+        # every range asked lies in the file (a header from byte 0, spans within its size): a 416
+        # is a wrong answer (a confused proxy), retried like a short read
+        transient = status in (408, 416, 429) or status >= 500
         raise RangeError(f"cannot read {name}: HTTP {status}", f"HTTP {status}" if transient else "")
     match = _CONTENT_RANGE.fullmatch(answer.headers.get("Content-Range", "").strip())
     body = answer.content
@@ -194,9 +201,7 @@ class _HeaderCache:
             if header is not None:
                 return header
             try:
-                length = max(1024, int(_env_float("GDAL_INGESTED_BYTES_AT_OPEN", 32768)))
-                data, size = fetch(url, 0, length, edge=edge)
-                header = Header(size, data)
+                header = _read_header(url, edge)
                 with self.lock:
                     self.entries[url] = header
                     while len(self.entries) > self.size:
@@ -209,6 +214,26 @@ class _HeaderCache:
     def drop(self, url: str) -> None:
         with self.lock:
             self.entries.pop(url, None)
+
+
+def _read_header(url: str, edge: str) -> Header:
+    """The first ``GDAL_INGESTED_BYTES_AT_OPEN`` bytes of ``url``, more (up to `MAX_HEADER_BYTES`)
+    when its TIFF structure reaches further, and its layout."""
+    length = max(1024, int(_env_float("GDAL_INGESTED_BYTES_AT_OPEN", 32768)))
+    data, size = fetch(url, 0, length, edge=edge)
+    for _round in range(4):
+        try:
+            return Header(size, data, tiff.read_layout(data, size))
+        except tiff.NeedBytes as need:
+            if need.size > MAX_HEADER_BYTES or len(data) >= size:
+                break
+            # a small file whole; else past what is needed (an IFD's values follow it)
+            stop = size if size <= MAX_HEADER_BYTES else min(size, max(need.size + HEADER_SLACK_BYTES, 2 * len(data)))
+            more, _size = fetch(url, len(data), stop, edge=edge)
+            data += more
+        except tiff.Unsupported:
+            break
+    return Header(size, data, None)
 
 
 HEADERS = _HeaderCache(HEADER_CACHE_FILES)
@@ -225,93 +250,13 @@ def merged(ranges: Iterable[tuple[int, int]], gap: int = MERGE_GAP_BYTES) -> lis
     return [(start, stop) for start, stop in out]
 
 
-@dataclass
-class _Reads:
-    """What one dataset's current read planned and fetched (shared by the file objects GDAL opened for it)."""
-
-    planned: list[tuple[int, int]]
-    loaded: list[tuple[int, bytes]]
-    error: RangeError | None = None
-
-
-class RangeFile(io.RawIOBase):
-    """A remote file as a seekable binary file for GDAL: header from `HEADERS`, planned ranges
-    fetched when first touched, anything else on demand. One per open dataset (not shared
-    between threads); `clone` gives GDAL another cursor on the same reads. ``error`` keeps the
-    last failed request (GDAL only sees a short read)."""
-
-    def __init__(self, url: str, edge: str, fetch_range: Callable[..., tuple[bytes, int]] = fetch,
-                 reads: _Reads | None = None) -> None:
-        super().__init__()
-        self.url = url
-        self.edge = edge
-        self.header = HEADERS.get(url, edge)
-        self.size = self.header.size
-        self.position = 0
-        self.reads = reads or _Reads([], [])
-        self._fetch = fetch_range
-
-    @property
-    def error(self) -> RangeError | None:
-        return self.reads.error
-
-    def clone(self) -> RangeFile:
-        """Another file object (own position) over the same header, plan and fetched bytes."""
-        return RangeFile(self.url, self.edge, self._fetch, self.reads)
-
-    def plan(self, ranges: Iterable[tuple[int, int]]) -> None:
-        """The byte ranges the next read needs (merged, fetched lazily)."""
-        self.reads.planned = merged((max(0, a), min(self.size, b)) for a, b in ranges if b > a)
-
-    def forget_reads(self) -> None:
-        """Drop the plan and what was fetched for it (call after each read: memory stays bounded)."""
-        self.reads.planned, self.reads.loaded, self.reads.error = [], [], None
-
-    # io.RawIOBase
-    def close(self) -> None:
-        """Nothing to release; stays readable (GDAL may still touch the file while a dataset closes)."""
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self.position
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.size}[whence]
-        self.position = max(0, base + offset)
-        return self.position
-
-    def read(self, size: int | None = -1) -> bytes:
-        stop = self.size if size is None or size < 0 else min(self.size, self.position + size)
-        if stop <= self.position:
-            return b""
-        data = bytes(self._bytes(self.position, stop))
-        self.position = stop
-        return data
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-    def _bytes(self, start: int, stop: int) -> memoryview:
-        if stop <= len(self.header.data):
-            return memoryview(self.header.data)[start:stop]
-        reads = self.reads
-        for first, chunk in reads.loaded:
-            if first <= start and stop <= first + len(chunk):
-                return memoryview(chunk)[start - first : stop - first]
-        span = next(((a, b) for a, b in reads.planned if a <= start and stop <= b), None)
-        if span is None:
-            span = (start, min(self.size, max(stop, start + ON_DEMAND_MIN_BYTES)))
-        try:
-            chunk, _size = self._fetch(self.url, span[0], span[1], edge=self.edge)
-        except RangeError as exc:
-            reads.error = exc
-            raise
-        reads.loaded.append((span[0], chunk))
-        return memoryview(chunk)[start - span[0] : stop - span[0]]
+def spans(url: str, header: Header, wanted: Iterable[tuple[int, int]], *, edge: str) -> list[tuple[int, bytes]]:
+    """``(start, bytes)`` of each ``[start, stop)`` of ``wanted``, merged (`merged`): from the
+    header's bytes when they hold it, else one request each."""
+    found = []
+    for start, stop in merged((max(0, a), min(header.size, b)) for a, b in wanted if b > a):
+        if stop <= len(header.data):
+            found.append((start, header.data[start:stop]))
+        else:
+            found.append((start, fetch(url, start, stop, edge=edge)[0]))
+    return found

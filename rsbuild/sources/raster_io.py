@@ -4,13 +4,17 @@ Reads go straight onto the chip grid: an aligned source (same CRS and pixel size
 offset) is read as a plain window; anything else (another CRS, another resolution) goes through
 a WarpedVRT with the requested resampling, so each pixel is resampled once.
 
-With ``RSBUILD_HTTP_RANGES=YES`` (opt-in, see `rsbuild.sources.ranges`), http(s) files are read
-through `rsbuild.sources.ranges`: GDAL decodes from a Python file object whose header is fetched
-once per process and shared, and whose bytes for a read come from the merged ranges of the blocks
-that read needs, planned here from the COG's block offsets (one request per band per AOI).
-Otherwise (the default, and whenever GDAL's own HTTP settings such as ``GDAL_HTTP_HEADERS`` are
-set) http(s) and s3:// files go through GDAL's /vsicurl/ and /vsis3/ with options that skip the
-HEAD request and directory listing, merge consecutive ranges and cache headers.
+http(s) files are read through `rsbuild.sources.ranges` (``RSBUILD_HTTP_RANGES=NO`` turns it
+off): a file's header is fetched once per process and shared; before each read the byte ranges
+of the blocks it needs are planned from the header's block offsets and fetched as merged ranges
+(one request per band per AOI); GDAL then decodes a compact in-memory copy holding the header
+and those blocks only (`rsbuild.sources.tiff`: blocks not fetched point past its end, so GDAL
+fails rather than read other bytes). A read the plan missed, or a header the copy cannot be made
+from, goes through GDAL's /vsicurl/. GDAL never calls back into Python, so datasets may be freed
+in any thread. Otherwise (``RSBUILD_HTTP_RANGES=NO``, and whenever GDAL's own HTTP settings such
+as ``GDAL_HTTP_HEADERS`` are set) http(s) and s3:// files go through GDAL's /vsicurl/ and /vsis3/
+with options that skip the HEAD request and directory listing, merge consecutive ranges and cache
+headers.
 
 Network faults: every request has bounded connect and total times (``GDAL_HTTP_CONNECTTIMEOUT``,
 ``GDAL_HTTP_TIMEOUT``); GDAL itself retries 429 / 5xx answers of one range request
@@ -24,7 +28,6 @@ open of a URL whose open failed from its cache, without a request). After the la
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import ctypes
 import functools
@@ -32,7 +35,6 @@ import logging
 import os
 import re
 import threading
-import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +42,7 @@ from typing import Any
 import numpy as np
 import rasterio
 from rasterio.enums import Resampling
+from rasterio.io import MemoryFile
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window, from_bounds
@@ -47,7 +50,10 @@ from rasterio.windows import Window, from_bounds
 from rsbuild.errors import SampleError
 from rsbuild.records import Grid
 from rsbuild.retries import RETRIES, Backoff, retry_call
-from rsbuild.sources import ranges
+from rsbuild.sources import ranges, tiff
+
+LOG = logging.getLogger(__name__)
+BLOCK_MARGIN = 4  # bytes fetched either side of a block: a COG's block leader and trailer
 
 # Config options GDAL reads from the environment; users can override any of them.
 GDAL_DEFAULTS: dict[str, str] = {
@@ -119,22 +125,25 @@ def gdal_path(href: str) -> str:
 
 @dataclass(eq=False)
 class _Handle:
-    """An open dataset and, for http(s), the file object GDAL reads it through."""
+    """An open dataset; for http(s) read through `ranges`, the dataset of the file's header alone
+    (every block past its end: for the grid, never for pixels), its header and its memory file."""
 
     dataset: Any
-    remote: ranges.RangeFile | None
+    header: ranges.Header | None = None
+    memory: MemoryFile | None = None
+
+    def close(self) -> None:
+        self.dataset.close()
+        if self.memory is not None:
+            self.memory.close()
 
 
 class _HandleCache:
-    """Open datasets kept per thread (LRU) so a scene's headers are read once per worker. Those
-    read through Python file objects are also closed at exit, while Python can still serve
-    GDAL's last calls on them (else GDAL prints an I/O error per file)."""
+    """Open datasets kept per thread (LRU) so a scene's headers are read once per worker."""
 
     def __init__(self, size: int = 16) -> None:
         self.size = size
         self.local = threading.local()
-        self.remote: weakref.WeakSet[_Handle] = weakref.WeakSet()
-        atexit.register(self.close_remote)
 
     def get(self, href: str, edge: str = "cog") -> _Handle:
         handles: OrderedDict[str, _Handle] = getattr(self.local, "handles", None) or OrderedDict()
@@ -144,11 +153,9 @@ class _HandleCache:
             return handles[href]
         handle = _open(href, edge)
         handles[href] = handle
-        if handle.remote is not None:
-            self.remote.add(handle)
         while len(handles) > self.size:
             _, old = handles.popitem(last=False)
-            old.dataset.close()
+            old.close()
         return handle
 
     def drop(self, href: str) -> None:
@@ -157,49 +164,35 @@ class _HandleCache:
         handle = handles.pop(href, None)
         if handle is not None:
             with contextlib.suppress(Exception):  # a dataset whose last read failed may fail to close too
-                handle.dataset.close()
+                handle.close()
 
     def close_thread(self) -> None:
         """Close this thread's handles."""
         handles = getattr(self.local, "handles", None) or {}
         for handle in handles.values():
-            handle.dataset.close()
+            handle.close()
         handles.clear()
-
-    def close_remote(self) -> None:
-        """Close every thread's datasets read through Python file objects."""
-        for handle in list(self.remote):
-            handle.dataset.close()
 
 
 def _open(href: str, edge: str) -> _Handle:
-    """Open ``href``: http(s) through a `ranges.RangeFile` (header shared per process), the rest by GDAL."""
-    if not ranges.is_http(href):
+    """Open ``href``: http(s) as its header alone (`ranges`, shared per process) when its layout
+    is understood, the rest by GDAL (an http(s) href through /vsicurl/)."""
+    if ranges.is_http(href):
         try:
-            return _Handle(rasterio.open(gdal_path(href)), None)
-        except rasterio.errors.RasterioIOError as exc:
-            raise _read_error("open", href, exc) from None
+            header = ranges.HEADERS.get(href, edge)
+        except ranges.RangeError as exc:
+            raise RasterReadError(str(exc), cause=exc.cause) from None
+        if header.layout is not None:
+            memory = MemoryFile(header.layout.compact(header.data, []))
+            try:
+                return _Handle(memory.open(), header, memory)
+            except rasterio.errors.RasterioIOError as exc:  # a TIFF GDAL reads only whole: through /vsicurl/
+                memory.close()
+                LOG.debug("%s: opened through GDAL (%s)", _redact(href), _first_line(exc))
     try:
-        remote = ranges.RangeFile(href, edge)
-    except ranges.RangeError as exc:
-        raise RasterReadError(str(exc), cause=exc.cause) from None
-
-    def opener(path: str, mode: str = "rb") -> ranges.RangeFile:
-        if path != href:  # GDAL's sidecar probes (.aux.xml, .msk, .ovr): none exist
-            raise FileNotFoundError(path)
-        return remote.clone()
-
-    try:
-        return _Handle(rasterio.open(href, opener=opener), remote)
+        return _Handle(rasterio.open(gdal_path(href)))
     except rasterio.errors.RasterioIOError as exc:
-        raise _remote_error("open", href, remote, exc) from None
-
-
-def _remote_error(verb: str, href: str, remote: ranges.RangeFile | None, exc: BaseException) -> RasterReadError:
-    """The request that failed under a GDAL error (GDAL itself only saw a short read), else GDAL's error."""
-    if remote is not None and remote.error is not None:
-        return RasterReadError(str(remote.error), cause=remote.error.cause)
-    return _read_error(verb, href, exc)
+        raise _read_error("open", href, exc) from None
 
 
 _HANDLES = _HandleCache()
@@ -291,6 +284,7 @@ def clear_cached_url(href: str) -> bool:
 
 def _forget(href: str) -> None:
     _HANDLES.drop(href)
+    _HANDLES.drop(vsi_name(href))
     ranges.HEADERS.drop(href)
     clear_cached_url(href)
 
@@ -357,33 +351,47 @@ def read_on_grid(
 
 def _read_on_grid(href: str, grid: Grid, bands: int | list[int], resampling: str, fill: float, edge: str) -> np.ndarray:
     handle = _HANDLES.get(href, edge)
-    src, remote, indexes = handle.dataset, handle.remote, bands
+    src, header = handle.dataset, handle.header
+    window = _aligned_window(src, grid)
+    if header is not None and header.layout is not None:
+        plan = window if window is not None else _source_window(src, grid)
+        blocks = header.layout.block_ranges([bands] if isinstance(bands, int) else bands,
+                                            int(plan.col_off), int(plan.row_off), int(plan.width), int(plan.height))
+        try:  # each block with the 4 bytes either side (a COG's block leader and trailer)
+            spans = ranges.spans(href, header, ((a - BLOCK_MARGIN, b + BLOCK_MARGIN) for a, b in blocks), edge=edge)
+        except ranges.RangeError as exc:
+            raise RasterReadError(str(exc), cause=exc.cause) from None
+        try:
+            with MemoryFile(header.layout.compact(header.data, spans)) as memory, memory.open() as copy:
+                return _read_from(copy, bands, grid, window, resampling, fill)
+        except (rasterio.errors.RasterioError, tiff.Unsupported) as exc:
+            # the read needed a block outside the plan (or bytes GDAL could not decode): GDAL reads it
+            LOG.debug("%s: read through GDAL (%s)", _redact(href), _first_line(exc))
+            src = _HANDLES.get(vsi_name(href), edge).dataset
     try:
-        window = _aligned_window(src, grid)
-        if remote is not None:
-            remote.plan(_block_ranges(src, [bands] if isinstance(bands, int) else bands,
-                                      window if window is not None else _source_window(src, grid)))
-        if window is not None:
-            return _read_window(src, indexes, window, fill)
-        coarser = _coarser_by_integer(src, grid) if resampling == "nearest" else None
-        if coarser is not None:
-            return _repeat_coarser(src, indexes, grid, coarser, fill)
-        with WarpedVRT(
-            src,
-            crs=grid.crs,
-            transform=rasterio.Affine(*grid.transform),
-            width=grid.width,
-            height=grid.height,
-            resampling=RESAMPLING[resampling],
-            src_nodata=src.nodata,
-            nodata=fill,
-        ) as vrt:
-            return vrt.read(indexes)
+        return _read_from(src, bands, grid, window, resampling, fill)
     except rasterio.errors.RasterioError as exc:
-        raise _remote_error("read", href, remote, exc) from None
-    finally:
-        if remote is not None:
-            remote.forget_reads()
+        raise _read_error("read", href, exc) from None
+
+
+def _read_from(src: Any, indexes: int | list[int], grid: Grid, window: Window | None, resampling: str, fill: float) -> np.ndarray:
+    """``indexes`` of ``src`` onto ``grid`` (``window``: where ``grid`` lies in ``src`` when aligned)."""
+    if window is not None:
+        return _read_window(src, indexes, window, fill)
+    coarser = _coarser_by_integer(src, grid) if resampling == "nearest" else None
+    if coarser is not None:
+        return _repeat_coarser(src, indexes, grid, coarser, fill)
+    with WarpedVRT(
+        src,
+        crs=grid.crs,
+        transform=rasterio.Affine(*grid.transform),
+        width=grid.width,
+        height=grid.height,
+        resampling=RESAMPLING[resampling],
+        src_nodata=src.nodata,
+        nodata=fill,
+    ) as vrt:
+        return vrt.read(indexes)
 
 
 def _read_window(src: Any, indexes: int | list[int], window: Window, fill: float) -> np.ndarray:
@@ -447,23 +455,6 @@ def _source_window(src: Any, grid: Grid, margin: int = 3) -> Window:
     return Window(col, row, int(np.ceil(window.width)) + 2 * margin + 1, int(np.ceil(window.height)) + 2 * margin + 1)
 
 
-def _block_ranges(src: Any, indexes: list[int], window: Window) -> set[tuple[int, int]]:
-    """Byte ranges ``[start, stop)`` of the blocks of ``indexes`` that ``window`` touches (from the
-    TIFF's block offsets, which GDAL read with the header); empty when the format has none."""
-    height, width = src.block_shapes[0]
-    rows = range(max(0, int(window.row_off) // height), min((src.height - 1) // height, (int(window.row_off) + int(window.height) - 1) // height) + 1)
-    cols = range(max(0, int(window.col_off) // width), min((src.width - 1) // width, (int(window.col_off) + int(window.width) - 1) // width) + 1)
-    found: set[tuple[int, int]] = set()
-    for band in indexes:
-        for row in rows:
-            for col in cols:
-                offset = src.get_tag_item(f"BLOCK_OFFSET_{col}_{row}", "TIFF", bidx=band)
-                size = src.get_tag_item(f"BLOCK_SIZE_{col}_{row}", "TIFF", bidx=band)
-                if offset and size:
-                    found.add((int(offset), int(offset) + int(size)))
-    return found
-
-
 def close_thread_handles() -> None:
     """Close datasets opened by the calling thread (call when a worker ends)."""
     _HANDLES.close_thread()
@@ -495,8 +486,6 @@ def geotiff_bytes(
     """A small in-memory GeoTIFF of an (N, H, W) array on ``grid``: deflate level 1 (with the
     floating-point predictor for float data), band-interleaved, band descriptions and dataset tags set. GDAL
     writes no timestamp, so the same array gives the same bytes."""
-    from rasterio.io import MemoryFile
-
     profile: dict[str, Any] = {
         "driver": "GTiff", "width": grid.width, "height": grid.height, "count": array.shape[0],
         "dtype": array.dtype.name, "crs": grid.crs, "transform": rasterio.Affine(*grid.transform),
@@ -526,8 +515,6 @@ class GeoTiff:
 
 def read_geotiff_bytes(data: bytes) -> GeoTiff:
     """Pixels and metadata of GeoTIFF bytes (e.g. a ``KEY.bands.tif`` shard member)."""
-    from rasterio.io import MemoryFile
-
     with MemoryFile(data) as memory, memory.open() as src:
         grid = Grid(src.crs.to_string() if src.crs else "", tuple(src.transform)[:6], src.width, src.height)
         return GeoTiff(src.read(), [d or "" for d in src.descriptions], dict(src.tags()), grid)

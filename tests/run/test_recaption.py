@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import tarfile
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 import fsspec
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from rsbuild.captions.base import CaptionEngine, CaptionRequest, CaptionResult
@@ -115,3 +117,31 @@ def test_remote_source_and_target_through_fsspec(built):
     local = {p.name: p.read_bytes() for p in list_shards(built)}
     for path in shards:  # template captions are deterministic: same bytes as the source
         assert fs.cat_file(path) == local[Path(path).name]
+
+
+def test_a_local_recaption_copies_member_blocks_without_decoding_them(built, tmp_path, monkeypatch):
+    """From a local folder, image and mask members go to the new shards as the tar blocks they
+    were read from: no PNG decoded, no member extracted through tarfile, and the same bytes as
+    a recaption of the same dataset read over HTTP (member by member)."""
+    with RangeHTTPServer(built) as http:
+        run_recaption(http.url, str(tmp_path / "over-http"), {"tasks": ["area"]}, show_progress=False)
+    opened: Counter[str] = Counter()
+    image_open, extract = Image.open, tarfile.TarFile.extractfile
+
+    def counting_open(*args, **kwargs):
+        opened["png decoded"] += 1
+        return image_open(*args, **kwargs)
+
+    def counting_extract(self, member):
+        opened["member extracted"] += 1
+        return extract(self, member)
+
+    monkeypatch.setattr(Image, "open", counting_open)
+    monkeypatch.setattr(tarfile.TarFile, "extractfile", counting_extract)
+    run_recaption(str(built), str(tmp_path / "local"), {"tasks": ["area"]}, show_progress=False)
+    monkeypatch.undo()
+    assert opened == {}
+    local, over_http = list_shards(tmp_path / "local"), list_shards(tmp_path / "over-http")
+    assert [p.name for p in local] == [p.name for p in over_http] and local
+    for ours, theirs in zip(local, over_http):
+        assert ours.read_bytes() == theirs.read_bytes()

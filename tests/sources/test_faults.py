@@ -19,7 +19,7 @@ from rsbuild.errors import InputError
 from rsbuild.records import Failure, Sample
 from rsbuild.retries import RETRIES
 from rsbuild.run.pipeline import make_searcher
-from rsbuild.sources import raster_io, stac
+from rsbuild.sources import ranges, raster_io, stac
 from rsbuild.testing.faults import FAULT_KINDS, FaultProxy, FaultyWorld
 from rsbuild.testing.servers import RangeHTTPServer
 from rsbuild.testing.synthetic import FixtureInfo
@@ -71,6 +71,17 @@ def assert_same_samples(reference: dict[str, Sample], records: list[Sample | Fai
         assert sample.image_png == expected.image_png, key
         assert sample.mask_png == expected.mask_png, key
         assert sample.stats == expected.stats and sample.metadata == expected.metadata, key
+
+
+def test_gdals_own_reader_gives_the_same_samples(
+    fixture_data, cog_server, reference, tmp_path, monkeypatch
+):
+    """The range reader (the default, ``reference``) against GDAL's /vsicurl/ (``RSBUILD_HTTP_RANGES=NO``):
+    the same PNG, mask and statistics bytes for every sample (requests per chip: scripts/bench.py)."""
+    monkeypatch.setenv(ranges.ENABLE, "NO")
+    records, _counts = run_world(fixture_data, cog_server, tmp_path, {})
+    assert len(by_key(records)) == len(reference)
+    assert_same_samples(reference, records)
 
 
 @pytest.mark.parametrize("kind", FAULT_KINDS)

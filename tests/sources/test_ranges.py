@@ -1,10 +1,12 @@
 """Remote COG reads through rsbuild.sources.ranges: one shared header per file, one merged range
 per band per AOI, pixels identical to GDAL reading the local file, clear messages for servers
-that cannot serve COGs. The reader is opt-in (``RSBUILD_HTTP_RANGES=YES``): these tests turn it on."""
+that cannot serve COGs, datasets freed in any thread. The reader is the default
+(``RSBUILD_HTTP_RANGES=NO`` turns it off)."""
 
 from __future__ import annotations
 
 import functools
+import gc
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +22,7 @@ from rasterio.transform import Affine
 from rasterio.vrt import WarpedVRT
 
 from rsbuild.records import Grid
-from rsbuild.sources import ranges, raster_io
+from rsbuild.sources import ranges, raster_io, tiff
 from rsbuild.testing.servers import RangeHTTPServer
 
 SIZE, BLOCK, PIXEL_M = 1024, 256, 10.0
@@ -45,8 +47,11 @@ def cog_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def ranges_on(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(ranges.ENABLE, "YES")
+def default_reader(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reader as users get it, whatever the environment running the tests says."""
+    monkeypatch.delenv(ranges.ENABLE, raising=False)
+    for name in ranges.GDAL_HTTP_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture()
@@ -161,12 +166,9 @@ def test_a_missing_file_says_404(server: RangeHTTPServer) -> None:
 @pytest.mark.parametrize("setting", ["GDAL_HTTP_HEADERS", "RSBUILD_HTTP_RANGES"])
 def test_gdal_http_settings_send_reads_through_gdal(server: RangeHTTPServer, cog_folder: Path,
                                                     monkeypatch: pytest.MonkeyPatch, setting: str) -> None:
-    """Without the opt-in, and for users who configured GDAL's HTTP (headers, auth, proxies), GDAL's
+    """With the off switch, and for users who configured GDAL's HTTP (headers, auth, proxies), GDAL's
     reader: same pixels."""
-    if setting == "GDAL_HTTP_HEADERS":
-        monkeypatch.setenv(setting, "X-Test: 1")
-    else:
-        monkeypatch.delenv(setting)
+    monkeypatch.setenv(setting, "X-Test: 1" if setting == "GDAL_HTTP_HEADERS" else "NO")
     grid = aoi(100, 100, 300)
     pixels = raster_io.read_on_grid(f"{server.url}/band.tif", grid)
     raster_io.close_thread_handles()
@@ -178,3 +180,49 @@ def test_gdal_http_settings_send_reads_through_gdal(server: RangeHTTPServer, cog
 def test_ranges_closer_than_the_gap_merge() -> None:
     assert ranges.merged([(500, 600), (0, 100), (150, 200)], gap=50) == [(0, 200), (500, 600)]
     assert ranges.merged([(0, 100), (50, 80), (100, 120)], gap=0) == [(0, 120)]
+
+
+def test_datasets_freed_in_any_thread_by_the_collector(server: RangeHTTPServer, cog_folder: Path) -> None:
+    """Threads that end without closing their datasets, a missing file among the reads, and the
+    garbage collector on the main thread freeing what they left (an earlier reader crashed here)."""
+    url = f"{server.url}/band.tif"
+    expected = raster_io.read_on_grid(str(cog_folder / "band.tif"), aoi(64, 64, 256))
+    for _round in range(3):
+        def read(index: int) -> np.ndarray | None:
+            try:
+                return raster_io.read_on_grid(url if index % 3 else f"{server.url}/missing{index}.tif", aoi(64, 64, 256))
+            except raster_io.RasterReadError:
+                return None
+
+        threads = [threading.Thread(target=read, args=(index,)) for index in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        gc.collect()
+    np.testing.assert_array_equal(raster_io.read_on_grid(url, aoi(64, 64, 256)), expected)
+
+
+def test_a_block_the_plan_missed_is_read_by_gdal(server: RangeHTTPServer, cog_folder: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read that needs a block outside its plan (here: a plan left empty) fails in the compact
+    copy and is read through GDAL's /vsicurl/: the same pixels, never zeros."""
+    monkeypatch.setattr(tiff.Layout, "block_ranges", lambda *_args: set())
+    grid = aoi(300, 300, 600)
+    pixels = raster_io.read_on_grid(f"{server.url}/band.tif", grid)
+    raster_io.close_thread_handles()
+    np.testing.assert_array_equal(pixels, raster_io.read_on_grid(str(cog_folder / "band.tif"), grid))
+    assert kinds(server).count("data") >= 2  # GDAL's requests, one per row of blocks
+
+
+def test_a_header_longer_than_the_first_bytes_costs_one_more_request(server: RangeHTTPServer, cog_folder: Path) -> None:
+    """A GeoTIFF whose IFD GDAL moved to its end (metadata written after the pixels): a small file
+    is then read whole, its pixels served from those bytes."""
+    data = np.arange(700 * 600, dtype=np.uint16).reshape(1, 600, 700)
+    with rasterio.open(cog_folder / "late.tif", "w", driver="GTiff", width=700, height=600, count=1, dtype="uint16",
+                       tiled=True, crs=CRS, transform=Affine(PIXEL_M, 0, ORIGIN[0], 0, -PIXEL_M, ORIGIN[1])) as dst:
+        dst.write(data)
+        dst.update_tags(notes="x" * 100_000)
+    pixels = raster_io.read_on_grid(f"{server.url}/late.tif", aoi(100, 200, 300))
+    np.testing.assert_array_equal(pixels, data[0, 200:500, 100:400])
+    assert len(server.request_log) == 2 and kinds(server)[0] == "header"
