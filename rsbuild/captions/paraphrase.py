@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
-from rsbuild.captions.check import Verdict
+from rsbuild.captions.check import Verdict, check_caption
 from rsbuild.captions.check.vocabulary import Vocabulary, vocabulary_for
 from rsbuild.captions.vqa import SHARE_BINS, TILE_IMAGE, VqaPair, vqa_pairs
 
@@ -172,3 +172,11 @@ def reply_verdict(text: str, stats: Mapping[str, Any], key: str) -> Verdict:
         return Verdict(True)
     reasons = [f"no question paraphrased acceptably ({', '.join(f'{r} {n}' for r, n in sorted(counts.items()))})"]
     return Verdict(False, reasons, ["text"])
+
+
+def check_text(task: str | None, text: str, stats: Mapping[str, Any], key: str, subject: str | None = None) -> Verdict:
+    """The one check a generated text of ``task`` must pass (the caption stage and `rsbuild verify`):
+    a VQA paraphrase reply's (`reply_verdict`), else the caption check."""
+    if task == PARAPHRASE_TASK:
+        return reply_verdict(text, stats, key)
+    return check_caption(text, stats, subject=subject, task=task)

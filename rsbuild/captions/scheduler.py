@@ -42,8 +42,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from rsbuild.captions.base import CaptionEngine, CaptionRequest, CaptionResult, request_seed
-from rsbuild.captions.check import DEFAULT_MIN_SHARE, check_caption
-from rsbuild.captions.paraphrase import PARAPHRASE_TASK, reply_sampling, reply_verdict, request_subject
+from rsbuild.captions.check import DEFAULT_MIN_SHARE
+from rsbuild.captions.paraphrase import PARAPHRASE_TASK, check_text, reply_sampling, request_subject
 from rsbuild.config import CaptionsConfig
 from rsbuild.errors import ConfigError
 from rsbuild.records import Annotation, CaptionFailure, Sample
@@ -526,8 +526,7 @@ def _take(job: _Job, result: CaptionResult, telemetry: CaptionTelemetry) -> None
             job.last_failure = {**base, "reason": "truncated", "text": text, "check_reasons": [],
                                 "detail": f"cut off at {where}; raise captions.max_tokens"}
             continue
-        verdict = (reply_verdict(text, job.sample.stats, job.sample.key) if job.task == PARAPHRASE_TASK
-                   else check_caption(text, job.sample.stats, subject=subject, task=job.task))
+        verdict = check_text(job.task, text, job.sample.stats, job.sample.key, subject)
         if verdict.ok:
             telemetry.captions_kept += 1
             job.accepted.append(_annotation(job, result, text, index if best_of else None))

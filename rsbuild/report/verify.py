@@ -29,8 +29,7 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
-from rsbuild.captions.check import check_caption
-from rsbuild.captions.paraphrase import PARAPHRASE_TASK, paraphrase_problem, reply_verdict
+from rsbuild.captions.paraphrase import check_text, paraphrase_problem
 from rsbuild.captions.referring import referring_expressions
 from rsbuild.captions.vqa import VqaPair, derive_answer
 from rsbuild.chips.bands import INDEX_TOLERANCE, INDICES, indices_from_members
@@ -78,8 +77,7 @@ def verify_dataset(dataset_dir: Path, top: int = 10) -> dict[str, Any]:
             counts.add_sample(sample)
             for ann in sample.annotations:
                 subject = ann.get("class") if ann.get("task") == "class" else None
-                verdict = (reply_verdict(str(ann.get("text", "")), sample.stats, sample.key) if ann.get("task") == PARAPHRASE_TASK
-                           else check_caption(str(ann.get("text", "")), sample.stats, subject=subject, task=ann.get("task")))
+                verdict = check_text(ann.get("task"), str(ann.get("text", "")), sample.stats, sample.key, subject)
                 task = str(ann.get("task"))
                 if verdict.ok:
                     passed[task] += 1
