@@ -133,7 +133,7 @@ class TarStream:
     """A shard's tar stream: members as header + data + NUL padding, then two NUL blocks and
     padding to a whole record, byte for byte what ``tarfile`` (under webdataset) writes. A
     member whose source blocks are given and still hold its header and data is written from
-    them verbatim (no header built, no tarfile)."""
+    them verbatim (compared in place, never copied or re-encoded)."""
 
     def __init__(self, file: BinaryIO) -> None:
         self.file = file
@@ -142,9 +142,10 @@ class TarStream:
     def add(self, name: str, data: bytes, source_blocks: bytes | None = None) -> None:
         size, padded = len(data), _padded(len(data))
         header = member_header(name, size)
-        if (source_blocks is not None and len(source_blocks) == _BLOCK + padded and source_blocks[:_BLOCK] == header
-                and source_blocks[_BLOCK : _BLOCK + size] == data and not any(source_blocks[_BLOCK + size :])):
-            self.file.write(source_blocks)
+        view = memoryview(source_blocks) if source_blocks is not None else None  # slices without copies
+        if (view is not None and len(view) == _BLOCK + padded and view[:_BLOCK] == header
+                and view[_BLOCK : _BLOCK + size] == data and not any(view[_BLOCK + size :])):
+            self.file.write(view)
         else:
             self.file.write(header + data + bytes(padded - size))
         self.offset += _BLOCK + padded
