@@ -377,6 +377,7 @@ class CaptionsConfig(_Section):
     timeout_s: float = Field(120.0, gt=0, description="LLM server: seconds to wait for one answer")
     connect_timeout_s: float = Field(10.0, gt=0, le=600, description="LLM server: seconds to connect")
     retries: int = Field(3, ge=0)
+    speculative_reasks: bool = Field(True, description="with free request slots and nothing new to ask (the end of a run), also ask the next attempts of captions still being checked; the kept texts are the same either way")
     max_check_attempts: int = Field(3, ge=1, description="generations per caption before giving up on the check")
     best_of: int = Field(1, ge=1, le=16, description="candidates asked per caption in one request (vLLM n=k: one prefill); the first that passes the check is kept")
     constrained: bool = Field(False, description="engine 'local': decode area/class captions under a grammar that binds each class to its measured share and place")
@@ -614,6 +615,7 @@ concurrency = 256            # requests open at once per server: a vLLM server b
 timeout_s = 120.0            # engine "openai": seconds to wait for one answer, and to connect
 connect_timeout_s = 10.0
 best_of = 1                  # candidates per caption in one request (n=k, one prefill); the first that passes the check is kept (4 helps small models)
+speculative_reasks = true    # idle slots at the end of a run ask the next attempts ahead (same kept texts, shorter tail)
 # max_samples_in_flight = 1024   # samples the caption stage holds (default 4 x concurrency); bounds memory
 # models = ["Qwen/Qwen2.5-7B-Instruct"]   # annotator models; empty = the engine's default
 # model_urls = { "Qwen/Qwen2.5-7B-Instruct" = "http://127.0.0.1:8000/v1" }   # engine "openai": one server per model

@@ -14,12 +14,14 @@ Two clients take turns against the same server on the same tiles, per configurat
 
   (a) rsbuild: ``annotate(samples, [OpenAIEngine(url, model="sim")], CaptionsConfig(tasks, paraphrases))``
       at its default settings, consumed fully;
-  (b) plain: the exact requests rsbuild sent in the round before (messages, n, seed, max_tokens,
-      as the server recorded them), all at once behind an asyncio.Semaphore(256), one AsyncOpenAI
-      on openai's default HTTP transport (httpx), as rsbuild's engine (``--plain-transport`` for others).
+  (b) plain: the exact requests rsbuild needed in the round before (messages, n, seed, max_tokens,
+      as the server recorded them; not the attempts rsbuild asked ahead and then dropped), all at once
+      behind an asyncio.Semaphore(256), one AsyncOpenAI on openai's default HTTP transport (httpx), as
+      rsbuild's engine (``--plain-transport`` for others).
 
-Per run: wall seconds, requests, sequences, the server's time-averaged occupancy
-(integral of min(running, S) dt / (S * T), T = first arrival .. last completion) and where the idle
+Per run: wall seconds, requests, the useful sequences (those of the plain client's list, for both
+clients), occupancy = useful sequence-seconds / (S * wall) — so rsbuild's dropped speculative
+attempts count as idle, not busy (the server's own busy share is in the JSON) — and where the idle
 slot-time lies (ramp before the batch first fills, middle, tail after it last was full). Summary:
 rsbuild occupancy (target >= 0.95) and rsbuild / plain sequences per second (target >= 0.97),
 median [min, max] over rounds, for the whole run and for the steady state (while the middle 80 %
@@ -84,7 +86,8 @@ def last_user_text(messages: list[dict[str, Any]]) -> str:
 
 
 class Simulator:
-    """S slots; a sequence runs ``duration`` seconds once it has a slot; the rest wait FIFO."""
+    """S slots; a sequence runs ``duration`` seconds once it has a slot; the rest wait FIFO. A request
+    whose client goes away is dropped, as vLLM aborts it: its sequences leave the queue or free their slots."""
 
     def __init__(self, slots: int, rate: float, out_tokens: int, lookup: dict[str, list[str]]) -> None:
         self.slots, self.rate, self.out_tokens, self.lookup = slots, rate, out_tokens, lookup
@@ -94,6 +97,8 @@ class Simulator:
     def reset(self) -> None:
         self.running = 0
         self.queue: deque[tuple[asyncio.Future[None], float]] = deque()
+        self.handles: dict[asyncio.Future[None], asyncio.TimerHandle] = {}
+        self.aborted = 0
         self.first: float | None = None
         self.last_done: float | None = None
         self.last_change = 0.0
@@ -114,16 +119,31 @@ class Simulator:
         self.timeline.append((round(now - self.first, 6), self.running))
 
     def _start(self, future: asyncio.Future[None], seconds: float) -> None:
-        self.loop.call_later(seconds, self._finish, future)
+        self.handles[future] = self.loop.call_later(seconds, self._finish, future)
 
     def _finish(self, future: asyncio.Future[None]) -> None:
+        self.handles.pop(future, None)
         self.last_done = self.loop.time()
         if not future.done():
             future.set_result(None)
+        self._free()
+
+    def _free(self) -> None:
         if self.queue:  # the freed slot goes straight to the next waiting sequence
             self._start(*self.queue.popleft())
         else:
             self._change(-1)
+
+    def abort(self, futures: list[asyncio.Future[None]]) -> None:
+        """Drop the sequences of a request whose client went away."""
+        self.aborted += 1
+        waiting = set(futures)
+        self.queue = deque(item for item in self.queue if item[0] not in waiting)
+        for future in futures:
+            handle = self.handles.pop(future, None)
+            if handle is not None:
+                handle.cancel()
+                self._free()
 
     def add(self, seconds: float) -> asyncio.Future[None]:
         future: asyncio.Future[None] = self.loop.create_future()
@@ -151,7 +171,12 @@ class Simulator:
         tokens = min(self.out_tokens, int(max_tokens)) if max_tokens else self.out_tokens
         finish = "length" if tokens < self.out_tokens else "stop"
         self.truncated += n if finish == "length" else 0
-        await asyncio.gather(*(self.add(tokens / self.rate) for _ in range(n)))
+        sequences = [self.add(tokens / self.rate) for _ in range(n)]
+        try:
+            await asyncio.gather(*sequences)
+        except asyncio.CancelledError:
+            self.abort(sequences)
+            raise
         record["t_done"] = round(self.loop.time() - self.first, 6)
         entry = self.lookup.get(sha(last_user_text(messages)))
         if entry is None:
@@ -181,7 +206,7 @@ class Simulator:
             "occupancy": busy / (self.slots * window) if window > 0 else 0.0,
             "requests": self.requests, "sequences": self.sequences, "max_running": self.max_running,
             "max_queued": self.max_queued, "running_now": self.running, "queued_now": len(self.queue),
-            "lookup_misses": self.misses, "faults": self.faults, "truncated": self.truncated,
+            "lookup_misses": self.misses, "faults": self.faults, "truncated": self.truncated, "aborted": self.aborted,
             "server_cpu_s": time.process_time() - self.cpu0,
             "timeline": self.timeline,
         }
@@ -212,7 +237,7 @@ async def serve(args: argparse.Namespace) -> None:
     app = web.Application(client_max_size=16 * 2**20)
     app.add_routes([web.post("/v1/chat/completions", chat), web.get("/v1/models", models),
                     web.get("/stats", stats), web.post("/reset", reset)])
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)  # a closed connection aborts (vLLM)
     await runner.setup()
     await web.TCPSite(runner, HOST, args.port, backlog=4096).start()
     print("ready", flush=True)
@@ -437,7 +462,7 @@ def steady_state(stats: dict[str, Any], records: list[dict[str, Any]], tiles: in
     """Occupancy while the middle 80 % of the sequences finish (from the 10th to the 90th percentile of
     completion times), and the whole-run occupancy projected to ``target_tiles``: that steady state for
     proportionally longer, the edges (ramp and tail) as measured."""
-    done = sorted(float(r["t_done"]) for r in records for _ in range(max(1, int(r.get("n") or 1))))
+    done = sorted(float(r["t_done"]) for r in records if "t_done" in r for _ in range(max(1, int(r.get("n") or 1))))
     slots, window = stats["slots"], stats["window_s"]
     if len(done) < 10 or window <= 0:
         return {"steady": 0.0, "projected": 0.0, "steady_s": 0.0}
@@ -461,18 +486,26 @@ def make_samples(tiles: list[dict[str, Any]]) -> list[Any]:
     return [Sample(tile_key(i), "train", b"", None, {}, stats) for i, stats in enumerate(tiles)]
 
 
-def run_rsbuild(url: str, tiles: list[dict[str, Any]], tasks: list[str], paraphrases: int) -> dict[str, Any]:
+def run_rsbuild(url: str, tiles: list[dict[str, Any]], tasks: list[str], paraphrases: int,
+                speculate: bool = True) -> dict[str, Any]:
     from rsbuild.captions.engines.openai import OpenAIEngine
     from rsbuild.captions.prompts import PromptSet
     from rsbuild.captions.scheduler import CaptionTelemetry, annotate
     from rsbuild.config import CaptionsConfig
 
-    cfg = CaptionsConfig(tasks=tasks, paraphrases=paraphrases)
+    cfg = CaptionsConfig(tasks=tasks, paraphrases=paraphrases, speculative_reasks=speculate)
     prompts = PromptSet.load(tasks=tasks)
     sampling = {"temperature": cfg.temperature, "top_p": cfg.top_p, "max_tokens": cfg.max_tokens}
     engine = OpenAIEngine(f"{url}/v1", model="sim", sampling=sampling)
     samples = make_samples(tiles)
-    telemetry = CaptionTelemetry()
+    discarded: list[int] = []
+
+    class Recording(CaptionTelemetry):
+        def discard(self, request: Any) -> None:  # attempts asked ahead that rsbuild did not need
+            super().discard(request)
+            discarded.append(request.seed)
+
+    telemetry = Recording()
     with ThreadCPU() as cpu:
         cpu0, t0 = time.process_time(), time.perf_counter()
         out = list(annotate(samples, [engine], cfg, prompts=prompts, telemetry=telemetry))
@@ -485,7 +518,7 @@ def run_rsbuild(url: str, tiles: list[dict[str, Any]], tasks: list[str], paraphr
             by_task[ann["task"]] = by_task.get(ann["task"], 0) + 1
     return {"wall_s": wall, "client_cpu_s": cpu_s, "threads_cpu_s": cpu.by_name(), "samples": len(out),
             "annotations": by_task, "failures": sum(len(s.failures) for s in out),
-            "telemetry": telemetry.to_json(), "engine": engine.telemetry()}
+            "telemetry": telemetry.to_json(), "engine": engine.telemetry(), "discarded_seeds": discarded}
 
 
 async def _plain(url: str, bodies: list[dict[str, Any]], concurrency: int, transport: str) -> dict[str, Any]:
@@ -583,6 +616,8 @@ def main() -> None:
                         help="tiles of the run the whole-run occupancy is projected to (steady state, same ramp and tail)")
     parser.add_argument("--configs", default="area,class,revise:2;area,class:0",
                         help="';'-separated TASKS:PARAPHRASES configurations")
+    parser.add_argument("--in-turn", action="store_true",
+                        help="also run rsbuild with captions.speculative_reasks = false (client 'in-turn'), interleaved")
     parser.add_argument("--profile-check", action="store_true", help="one extra rsbuild run per config timing check_caption")
     parser.add_argument("--json-out", default=None, help="also write the full results (with timelines) here")
     # server mode (internal)
@@ -626,25 +661,28 @@ def main() -> None:
         for tasks, paraphrases in configs:
             name = f"{'+'.join(tasks)} p={paraphrases}"
             for rnd in range(1, args.rounds + 1):
-                for client in ("rsbuild", "plain"):
+                for client in ("rsbuild", "in-turn", "plain") if args.in_turn else ("rsbuild", "plain"):
                     server.reset()
-                    if client == "rsbuild":
-                        run = run_rsbuild(server.url, tiles, tasks, paraphrases)
+                    if client != "plain":
+                        run = run_rsbuild(server.url, tiles, tasks, paraphrases, speculate=client == "rsbuild")
                     else:
                         run = run_plain(server.url, bodies, args.concurrency, args.plain_transport)  # rsbuild's requests
                     stats = server.stats(bodies=True)
                     received = stats.pop("bodies")
-                    if client == "rsbuild":
-                        bodies = received
+                    unneeded = set(run.pop("discarded_seeds", []))
+                    if client == "rsbuild":  # the plain client replays what rsbuild needed (not its discarded attempts)
+                        bodies = [b for b in received if b.get("seed") not in unneeded]
+                    useful = sum(int(b.get("n") or 1) for b in bodies)
                     losses = {**timeline_losses(stats), **steady_state(stats, received, args.tiles, args.project_tiles)}
                     timelines[(name, rnd, client)] = {"timeline": stats.pop("timeline"),
                                                       "requests": [{k: b.get(k) for k in ("n", "seed", "t_arrive", "t_done")}
                                                                    for b in received]}
                     row = {"config": name, "round": rnd, "client": client, **run, "server": stats, "losses": losses,
-                           "seq_per_s": stats["sequences"] / run["wall_s"], "load1": os.getloadavg()[0]}
+                           "useful_sequences": useful, "seq_per_s": useful / run["wall_s"],
+                           "useful_occupancy": useful * seq_s / (args.slots * run["wall_s"]), "load1": os.getloadavg()[0]}
                     rows.append(row)
                     line = (f"{name:<24} {rnd:>3} {client:<8} {run['wall_s']:>7.2f} {stats['requests']:>6} "
-                            f"{stats['sequences']:>6} {row['seq_per_s']:>7.1f} {stats['occupancy']:>6.3f} {losses['steady']:>6.3f} "
+                            f"{useful:>6} {row['seq_per_s']:>7.1f} {row['useful_occupancy']:>6.3f} {losses['steady']:>6.3f} "
                             f"{losses['ramp']:>6.3f} {losses['middle']:>6.3f} {losses['tail']:>6.3f} {losses['tail_s']:>6.2f} "
                             f"{stats['max_running']:>6} {run['client_cpu_s']:>7.1f} {stats['server_cpu_s']:>7.1f} {row['load1']:>5.2f}")
                     lines.append(line)
@@ -661,9 +699,13 @@ def main() -> None:
         mine = [r for r in rows if r["config"] == name and r["client"] == "rsbuild"]
         plain = [r for r in rows if r["config"] == name and r["client"] == "plain"]
         ratios = [a["seq_per_s"] / b["seq_per_s"] for a, b in zip(mine, plain)]
+        in_turn = [r for r in rows if r["config"] == name and r["client"] == "in-turn"]
         summary[name] = {
-            "rsbuild_occupancy": spread([r["server"]["occupancy"] for r in mine]),
-            "plain_occupancy": spread([r["server"]["occupancy"] for r in plain]),
+            "rsbuild_occupancy": spread([r["useful_occupancy"] for r in mine]),
+            "plain_occupancy": spread([r["useful_occupancy"] for r in plain]),
+            "rsbuild_server_busy": spread([r["server"]["occupancy"] for r in mine]),
+            "rsbuild_speculative": mine[-1]["telemetry"].get("speculative_requests"),
+            "rsbuild_speculative_discarded": mine[-1]["telemetry"].get("speculative_discarded"),
             "throughput_ratio": spread(ratios),
             "rsbuild_steady_occupancy": spread([r["losses"]["steady"] for r in mine]),
             "plain_steady_occupancy": spread([r["losses"]["steady"] for r in plain]),
@@ -682,6 +724,9 @@ def main() -> None:
             "rsbuild_threads_cpu_s": mine[-1]["threads_cpu_s"],
             "plain_threads_cpu_s": plain[-1]["threads_cpu_s"],
             "annotations": mine[-1]["annotations"], "caption_failures": mine[-1]["failures"],
+            "in_turn_occupancy": spread([r["useful_occupancy"] for r in in_turn]) if in_turn else None,
+            "in_turn_ratio": spread([a["seq_per_s"] / b["seq_per_s"] for a, b in zip(in_turn, plain)]) if in_turn else None,
+            "in_turn_tail_s": spread([r["losses"]["tail_s"] for r in in_turn]) if in_turn else None,
             "faults_injected": mine[-1]["server"]["faults"], "lookup_misses": mine[-1]["server"]["lookup_misses"],
         }
     load_end = os.getloadavg()
@@ -702,6 +747,10 @@ def main() -> None:
                      f"plain {pi['ramp']['median']:.3f}/{pi['middle']['median']:.3f}/{pi['tail']['median']:.3f} "
                      f"(tail {s['plain_tail_s']['median']:.1f}s); client CPU s rsbuild {s['rsbuild_client_cpu_s']['median']:.1f}, "
                      f"plain {s['plain_client_cpu_s']['median']:.1f}")
+        if s["in_turn_ratio"] is not None:
+            lines.append(f"{'':<28} without speculative re-asks (in-turn): occupancy {fmt_spread(s['in_turn_occupancy'])}, "
+                         f"÷ plain {fmt_spread(s['in_turn_ratio'])}, tail {s['in_turn_tail_s']['median']:.1f}s; "
+                         f"rsbuild asked {s['rsbuild_speculative']} ahead, dropped {s['rsbuild_speculative_discarded']}")
         if s["plain_occupancy"]["min"] < 0.97:
             lines.append(f"{'':<28} WARNING: the plain client stays below 0.97 occupancy: the simulation itself limits; "
                          "lower --rate or raise --out-tokens")

@@ -67,6 +67,7 @@ class CaptionEngine(ABC):
     name: str  # annotator id recorded in annotations
     needs_prompts: bool  # False for the template engine (it reads stats directly)
     max_in_flight: int = 1  # requests worth keeping open at once (a server's slots, vLLM's batch)
+    batches_requests: bool = False  # answers its open requests together (vLLM, a server): an idle slot costs nothing
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

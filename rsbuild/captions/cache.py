@@ -110,6 +110,7 @@ class CachedEngine(CaptionEngine):
         self.name = engine.name
         self.needs_prompts = engine.needs_prompts
         self.max_in_flight = engine.max_in_flight
+        self.batches_requests = engine.batches_requests
         self.hits = 0
         self.misses = 0
 
@@ -126,11 +127,16 @@ class CachedEngine(CaptionEngine):
             return future
         self.misses += 1
         outer: Future[CaptionResult] = Future()
-        self.engine.submit(request).add_done_callback(lambda inner: self._store(key, inner, outer))
+        inner = self.engine.submit(request)
+        outer.add_done_callback(lambda done: inner.cancel() if done.cancelled() else None)
+        inner.add_done_callback(lambda inner: self._store(key, inner, outer))
         return outer
 
     def _store(self, key: CacheKey, inner: Future[CaptionResult], outer: Future[CaptionResult]) -> None:
         """Store a complete result, then hand it on (so whoever waits sees it cached)."""
+        if inner.cancelled() or not outer.set_running_or_notify_cancel():
+            outer.cancel()
+            return
         exc = inner.exception()
         if exc is not None:
             outer.set_exception(exc)

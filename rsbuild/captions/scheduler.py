@@ -15,6 +15,13 @@ request's seed, so the bytes do not depend on timing.
   ``cfg.class_min_share`` (and at least the check's 1 %), largest first, at most
   ``cfg.max_class_rows``. ``revise``: ``max(1, cfg.paraphrases)`` rewrites of the tile's
   verified area caption, asked as ONE request with ``n`` texts (needs ``area`` in the tasks).
+* Speculative re-asks (``cfg.speculative_reasks``, engines that batch): once the input is all in
+  and an engine has free slots with nothing new to ask, the next attempts of captions still being
+  checked are asked ahead (not before the input ends: a slow fetch stage leaves slots idle, and
+  they stay idle). Attempts are taken strictly in order and a text beyond what the in-order attempt
+  would have asked is never looked at, so kept texts, failures and counts are those of asking one
+  attempt after another; only the tail gets shorter. Unneeded attempts are cancelled or dropped
+  (``speculative_discarded``).
 * Best of ``cfg.best_of``: each request asks ``best_of`` candidates per caption still missing
   (``n``; vLLM shares one prefill), checked in order; the first that pass are kept (an annotation
   records its ``candidate`` index when ``best_of > 1``) and the rest are counted unchecked.
@@ -76,6 +83,8 @@ class CaptionTelemetry:
     captions_kept: int = 0
     captions_rejected: int = 0
     candidates_unchecked: int = 0  # best-of-n candidates left once the slot was filled
+    speculative_requests: int = 0  # attempts asked ahead (see speculative re-asks)
+    speculative_discarded: int = 0  # of those, answers not needed (their caption was settled first)
     rejected_by_reason: Counter[str] = field(default_factory=Counter)  # "check_failed", "truncated"
     truncated: int = 0
     engine_errors: int = 0
@@ -105,6 +114,10 @@ class CaptionTelemetry:
     def prefix_cache_hit_rate(self) -> float | None:
         return self.cached_prompt_tokens / self.reported_prompt_tokens if self.reported_prompt_tokens else None
 
+    def discard(self, request: CaptionRequest) -> None:
+        """An attempt asked ahead that its caption did not need (answered, or cancelled when it was settled)."""
+        self.speculative_discarded += 1
+
     def to_json(self) -> dict[str, Any]:
         elapsed = self.elapsed
         return {
@@ -116,6 +129,8 @@ class CaptionTelemetry:
             "captions_kept": self.captions_kept,
             "captions_rejected": self.captions_rejected,
             "candidates_unchecked": self.candidates_unchecked,
+            "speculative_requests": self.speculative_requests,
+            "speculative_discarded": self.speculative_discarded,
             "rejected_by_reason": dict(sorted(self.rejected_by_reason.items())),
             "truncated": self.truncated,
             "engine_errors": self.engine_errors,
@@ -143,7 +158,11 @@ class _Job:
     template: str = ""
     template_sha256: str = ""
     accepted: list[Annotation] = field(default_factory=list)
-    attempts: int = 0
+    attempts: int = 0  # attempts taken (checked), in order
+    sent: int = 0  # attempts asked; ahead of ``attempts`` while answers are out (speculatively by more than one)
+    out: dict[int, tuple[Future[CaptionResult], CaptionRequest]] = field(default_factory=dict)  # asked, not answered
+    arrived: dict[int, tuple[Future[CaptionResult], CaptionRequest]] = field(default_factory=dict)  # await their turn
+    finished: bool = False
     last_failure: CaptionFailure | None = None
     rejected: Counter[str] = field(default_factory=Counter)  # texts of this slot rejected, by reason
     reused: bool = False  # kept from an earlier run (recaption with an unchanged template)
@@ -222,6 +241,8 @@ class _Driver:
         self.pending: deque[_Pending] = deque()
         self.order = itertools.count()
         self.input_done = False
+        self.asking: dict[int, tuple[_Pending, _Job]] = {}  # jobs with answers out, by id (speculation picks from them)
+        self.speculate = cfg.speculative_reasks
 
     # -- threads ---------------------------------------------------------------------------
 
@@ -313,7 +334,7 @@ class _Driver:
     def _queue(self, entry: _Pending, job: _Job) -> None:
         """Chain heads first (a re-ask, or an area caption a revise waits for), then leaves; oldest sample first
         within each: the last samples' dependent chains start early, so the run ends without a long tail."""
-        leaf = job.attempts == 0 and not (job.task == "area" and self.revise)
+        leaf = job.sent == 0 and not (job.task == "area" and self.revise)
         heapq.heappush(self.ready[id(job.engine)], (leaf, entry.seq, next(self.order), entry, job))
 
     def _submit_ready(self) -> None:
@@ -321,29 +342,75 @@ class _Driver:
             heap, key = self.ready[id(engine)], id(engine)
             while heap and self.open_by_engine[key] < self.limits[key]:
                 _, _, _, entry, job = heapq.heappop(heap)
-                request = _request(job, self.cfg)
-                self.open_by_engine[key] += 1
-                self.telemetry.requests += 1
-                self.telemetry._in_flight_change(+1)
-                engine.submit(request).add_done_callback(self._on_done(entry, job))
+                self._send(entry, job)
+            if self.speculate and self.input_done and not heap and engine.batches_requests:
+                self._ask_ahead(engine)
 
-    def _on_done(self, entry: _Pending, job: _Job) -> Callable[[Future[CaptionResult]], None]:
+    def _send(self, entry: _Pending, job: _Job, speculative: bool = False) -> None:
+        """Ask the job's next attempt."""
+        attempt, job.sent = job.sent, job.sent + 1
+        engine = job.engine
+        self.open_by_engine[id(engine)] += 1
+        self.telemetry.requests += 1
+        self.telemetry.speculative_requests += speculative
+        self.telemetry._in_flight_change(+1)
+        self.asking[id(job)] = (entry, job)
+        request = _request(job, self.cfg, attempt)
+        future = engine.submit(request)
+        job.out[attempt] = (future, request)
+        future.add_done_callback(self._on_done(entry, job, attempt))
+
+    def _ask_ahead(self, engine: CaptionEngine) -> None:
+        """Fill the engine's idle slots with the next attempts of captions being checked: fewest asked
+        ahead first, then chain heads (an area caption a revise waits for), then the oldest sample."""
+        free = self.limits[id(engine)] - self.open_by_engine[id(engine)]
+        if free <= 0:
+            return
+        last = self.cfg.max_check_attempts
+        ahead = [(job.sent - job.attempts, not (job.task == "area" and self.revise), entry.seq, entry, job)
+                 for entry, job in self.asking.values() if job.engine is engine and job.sent < last]
+        for *_, entry, job in heapq.nsmallest(free, ahead, key=lambda item: item[:3]):
+            self._send(entry, job, speculative=True)
+
+    def _on_done(self, entry: _Pending, job: _Job, attempt: int) -> Callable[[Future[CaptionResult]], None]:
         """The callback that hands a finished request back to the driver thread."""
         def done(future: Future[CaptionResult]) -> None:
-            self.events.put(("result", (entry, job, future)))
+            self.events.put(("result", (entry, job, attempt, future)))
 
         return done
 
-    def _on_result(self, entry: _Pending, job: _Job, future: Future[CaptionResult]) -> None:
+    def _on_result(self, entry: _Pending, job: _Job, attempt: int, future: Future[CaptionResult]) -> None:
         self.open_by_engine[id(job.engine)] -= 1
         self.telemetry._in_flight_change(-1)
-        result = future.result()  # an exception here means the engine cannot go on: stop the run
-        self._count(result)
-        _take(job, result, self.telemetry)
-        job.attempts += 1
-        if job.missing > 0 and job.attempts < self.cfg.max_check_attempts:
-            self._queue(entry, job)
+        _, request = job.out.pop(attempt)
+        if job.finished:  # an attempt asked ahead that the caption no longer needs (counted when it was settled)
+            if not future.cancelled() and future.exception() is None:
+                self._count(future.result())
             return
+        job.arrived[attempt] = (future, request)
+        while job.attempts in job.arrived:  # attempts are taken in order, whenever their answers came
+            result = job.arrived.pop(job.attempts)[0].result()  # an exception here: the engine cannot go on
+            self._count(result)
+            _take(job, result, self.telemetry, self.cfg.best_of)
+            job.attempts += 1
+            if job.missing <= 0 or job.attempts >= self.cfg.max_check_attempts:
+                self._finish(entry, job)
+                return
+        if job.sent == job.attempts:  # nothing out for it: ask the next attempt in its turn
+            self.asking.pop(id(job), None)
+            self._queue(entry, job)
+
+    def _finish(self, entry: _Pending, job: _Job) -> None:
+        job.finished = True
+        self.asking.pop(id(job), None)
+        for future, request in job.out.values():  # attempts asked ahead: stop them (a server drops the request)
+            future.cancel()
+            self.telemetry.discard(request)
+        for future, request in job.arrived.values():
+            if future.exception() is None:
+                self._count(future.result())
+            self.telemetry.discard(request)
+        job.arrived.clear()
         entry.open -= 1
         if job.task == "area":
             self._after_area(entry, job)
@@ -476,7 +543,7 @@ def _sampling(engine: CaptionEngine, cfg: CaptionsConfig) -> dict[str, Any]:
     return cfg.sampling() if engine.needs_prompts else {}
 
 
-def _request(job: _Job, cfg: CaptionsConfig) -> CaptionRequest:
+def _request(job: _Job, cfg: CaptionsConfig, attempt: int) -> CaptionRequest:
     seed_subject = job.subject if job.task == "class" else None
     return CaptionRequest(
         key=job.sample.key,
@@ -487,14 +554,17 @@ def _request(job: _Job, cfg: CaptionsConfig) -> CaptionRequest:
         template=job.template,
         template_sha256=job.template_sha256,
         n=job.missing * cfg.best_of,
-        seed=request_seed(job.sample.key, job.task, seed_subject, job.attempts, cfg.seed),
+        seed=request_seed(job.sample.key, job.task, seed_subject, attempt, cfg.seed),
         sampling=(reply_sampling(job.subject, _sampling(job.engine, cfg)) if job.task == PARAPHRASE_TASK
                   else _sampling(job.engine, cfg)),
     )
 
 
-def _take(job: _Job, result: CaptionResult, telemetry: CaptionTelemetry) -> None:
-    """Check the texts of one result; accept passing ones, remember the last failure."""
+def _take(job: _Job, result: CaptionResult, telemetry: CaptionTelemetry, best_of: int) -> None:
+    """Check the texts of one result; accept passing ones, remember the last failure.
+
+    Only the first ``missing × best_of`` texts count: what this attempt asks when it is asked in turn
+    (an attempt asked ahead may have asked for more; candidate i never depends on ``n``)."""
     request = result.request
     base: CaptionFailure = {"stage": "caption", "key": job.sample.key, "task": job.task, "annotator": result.annotator,
                             "seed": request.seed, "attempts": job.attempts + 1}
@@ -506,13 +576,13 @@ def _take(job: _Job, result: CaptionResult, telemetry: CaptionTelemetry) -> None
             job.last_failure["transient"] = True
         return
     reasons = result.finish_reasons if len(result.finish_reasons) == len(result.texts) else [""] * len(result.texts)
-    texts = [(t.strip(), reason) for t, reason in zip(result.texts, reasons) if t and t.strip()]
+    in_turn = job.missing * best_of
+    texts = [(t.strip(), reason) for t, reason in zip(result.texts[:in_turn], reasons[:in_turn]) if t and t.strip()]
     if not texts:
         job.last_failure = {**base, "reason": "no_text", "detail": "the engine returned no text", "text": None,
                             "check_reasons": []}
         return
     subject = job.subject if job.task == "class" else None
-    best_of = request.n > job.missing  # more candidates asked than captions missing
     for index, (text, reason) in enumerate(texts):
         if job.missing <= 0:
             telemetry.candidates_unchecked += len(texts) - index
@@ -529,7 +599,7 @@ def _take(job: _Job, result: CaptionResult, telemetry: CaptionTelemetry) -> None
         verdict = check_text(job.task, text, job.sample.stats, job.sample.key, subject)
         if verdict.ok:
             telemetry.captions_kept += 1
-            job.accepted.append(_annotation(job, result, text, index if best_of else None))
+            job.accepted.append(_annotation(job, result, text, index if best_of > 1 else None))
         else:
             _reject(job, telemetry, "check_failed")
             job.last_failure = {**base, "reason": "check_failed", "detail": "; ".join(verdict.reasons),

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
+import json
 import threading
 import time
 from collections import Counter
@@ -13,7 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from rsbuild.captions.base import CaptionEngine, CaptionRequest, CaptionResult, EngineFailure, request_seed
+from rsbuild.captions.base import CaptionEngine, CaptionRequest, CaptionResult, EngineFailure, follow_up_seed, request_seed
 from rsbuild.captions.check import check_caption
 from rsbuild.captions.engines.template import TemplateEngine
 from rsbuild.captions.scheduler import CaptionTelemetry, annotate
@@ -300,3 +302,72 @@ def test_several_annotators_share_the_work_and_each_caption_names_its_own() -> N
     again = list(annotate([_sample(i) for i in range(12)], [SpyEngine("model-a"), SpyEngine("model-b")],
                           _cfg(tasks=["area", "class"])))
     assert [s.annotations for s in again] == [s.annotations for s in samples]
+
+
+class SeededFaultEngine(ThreadedEngine):
+    """A batching engine whose candidate i depends only on its own seed (as vLLM's ``seed + i`` and
+    the engines' follow-up seeds): the template's text, or a wrong one for one seed in three."""
+
+    batches_requests = True
+
+    def __init__(self, slots: int) -> None:
+        super().__init__("seeded-model", slots=slots)
+        self.open_by_slot: Counter = Counter()
+        self.most_open_by_slot: Counter = Counter()
+
+    def submit(self, request: CaptionRequest) -> Future[CaptionResult]:
+        slot = (request.key, request.task, request.subject)
+        with self.lock:
+            self.open_by_slot[slot] += 1
+            self.most_open_by_slot[slot] = max(self.most_open_by_slot[slot], self.open_by_slot[slot])
+        future = super().submit(request)
+        future.add_done_callback(lambda _: self._closed(slot))
+        return future
+
+    def _closed(self, slot: tuple) -> None:
+        with self.lock:
+            self.open_by_slot[slot] -= 1
+
+    def generate(self, requests: Sequence[CaptionRequest]) -> list[CaptionResult]:
+        results = []
+        for request in requests:
+            texts = []
+            for i in range(request.n):
+                seed = request.seed if i == 0 else follow_up_seed(request.seed, i)
+                (own,) = self.inner.generate([dataclasses.replace(request, n=1, seed=seed)])
+                wrong = hashlib.sha256(str(seed).encode()).digest()[0] % 3 == 0
+                texts.append(WRONG if wrong else own.texts[0])
+            results.append(CaptionResult(request, texts, self.name))
+        return results
+
+
+@pytest.mark.parametrize("best_of", [1, 2])
+def test_attempts_asked_ahead_keep_the_same_texts_as_asking_in_turn(best_of: int) -> None:
+    """Speculative re-asks: idle slots at the end of the input ask the next attempts early; the kept
+    captions, failures and rejection counts are those of asking one attempt after the other."""
+    samples = [_sample(i) for i in range(24)]
+    cfg = {"tasks": ["area", "class", "revise"], "paraphrases": 2, "best_of": best_of}
+    runs = {}
+    for speculate in (False, True):
+        engine, telemetry = SeededFaultEngine(slots=64), CaptionTelemetry()
+        out = list(annotate(copy.deepcopy(samples), engine, _cfg(**cfg, speculative_reasks=speculate),
+                            telemetry=telemetry))
+        runs[speculate] = (out, engine, telemetry)
+    (plain, plain_engine, plain_t), (ahead, ahead_engine, ahead_t) = runs[False], runs[True]
+    assert json.dumps([s.json_payload() for s in ahead]) == json.dumps([s.json_payload() for s in plain])
+    assert sum(len(s.annotations) for s in plain) > 24 * 3 and plain_t.captions_rejected > 24  # re-asks mattered
+    assert plain_t.speculative_requests == 0 and max(plain_engine.most_open_by_slot.values()) == 1
+    # attempts of one caption were open at the same time, and the unneeded ones were dropped
+    assert ahead_t.speculative_requests > 0 and max(ahead_engine.most_open_by_slot.values()) > 1
+    assert 0 < ahead_t.speculative_discarded <= ahead_t.speculative_requests
+    assert ahead_t.requests - ahead_t.speculative_discarded == plain_t.requests
+    for counter in ("captions_generated", "captions_kept", "captions_rejected", "candidates_unchecked"):
+        assert getattr(ahead_t, counter) == getattr(plain_t, counter), counter
+
+
+def test_engines_that_answer_one_request_at_a_time_are_never_asked_ahead() -> None:
+    telemetry = CaptionTelemetry()
+    engine = ThreadedEngine("flaky-model", slots=16)
+    engine.generate = FlakyEngine(bad_attempts=1).generate  # type: ignore[method-assign]
+    list(annotate([_sample(i) for i in range(6)], engine, _cfg(tasks=["area"]), telemetry=telemetry))
+    assert telemetry.speculative_requests == 0 and telemetry.requests == 12

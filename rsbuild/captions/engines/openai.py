@@ -103,6 +103,7 @@ class OpenAIEngine(CaptionEngine):
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
         self.max_in_flight = concurrency
+        self.batches_requests = True
         self.counters = {"requests": 0, "retries": 0, "prompt_tokens": 0, "completion_tokens": 0}
         self.name = model or self._server_model()
         self._loop: LoopThread | None = None

@@ -81,6 +81,7 @@ class VllmEngine(CaptionEngine):
         if not gpu:
             os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
         self.max_in_flight = 2 * int(self.arguments.get("max_num_seqs") or DEFAULT_MAX_NUM_SEQS)
+        self.batches_requests = True
         self.counters = {"requests": 0, "refused": 0, "prompt_tokens": 0, "completion_tokens": 0, "cached_prompt_tokens": 0}
         self._ids = itertools.count()
         self._loop = LoopThread(f"rsbuild-vllm-{model.rsplit('/', 1)[-1]}")
