@@ -558,10 +558,10 @@ def run_plain(url: str, bodies: list[dict[str, Any]], concurrency: int, transpor
 
 
 def profile_check(url: str, tiles: list[dict[str, Any]], tasks: list[str], paraphrases: int) -> dict[str, Any]:
-    """One extra rsbuild run with check_caption timed (wrapped in this process only; not counted above)."""
+    """One extra rsbuild run with the check timed (``check_text``, wrapped in this process only; not counted above)."""
     import rsbuild.captions.scheduler as scheduler
 
-    original = scheduler.check_caption
+    original = scheduler.check_text
     times: list[float] = []
 
     def timed(*a: Any, **k: Any) -> Any:
@@ -571,11 +571,11 @@ def profile_check(url: str, tiles: list[dict[str, Any]], tasks: list[str], parap
         finally:
             times.append(time.perf_counter() - t)
 
-    scheduler.check_caption = timed
+    scheduler.check_text = timed
     try:
         run = run_rsbuild(url, tiles, tasks, paraphrases)
     finally:
-        scheduler.check_caption = original
+        scheduler.check_text = original
     total = sum(times)
     times.sort()
     return {"wall_s": round(run["wall_s"], 2), "client_cpu_s": round(run["client_cpu_s"], 2),

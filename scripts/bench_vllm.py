@@ -57,7 +57,7 @@ class Recorder(CaptionEngine):
 
     def __init__(self, inner: CaptionEngine) -> None:
         self.inner, self.name, self.needs_prompts = inner, inner.name, inner.needs_prompts
-        self.max_in_flight = inner.max_in_flight
+        self.max_in_flight, self.batches_requests = inner.max_in_flight, inner.batches_requests
         self.sent: list[CaptionRequest] = []
 
     def submit(self, request: CaptionRequest) -> Future[CaptionResult]:
@@ -69,17 +69,32 @@ def samples(first: int, count: int) -> list[Sample]:
     return [Sample(f"poi{i}_t0000", "train", b"", None, {}, seeded_tile_stats(i)) for i in range(first, first + count)]
 
 
+class DropRecorder(CaptionTelemetry):
+    """Telemetry that also keeps which requests rsbuild asked ahead and then did not need."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dropped: set[int] = set()
+
+    def discard(self, request: CaptionRequest) -> None:
+        super().discard(request)
+        self.dropped.add(id(request))
+
+
 def caption_round(engine: CaptionEngine, cfg: CaptionsConfig, prompts: PromptSet, tiles: list[Sample]) -> dict[str, Any]:
+    """One timed caption stage; ``sent`` is what it needed (the plain side replays exactly that)."""
     recorder = Recorder(engine)
-    telemetry = CaptionTelemetry()
+    telemetry = DropRecorder()
     started = time.perf_counter()
     list(annotate(tiles, recorder, cfg, prompts=prompts, telemetry=telemetry))
     seconds = time.perf_counter() - started
-    sequences = sum(r.n for r in recorder.sent)
-    return {"seconds": seconds, "requests": len(recorder.sent), "sequences": sequences,
+    needed = [r for r in recorder.sent if id(r) not in telemetry.dropped]
+    sequences = sum(r.n for r in needed)
+    return {"seconds": seconds, "requests": len(needed), "sequences": sequences,
+            "asked_ahead": telemetry.speculative_requests, "dropped": telemetry.speculative_discarded,
             "output_tokens": telemetry.completion_tokens, "kept": telemetry.captions_kept,
             "generated": telemetry.captions_generated, "prefix_hit": telemetry.prefix_cache_hit_rate,
-            "sent": recorder.sent}
+            "sent": needed}
 
 
 def plain_llm_chat(llm: Any, sent: Sequence[CaptionRequest], sampling: dict[str, Any]) -> dict[str, Any]:
@@ -195,6 +210,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=256, help="openai engine and plain client")
     parser.add_argument("--plain-transport", choices=("httpx", "aiohttp"), default="httpx",
                         help="HTTP transport of the plain AsyncOpenAI client (openai's default httpx, as the openai engine)")
+    parser.add_argument("--in-turn", action="store_true",
+                        help="server: also run the caption stage without speculative re-asks on the same tiles "
+                             "(order alternating by round), against the same plain replay")
     parser.add_argument("--skip-server", action="store_true")
     parser.add_argument("--skip-inprocess", action="store_true")
     parser.add_argument("--child", choices=["rsbuild", "plain"], help=argparse.SUPPRESS)
@@ -229,22 +247,32 @@ def main() -> None:
             engine = OpenAIEngine(server.base_url, model="smollm2", concurrency=args.concurrency, sampling=sampling,
                                   timeout_s=3600.0)  # as the plain client: a queue, not a fault
             caption_round(engine, cfg, prompts, samples(90000, 8))  # warm-up
-            pairs = []
+            pairs, in_turn_pairs = [], []
+            in_turn_cfg = cfg.model_copy(update={"speculative_reasks": False})
             try:
                 for r in range(args.rounds):
-                    run = caption_round(engine, cfg, prompts, samples(5000 + 1000 * r, args.tiles))
-                    plain = asyncio.run(plain_openai(server.base_url, "smollm2", run["sent"], args.concurrency,
+                    tiles = samples(5000 + 1000 * r, args.tiles)
+                    order = [("rsbuild", cfg)] + ([("in-turn", in_turn_cfg)] if args.in_turn else [])
+                    runs = {name: caption_round(engine, c, prompts, tiles) for name, c in (order[::-1] if r % 2 else order)}
+                    plain = asyncio.run(plain_openai(server.base_url, "smollm2", runs["rsbuild"]["sent"], args.concurrency,
                                                      args.plain_transport))
-                    pairs.append((run, plain))
-                    print(f"server round {r}: rsbuild {rate(pairs[-1][0]):.2f} seq/s, plain {rate(pairs[-1][1]):.2f} seq/s", flush=True)
+                    pairs.append((runs["rsbuild"], plain))
+                    line = f"server round {r}: rsbuild {rate(runs['rsbuild']):.2f} seq/s"
+                    if args.in_turn:
+                        in_turn_pairs.append((runs["in-turn"], plain))
+                        line += f", in turn {rate(runs['in-turn']):.2f}"
+                    print(f"{line}, plain {rate(plain):.2f} seq/s (asked ahead {runs['rsbuild']['asked_ahead']}, "
+                          f"dropped {runs['rsbuild']['dropped']})", flush=True)
                 metrics = server.metrics()
             finally:
                 engine.close()
         summary = summarise(f"openai engine / plain AsyncOpenAI ({args.plain_transport}), concurrency {args.concurrency}, "
                             "vLLM server", pairs)
         queries, hits = metrics.get("vllm:prefix_cache_queries_total"), metrics.get("vllm:prefix_cache_hits_total")
-        summary["server_prefix_cache_hit_rate"] = round(hits / queries, 3) if queries else None
+        summary["server_prefix_cache_hit_rate"] = round(hits / queries, 3) if queries and hits is not None else None
         results.append(summary)
+        if in_turn_pairs:
+            results.append(summarise("  the same without speculative re-asks (in turn) / plain", in_turn_pairs))
 
     print(f"\nload average at start {load_start[0]:.2f}, at end {os.getloadavg()[0]:.2f}; tiles/round {args.tiles}")
     print(f"{'comparison':<70} {'ratio (median, min-max)':>26} {'tok ratio':>10} {'prefix hit':>10} {'pass':>6}")
