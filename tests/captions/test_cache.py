@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import replace
 from pathlib import Path
 
@@ -127,3 +128,31 @@ def test_make_engines_leaves_the_template_engine_uncached(tmp_path: Path) -> Non
     (engine,) = make_engines(CaptionsConfig(engine="template"), tmp_path)
     assert isinstance(engine, TemplateEngine)
     assert not (tmp_path / "captions.sqlite").exists()
+
+
+def test_cancelling_a_request_cancels_it_in_the_engine_and_stores_nothing(tmp_path: Path) -> None:
+    """The caption stage cancels attempts it asked ahead and no longer needs: the cancel reaches the
+    inner engine (a server then drops the request), and a later answer is neither stored nor handed on."""
+    class Pending(RecordingEngine):
+        def __init__(self) -> None:
+            super().__init__()
+            self.futures: list[Future[CaptionResult]] = []
+
+        def submit(self, request: CaptionRequest) -> Future[CaptionResult]:
+            self.sent.append(request)
+            self.futures.append(Future())
+            return self.futures[-1]
+
+    inner = Pending()
+    cache = CaptionCache(tmp_path / "c.sqlite")
+    engine = CachedEngine(inner, cache)
+    kept, dropped = engine.submit(make_request("k0")), engine.submit(make_request("k1"))
+    assert dropped.cancel() and inner.futures[1].cancelled()
+    for future in inner.futures:
+        if not future.cancelled():
+            (result,) = RecordingEngine().generate([inner.sent[inner.futures.index(future)]])
+            future.set_result(result)
+    assert kept.result().texts == [f"k0 #{i} {make_request('k0').seed}" for i in range(2)]
+    for key in ("k0", "k1"):
+        engine.submit(make_request(key))
+    assert len(inner.sent) == 3 and inner.sent[-1].key == "k1"  # k0 came from the cache, k1 was asked again
