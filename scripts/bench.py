@@ -4,6 +4,8 @@
     python scripts/bench.py            # full run (~10-15 min on 2 cores)
     python scripts/bench.py --quick    # smoke run (< 2 min)
     python scripts/bench.py --only fetch,loader
+    python scripts/bench.py --quick --only fetch --gdal-reader --compare-ref a63c149
+                                       # + GDAL's reader and an older tree, interleaved (fetch.variants)
 
 Prints ONE JSON document: per figure the ratio, its target, whether it is met, the raw numbers
 and notes on what was measured. Everything runs on 127.0.0.1: a seeded synthetic fixture
