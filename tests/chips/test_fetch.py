@@ -255,5 +255,5 @@ def test_aoi_cloud_share_counts_cloud_classes_among_observed_pixels(dtype: type)
     scl[:30] = 0
     observed = scl[scl != 0]
     expected = np.isin(observed, [3, 8, 9, 10]).sum() / observed.size
-    assert Fetcher._aoi_cloud_share(judge, scl) == expected  # type: ignore[arg-type]
-    assert Fetcher._aoi_cloud_share(judge, np.zeros((8, 8), dtype=dtype)) == 1.0  # type: ignore[arg-type]
+    assert Fetcher._aoi_cloud_share(judge, scl) == expected
+    assert Fetcher._aoi_cloud_share(judge, np.zeros((8, 8), dtype=dtype)) == 1.0
