@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 
+import numpy as np
 from pyproj import Transformer
 
 from rsbuild.records import Grid, Poi
@@ -21,6 +22,13 @@ def _transformer(src: str, dst: str) -> Transformer:
 def project(crs_from: str, crs_to: str, x: float, y: float) -> tuple[float, float]:
     """Transform one point (x/lon first)."""
     return _transformer(crs_from, crs_to).transform(x, y)
+
+
+def project_points(crs_from: str, crs_to: str, points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Transform many points (x/lon first) in one call: the values `project` gives each."""
+    xs, ys = zip(*points)
+    out_x, out_y = _transformer(crs_from, crs_to).transform(np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64))
+    return list(zip(out_x.tolist(), out_y.tolist()))
 
 
 def utm_crs_for(lat: float, lon: float) -> str:

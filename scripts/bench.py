@@ -4,6 +4,8 @@
     python scripts/bench.py            # full run (~10-15 min on 2 cores)
     python scripts/bench.py --quick    # smoke run (< 2 min)
     python scripts/bench.py --only fetch,loader
+    python scripts/bench.py --quick --only fetch --gdal-reader --compare-ref a63c149
+                                       # + GDAL's reader and an older tree, interleaved (fetch.variants)
 
 Prints ONE JSON document: per figure the ratio, its target, whether it is met, the raw numbers
 and notes on what was measured. Everything runs on 127.0.0.1: a seeded synthetic fixture
@@ -41,7 +43,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +123,7 @@ class Bench:
     sizes: Sizes
     read_workers: int
     cpu_workers: int
+    variants: dict[str, dict[str, str]] = field(default_factory=dict)  # fetch runs repeated with this env added
 
     @property
     def label_url(self) -> str:
@@ -200,6 +203,9 @@ def bench_fetch(bench: Bench) -> dict[str, Any]:
             ms = f"{latency * 1000:.0f}ms"
             measure(f"stage_{ms}", latency, "fetch", stage)
             measure(f"reads_{ms}", latency, "fetch", {**stage, "reads_only": True})
+            for variant, env in bench.variants.items():  # the same runs by other readers or code, side by side
+                measure(f"{variant}_stage_{ms}", latency, "fetch", stage, env)
+                measure(f"{variant}_reads_{ms}", latency, "fetch", {**stage, "reads_only": True}, env)
             measure(f"rasterio_threads_{ms}", latency, "threads", threads)
             measure(f"odc_stac_pool_{ms}", latency, "odc", odc)
             measure(f"odc_stac_dask_{ms}", latency, "odc", {**odc, "dask": True})
@@ -241,6 +247,7 @@ def bench_fetch(bench: Bench) -> dict[str, Any]:
         requests_per_chip_target="<= 8",
         requests_per_chip_met=per_chip["stage_50ms"] <= 8,
         requests_per_chip_by_run={name: round(value, 2) for name, value in per_chip.items()},
+        variants=_variant_ratios(best, per_chip, bench.variants),
         concurrency_bound_limit_chips_per_s=round(stage_limit, 3),
         ratio_vs_concurrency_bound_limit=round(slow["chips_per_s"] / stage_limit, 3),
         reads_concurrency_bound_limit_chips_per_s=round(reads_limit, 3),
@@ -271,6 +278,33 @@ def bench_fetch(bench: Bench) -> dict[str, Any]:
             "downsampling otherwise starts a BLAS thread per core in every worker process)."
         ),
     )
+
+
+def _variant_ratios(best: dict[str, dict[str, Any]], per_chip: dict[str, float], variants: dict[str, dict[str, str]]) -> dict[str, Any]:
+    """Per variant (``--gdal-reader``, ``--compare-ref``): its figures and this tree's ÷ its, same rounds."""
+    out: dict[str, Any] = {}
+    for variant, env in variants.items():
+        figures: dict[str, Any] = {"env": env}
+        for run in ("stage_0ms", "stage_50ms", "reads_0ms", "reads_50ms"):
+            theirs, ours = best[f"{variant}_{run}"], best[run]
+            figures[run] = {"chips_per_s": theirs["chips_per_s"], "cpu_s_per_chip": theirs["cpu_s_per_chip"],
+                            "requests_per_chip": round(per_chip[f"{variant}_{run}"], 2),
+                            "this_tree_chips_per_s_ratio": round(ours["chips_per_s"] / theirs["chips_per_s"], 3),
+                            "this_tree_cpu_per_chip_ratio": round(ours["cpu_s_per_chip"] / max(theirs["cpu_s_per_chip"], 1e-9), 3)}
+        out[variant] = figures
+    return out
+
+
+def ref_tree(work: Path, rev: str) -> Path:
+    """The ``rsbuild`` package of git revision ``rev`` (this checkout's repository) unpacked under
+    ``work``: the folder to put first on PYTHONPATH. No worktree or branch is made."""
+    target = work / f"ref-{rev.replace('/', '_')}"
+    target.mkdir()
+    repo = Path(__file__).resolve().parent.parent
+    archive = subprocess.run(["git", "-C", str(repo), "archive", "--format=tar", rev, "rsbuild"], capture_output=True, check=True)
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        tar.extractall(target, filter="data")
+    return target
 
 
 def _counted(server: RangeHTTPServer, latency: float, measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
@@ -710,6 +744,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--keep", type=Path, default=None, help="work in this folder and keep it (default: a temp dir)")
     parser.add_argument("--fetch-pois", type=int, default=None, help="POIs per fetch run (default: 36, --quick 6)")
     parser.add_argument("--repeats", type=int, default=None, help="interleaved rounds of the fetch and write figures (default: 3, --quick 1)")
+    parser.add_argument("--gdal-reader", action="store_true",
+                        help="fetch: also run the stage with GDAL's /vsicurl/ reader (RSBUILD_HTTP_RANGES=NO), interleaved")
+    parser.add_argument("--compare-ref", default=None, metavar="REV",
+                        help="fetch: also run the stage with rsbuild as of git revision REV (e.g. a63c149), interleaved")
     args = parser.parse_args(argv)
     only = {name.strip() for name in args.only.split(",") if name.strip()}
     unknown = only - set(FIGURES)
@@ -721,14 +759,23 @@ def main(argv: list[str] | None = None) -> None:
         with RangeHTTPServer(fixture.cog_dir) as cogs, RustacServer(fixture.write_stac_api_files(cogs.url, work / "stac")) as stac:
             sizes = QUICK if args.quick else FULL
             sizes = replace(sizes, fetch_pois=args.fetch_pois or sizes.fetch_pois, fetch_repeats=args.repeats or sizes.fetch_repeats)
-            bench = Bench(work, fixture, cogs, stac, sizes, args.read_workers, args.cpu_workers)
+            variants: dict[str, dict[str, str]] = {}
+            if args.gdal_reader:
+                variants["gdal_reader"] = {"RSBUILD_HTTP_RANGES": "NO"}
+            if args.compare_ref:
+                ref = {"PYTHONPATH": str(ref_tree(work, args.compare_ref))}
+                variants["ref"] = ref
+                if args.gdal_reader:
+                    variants["ref_gdal_reader"] = {**ref, "RSBUILD_HTTP_RANGES": "NO"}
+            bench = Bench(work, fixture, cogs, stac, sizes, args.read_workers, args.cpu_workers, variants)
             figures = run(bench, only)
     report = {
         "rsbuild_version": rsbuild.__version__,
         "quick": args.quick,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_average_before": _rounded(load_before),
                     "load_average_after": _rounded(os.getloadavg())},
-        "settings": {"read_workers": args.read_workers, "cpu_workers": args.cpu_workers, "latency_s": LATENCY_S, "seed": SEED},
+        "settings": {"read_workers": args.read_workers, "cpu_workers": args.cpu_workers, "latency_s": LATENCY_S, "seed": SEED,
+                     "compare_ref": args.compare_ref, "gdal_reader": args.gdal_reader},
         "summary": {name: {k: f[k] for k in ("ratio", "target", "met")} for name, f in figures.items()},
         **figures,
         "seconds": round(time.perf_counter() - started, 1),

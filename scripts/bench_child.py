@@ -94,6 +94,8 @@ class ProcessTree:
         self._started = time.perf_counter()
         self._at_mark: dict[int, float] = {}
         self._own_at_mark = 0.0
+        self.sampler_cpu_s = 0.0  # the sampler thread's own CPU (reading /proc): not the measured work's
+        self._sampler_at_mark = 0.0
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="process-tree-sampler", daemon=True)
@@ -111,21 +113,28 @@ class ProcessTree:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
+            started = time.thread_time()
             self.sample()
+            with self._lock:
+                self.sampler_cpu_s += time.thread_time() - started
 
     def mark(self) -> None:
         self.sample()
         with self._lock:
             self._at_mark = {pid: use.cpu_s for pid, use in self.latest.items()}
+            self._sampler_at_mark = self.sampler_cpu_s
         self._own_at_mark = _own_cpu_s()
 
     def cpu_since_mark(self) -> float:
-        """CPU seconds of this process and its descendants since ``mark()`` (a worker that
-        exited since the last sample loses at most ``interval_s`` of CPU)."""
+        """CPU seconds of this process and its descendants since ``mark()``, without the
+        sampler thread's own (a worker that exited since the last sample loses at most
+        ``interval_s`` of CPU)."""
+        own = _own_cpu_s()
         self.sample()
         with self._lock:
             workers = sum(use.cpu_s - self._at_mark.get(pid, 0.0) for pid, use in self.latest.items())
-        return _own_cpu_s() - self._own_at_mark + workers
+            sampler = self.sampler_cpu_s - self._sampler_at_mark
+        return own - self._own_at_mark - sampler + workers
 
     def rss_timeline_mb(self, points: int = 10) -> list[list[float]]:
         """About ``points`` evenly spaced [seconds, MiB] samples of this process's resident set."""
@@ -228,6 +237,7 @@ def measure_fetch(args: dict[str, Any]) -> dict[str, Any]:
         "tiles_per_s": round(tiles / seconds, 3),
         "cpu_s_per_chip": round(cpu_s / max(1, chips), 3),
         "cpu_cores_busy": round(cpu_s / seconds, 2),
+        "sampler_cpu_s": round(tree.sampler_cpu_s, 3),
     }
 
 

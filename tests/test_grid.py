@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from rsbuild.grid import aoi_grid, bbox_wgs84, center_wgs84, project, sub_grid, tile_windows, utm_crs_for
+from rsbuild.grid import aoi_grid, bbox_wgs84, center_wgs84, project, project_points, sub_grid, tile_windows, utm_crs_for
 from rsbuild.records import Poi
 
 
@@ -37,3 +38,12 @@ def test_sub_grid_offsets_and_utm_zone():
     assert tile.transform[2] == grid.transform[2] + 320 and tile.transform[5] == grid.transform[5] - 320
     assert utm_crs_for(45.0, 17.9) == "EPSG:32633" and utm_crs_for(45.0, 18.1) == "EPSG:32634"
     assert utm_crs_for(-33.9, 18.4) == "EPSG:32734"
+
+
+def test_project_points_gives_each_points_own_projection():
+    """The AOI polygon's vertices go through pyproj in one call: the same coordinates, bit for
+    bit, as projecting each vertex alone."""
+    rng = np.random.default_rng(7)
+    points = [(float(x), float(y)) for x, y in zip(rng.uniform(2e5, 8e5, 200), rng.uniform(1e6, 9e6, 200))]
+    for crs in ("EPSG:32633", "EPSG:32718", "EPSG:3857"):
+        assert project_points(crs, "EPSG:4326", points) == [project(crs, "EPSG:4326", x, y) for x, y in points]

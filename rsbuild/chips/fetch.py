@@ -214,10 +214,16 @@ class Fetcher:
         return raster_io.read_on_grid(scene.assets["scl"].href, self._grid(poi, scene), fill=0)
 
     def _aoi_cloud_share(self, scl: np.ndarray) -> float:
-        observed = scl != 0
-        if not observed.any():
+        """Cloudy share of the observed (non-zero) SCL pixels, 1.0 when none is observed."""
+        if scl.dtype != np.uint8:
+            observed = scl != 0
+            return float(cloud_mask(scl[observed], self.cfg.imagery.cloud_classes).mean()) if observed.any() else 1.0
+        counts = np.bincount(scl.ravel(), minlength=256)  # one pass, no gathered copy (the same share)
+        observed_pixels = int(scl.size - counts[0])
+        if observed_pixels == 0:
             return 1.0
-        return float(cloud_mask(scl[observed], self.cfg.imagery.cloud_classes).mean())
+        classes = sorted({c for c in self.cfg.imagery.cloud_classes if 0 < c < 256})
+        return int(counts[classes].sum()) / observed_pixels
 
     def _grid(self, poi: Poi, scene: Scene) -> Grid:
         img = self.cfg.imagery

@@ -138,16 +138,23 @@ def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
 def _class_shapes(masks: list[np.ndarray], min_component_pixels: int) -> list[_ClassShapes]:
     """Shapes of each non-empty mask's pixels and of its 8-connected components.
 
-    Each mask is labelled on its own; the component ids of all masks are then numbered in one
-    image so pixel coordinates, moments and boxes come from one pass over the tile."""
+    Each mask is labelled on its own, inside its bounding box (the components and their raster
+    order are those of the whole mask); the component ids of all masks are then numbered in one
+    image so pixel coordinates and moments come from one pass over the tile. Only the large
+    components' boxes are read (a class's box is its mask's)."""
     height, width = masks[0].shape
     combined = np.zeros((height, width), dtype=np.int32)
     first_ids: list[int] = []
+    unions: list[tuple[int, int, int, int]] = []
     total = 0
     for mask in masks:
-        labelled, count = label_components(mask)
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        top, bottom, left, right = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+        labelled, count = label_components(mask[top:bottom, left:right])
+        labelled[labelled > 0] += total
+        combined[top:bottom, left:right] += labelled  # masks are disjoint: zero where this one is set
         first_ids.append(total)
-        combined += np.where(labelled > 0, labelled + total, 0).astype(np.int32, copy=False)
+        unions.append((left, top, right, bottom))
         total += count
     ys, xs = np.nonzero(combined)
     ids = combined[ys, xs]
@@ -155,17 +162,19 @@ def _class_shapes(masks: list[np.ndarray], min_component_pixels: int) -> list[_C
     all_sizes = np.bincount(ids, minlength=total + 1)[1:]
     all_moments = np.stack([np.bincount(ids, weights=w, minlength=total + 1)[1:]
                             for w in (cx, cy, cx * cx, cy * cy, cx * cy)])
-    all_boxes = np.array([(box[1].start, box[0].start, box[1].stop, box[0].stop)
-                          for box in ndimage.find_objects(combined)])
+    objects = ndimage.find_objects(combined)
     shapes = []
-    for start, stop in zip(first_ids, [*first_ids[1:], total]):
-        sizes, moments, boxes = all_sizes[start:stop], all_moments[:, start:stop], all_boxes[start:stop]
-        union = (*boxes[:, :2].min(axis=0).tolist(), *boxes[:, 2:].max(axis=0).tolist())
+    for start, stop, union in zip(first_ids, [*first_ids[1:], total], unions):
+        sizes, moments = all_sizes[start:stop], all_moments[:, start:stop]
         is_large = sizes >= min_component_pixels
+        large = []
+        for i in np.flatnonzero(is_large).tolist():
+            box = objects[start + i]
+            large.append(_Component(int(sizes[i]), tuple(moments[:, i].tolist()),
+                                    (box[1].start, box[0].start, box[1].stop, box[0].stop)))
         shapes.append(_ClassShapes(
             whole=_moments_shape(int(sizes.sum()), *moments.sum(axis=1).tolist(), union, height, width),  # type: ignore[call-arg]  # five sums
-            large=[_Component(int(sizes[i]), tuple(moments[:, i].tolist()), tuple(boxes[i].tolist()))
-                   for i in np.flatnonzero(is_large)],
+            large=large,
             small_patches=int(np.count_nonzero(~is_large)),
             small_patch_pixels=int(sizes[~is_large].sum()),
         ))

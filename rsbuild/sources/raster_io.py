@@ -125,17 +125,62 @@ def gdal_path(href: str) -> str:
 
 @dataclass(eq=False)
 class _Handle:
-    """An open dataset; for http(s) read through `ranges`, the dataset of the file's header alone
-    (every block past its end: for the grid, never for pixels), its header and its memory file."""
+    """An open dataset; for http(s) read through `ranges`, the `_Described` grid of the file's
+    header instead (nothing open), and its header."""
 
     dataset: Any
     header: ranges.Header | None = None
-    memory: MemoryFile | None = None
 
     def close(self) -> None:
         self.dataset.close()
-        if self.memory is not None:
-            self.memory.close()
+
+
+@dataclass(frozen=True)
+class _Described:
+    """What a read of an http(s) file plans from (CRS, transform, size, bands, nodata): read once
+    per process from its header's copy, so each read opens one dataset (the read's copy), not two."""
+
+    crs: Any  # rasterio CRS
+    transform: Any  # affine.Affine
+    width: int
+    height: int
+    count: int
+    dtypes: tuple[str, ...]
+    nodata: float | None
+
+    def close(self) -> None:
+        """Nothing is open."""
+
+
+class _Descriptions:
+    """`_Described` per URL, shared by every thread (LRU, as many as `ranges.HEADERS` keeps)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.lock = threading.Lock()
+        self.entries: OrderedDict[str, _Described] = OrderedDict()
+
+    def get(self, href: str, header: ranges.Header) -> _Described:
+        with self.lock:
+            found = self.entries.get(href)
+            if found is not None:
+                self.entries.move_to_end(href)
+                return found
+        assert header.layout is not None
+        with MemoryFile(header.layout.compact(header.data, [])) as memory, memory.open() as src:
+            described = _Described(src.crs, src.transform, src.width, src.height, src.count, tuple(src.dtypes), src.nodata)
+        with self.lock:  # two threads may both describe a new URL: the same record either way
+            self.entries[href] = described
+            while len(self.entries) > self.size:
+                self.entries.popitem(last=False)
+        return described
+
+    def drop(self, href: str) -> None:
+        with self.lock:
+            self.entries.pop(href, None)
+
+
+_DESCRIPTIONS = _Descriptions(ranges.HEADER_CACHE_FILES)
 
 
 class _HandleCache:
@@ -183,11 +228,9 @@ def _open(href: str, edge: str) -> _Handle:
         except ranges.RangeError as exc:
             raise RasterReadError(str(exc), cause=exc.cause) from None
         if header.layout is not None:
-            memory = MemoryFile(header.layout.compact(header.data, []))
             try:
-                return _Handle(memory.open(), header, memory)
+                return _Handle(_DESCRIPTIONS.get(href, header), header)
             except rasterio.errors.RasterioIOError as exc:  # a TIFF GDAL reads only whole: through /vsicurl/
-                memory.close()
                 LOG.debug("%s: opened through GDAL (%s)", _redact(href), _first_line(exc))
     try:
         return _Handle(rasterio.open(gdal_path(href)))
@@ -286,6 +329,7 @@ def _forget(href: str) -> None:
     _HANDLES.drop(href)
     _HANDLES.drop(vsi_name(href))
     ranges.HEADERS.drop(href)
+    _DESCRIPTIONS.drop(href)
     clear_cached_url(href)
 
 
@@ -317,9 +361,15 @@ def _raster_info(href: str, edge: str) -> RasterInfo:
     return RasterInfo(grid=grid, count=src.count, dtype=src.dtypes[0], nodata=src.nodata)
 
 
+@functools.lru_cache(maxsize=64)
+def _crs(text: str) -> Any:
+    """A grid's CRS parsed once (PROJ parses it on every ``CRS.from_user_input``)."""
+    return rasterio.crs.CRS.from_user_input(text)
+
+
 def _aligned_window(src: Any, grid: Grid) -> Window | None:
     """The integer window of ``src`` that is exactly ``grid``, or None if the grids differ."""
-    if not src.crs or src.crs != rasterio.crs.CRS.from_user_input(grid.crs):
+    if not src.crs or src.crs != _crs(grid.crs):
         return None
     a, b, c, d, e, f = tuple(src.transform)[:6]
     ga, gb, gc, gd, ge, gf = grid.transform
@@ -350,6 +400,13 @@ def read_on_grid(
 
 
 def _read_on_grid(href: str, grid: Grid, bands: int | list[int], resampling: str, fill: float, edge: str) -> np.ndarray:
+    """One read in one rasterio environment (the default one every rasterio call would otherwise
+    set up and tear down on its own: an open, a read, a warp and a bounds transform each)."""
+    with rasterio.Env.from_defaults():
+        return _read_in_env(href, grid, bands, resampling, fill, edge)
+
+
+def _read_in_env(href: str, grid: Grid, bands: int | list[int], resampling: str, fill: float, edge: str) -> np.ndarray:
     handle = _HANDLES.get(href, edge)
     src, header = handle.dataset, handle.header
     window = _aligned_window(src, grid)
@@ -412,7 +469,7 @@ def _coarser_by_integer(src: Any, grid: Grid) -> tuple[int, int, int] | None:
     """(factor, row, col) when ``src`` is ``grid``'s CRS at an integer multiple ``factor`` of its
     pixel size and ``grid``'s origin lies on a grid pixel corner at (row, col) of the source
     upsampled by ``factor`` (e.g. a 20 m SCL onto a 10 m AOI); else None."""
-    if not src.crs or src.crs != rasterio.crs.CRS.from_user_input(grid.crs):
+    if not src.crs or src.crs != _crs(grid.crs):
         return None
     a, b, c, d, e, f = tuple(src.transform)[:6]
     ga, gb, gc, gd, ge, gf = grid.transform

@@ -63,7 +63,7 @@ from shapely.geometry.base import BaseGeometry
 
 from rsbuild.config import ScenesConfig
 from rsbuild.errors import ConfigError, InputError, SampleError, require
-from rsbuild.grid import project, utm_crs_for
+from rsbuild.grid import project, project_points, utm_crs_for
 from rsbuild.records import Failure, Poi, Scene
 from rsbuild.retries import Backoff, retry_call
 from rsbuild.sources.assets import item_as_dict, item_bbox, scene_from_item, sign_scene
@@ -465,7 +465,7 @@ def aoi_polygon(poi: Poi, aoi_half_m: float, crs: str | None) -> Polygon:
         + [(x - s, y + aoi_half_m) for s in steps]
         + [(x - aoi_half_m, y - s) for s in steps]
     )
-    return Polygon([project(crs, "EPSG:4326", px, py) for px, py in ring])
+    return Polygon(project_points(crs, "EPSG:4326", ring))
 
 
 def _bboxes_intersect(a: tuple[float, ...], b: tuple[float, ...]) -> bool:

@@ -240,3 +240,20 @@ def test_the_scl_read_for_the_scene_choice_is_the_mask_no_second_read(fixture_da
     assert len(scl_reads) == len(set(scl_reads)), f"an SCL was read twice: {scl_reads}"
     samples = [r for r in records if isinstance(r, Sample)]
     assert samples and all(s.metadata["scene"]["aoi_cloud_share"] == 0.0 for s in samples)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_aoi_cloud_share_counts_cloud_classes_among_observed_pixels(dtype: type) -> None:
+    """The share that picks the clearest candidate scene: cloud, shadow and cirrus pixels over the
+    SCL's observed (non-zero) pixels, 1.0 when the AOI is not observed at all."""
+    from types import SimpleNamespace
+
+    cloud_classes = [0, 3, 8, 9, 10]  # 0 (no data) never counts as cloud
+    judge = SimpleNamespace(cfg=SimpleNamespace(imagery=SimpleNamespace(cloud_classes=cloud_classes)))
+    rng = np.random.default_rng(3)
+    scl = rng.integers(0, 12, size=(96, 80)).astype(dtype)
+    scl[:30] = 0
+    observed = scl[scl != 0]
+    expected = np.isin(observed, [3, 8, 9, 10]).sum() / observed.size
+    assert Fetcher._aoi_cloud_share(judge, scl) == expected
+    assert Fetcher._aoi_cloud_share(judge, np.zeros((8, 8), dtype=dtype)) == 1.0
