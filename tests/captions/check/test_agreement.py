@@ -35,10 +35,11 @@ MAX_REJECTED = 0.02
 # garbage 13/19, position 15/16, share 12/13; of 48 correct captions 4 rejected, none of the 35 written under
 # the caption grammar ("freshwater wetlands" read as water, "a considerable amount" for 8.6 %, "south of the
 # top (bottom)", "from north to south along its northeast-southwest corner" read as the prompt's example).
+# Round 5 (tests/captions/check/test_claims_r5.py), written from heldout_r4.jsonl's misses only (so r4 is no
+# longer held out): r4 92.9 % / 2 of 9 -> 99.0 % / 0 of 9; r5 85.7 % / 4 of 48 -> 87.0 % / 4 of 48 (garbage 14/19).
 REACHED = {"model_set.jsonl:heldout": {"no_fact": 0.93, "relative": 0.0},
-           "heldout_r4.jsonl": {"garbage": 0.8, "class": 0.91},
-           "heldout_r5.jsonl": {"count": 0.66, "garbage": 0.68, "position": 0.93, "share": 0.92}}
-MAX_REJECTED_ALL: dict[str, float] = {"heldout_r4.jsonl": 0.23, "heldout_r5.jsonl": 0.09}
+           "heldout_r5.jsonl": {"count": 0.66, "garbage": 0.73, "position": 0.93, "share": 0.92}}
+MAX_REJECTED_ALL: dict[str, float] = {"heldout_r5.jsonl": 0.09}
 
 
 # the held-out slices: captions made after a round of the check was written, on new tiles, reported
