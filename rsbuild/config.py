@@ -380,7 +380,7 @@ class CaptionsConfig(_Section):
     speculative_reasks: bool = Field(True, description="with free request slots and nothing new to ask (the end of a run), also ask the next attempts of captions still being checked; the kept texts are the same either way")
     max_check_attempts: int = Field(3, ge=1, description="generations per caption before giving up on the check")
     best_of: int = Field(1, ge=1, le=16, description="candidates asked per caption in one request (vLLM n=k: one prefill); the first that passes the check is kept")
-    constrained: bool = Field(False, description="engine 'local': decode area/class captions under a grammar that binds each class to its measured share and place")
+    constrained: bool = Field(False, description="engines local, vllm, openai (a vLLM server): decode area/class captions under a grammar that binds each class to its measured share and place")
     varied: bool = Field(False, description="with constrained: the grammar offers more verbs, hedges, places and two sentence forms (each still states its class's own share and place)")
     class_min_share: float = Field(0.05, ge=0, le=1)
     max_class_rows: int = Field(3, ge=0)
@@ -414,6 +414,13 @@ class CaptionsConfig(_Section):
             raise ValueError("captions.vqa_paraphrase = true rewords the VQA questions with an LLM: add 'vqa' to "
                              "captions.tasks and set captions.engine to local, vllm or openai (the template engine "
                              "writes no paraphrases), or set captions.vqa_paraphrase = false")
+        if self.constrained and self.engine == "template":
+            raise ValueError("captions.constrained = true decodes an LLM under the caption grammar, but captions.engine = "
+                             "'template' writes its captions without one: set captions.engine to local, vllm or openai, "
+                             "or set captions.constrained = false")
+        if self.varied and not self.constrained:
+            raise ValueError("captions.varied = true widens the caption grammar's wording, but captions.constrained = false "
+                             "decodes without a grammar: set captions.constrained = true, or captions.varied = false")
         unknown = sorted(set(self.model_urls) - set(self.models))
         if unknown:
             raise ValueError(f"captions.model_urls names {', '.join(unknown)}, which captions.models does not list; add them there")
@@ -616,6 +623,8 @@ timeout_s = 120.0            # engine "openai": seconds to wait for one answer, 
 connect_timeout_s = 10.0
 best_of = 1                  # candidates per caption in one request (n=k, one prefill); the first that passes the check is kept (4 helps small models)
 speculative_reasks = true    # idle slots at the end of a run ask the next attempts ahead (same kept texts, shorter tail)
+constrained = false          # engines local, vllm, openai (a vLLM server): area/class captions decoded under a grammar binding each class to its share and place
+varied = false               # with constrained: more verbs, hedges, places and two sentence forms (the facts stay bound)
 # max_samples_in_flight = 1024   # samples the caption stage holds (default 4 x concurrency); bounds memory
 # models = ["Qwen/Qwen2.5-7B-Instruct"]   # annotator models; empty = the engine's default
 # model_urls = { "Qwen/Qwen2.5-7B-Instruct" = "http://127.0.0.1:8000/v1" }   # engine "openai": one server per model

@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from check_agreement import make_scene
 
 from rsbuild.captions.base import CaptionRequest
+from rsbuild.captions.constraints import caption_grammar
 from rsbuild.captions.engines.template import area_caption, class_caption, linear_caption
 from rsbuild.captions.prompts import PromptSet, elongated_components
 
@@ -61,6 +62,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=4)
     parser.add_argument("--local", type=int, default=110)
     parser.add_argument("--template", type=int, default=60)
+    parser.add_argument("--grammar-requests", type=int, default=0,
+                        help="vLLM requests decoded under caption_grammar (structured outputs), on their own tiles")
+    parser.add_argument("--grammar-n", type=int, default=2)
     parser.add_argument("--local-from", type=int, default=0, help="skip the first llama.cpp jobs (resuming)")
     parser.add_argument("--seed-base", type=int, default=0,
                         help="added to every tile, task and sampling seed (new tiles for a held-out slice)")
@@ -97,7 +101,7 @@ def main() -> None:
             keep("llama.cpp:SmolLM2-135M-Instruct.Q4_1", task, subject, stats, text, 1000 + args.seed_base + i)
     if engine is not None:
         engine.close()
-    if not args.vllm_requests:
+    if not args.vllm_requests and not args.grammar_requests:
         return
     # vLLM
     from rsbuild.testing.vllm_server import VllmServer
@@ -114,9 +118,31 @@ def main() -> None:
             return task, subject, stats, 5000 + args.seed_base + i, post(f"{server.base_url}/chat/completions", body)
 
         with ThreadPoolExecutor(16) as pool:
-            for task, subject, stats, seed, response in pool.map(ask, enumerate(work)):
+            for task, subject, stats, seed, response in pool.map(ask, enumerate(work[:args.vllm_requests])):
                 for choice in response["choices"]:
                     keep("vllm:SmolLM2-135M-Instruct", task, subject, stats, choice["message"]["content"] or "", seed)
+
+        # structured outputs: the same model decoding under the caption grammar (plain and varied, alternately)
+        grammar_work = [("area" if task == "linear" else task, subject, stats)
+                        for task, subject, stats in jobs(tiles(args.grammar_requests, 400 + args.seed_base), 401 + args.seed_base)]
+
+        def ask_grammar(item: tuple[int, tuple[str, str | None, dict[str, Any]]]) -> tuple[Any, ...]:
+            i, (task, subject, stats) = item
+            messages, _, _ = prompts.render(task, stats, subject)
+            grammar = caption_grammar(task, stats, subject, varied=bool(i % 2))
+            if grammar is None:  # a class below the grammar's share: its area caption instead
+                task, subject = "area", None
+                grammar = caption_grammar(task, stats, subject, varied=bool(i % 2))
+            messages, _, _ = prompts.render(task, stats, subject)
+            body = {"model": server.model_id, "messages": list(messages), "n": args.grammar_n,
+                    "seed": 6000 + args.seed_base + i, "structured_outputs": {"grammar": grammar}, **sampling}
+            return task, subject, stats, 6000 + args.seed_base + i, bool(i % 2), post(f"{server.base_url}/chat/completions", body)
+
+        with ThreadPoolExecutor(16) as pool:
+            for task, subject, stats, seed, varied, response in pool.map(ask_grammar, enumerate(grammar_work)):
+                suffix = "+varied-grammar" if varied else "+grammar"
+                for choice in response["choices"]:
+                    keep("vllm:SmolLM2-135M-Instruct" + suffix, task, subject, stats, choice["message"]["content"] or "", seed)
     print(len(rows), "captions")
 
 

@@ -79,6 +79,11 @@ def _varied_sentence(rule: str, cls: Mapping[str, Any]) -> str:
     return f"{rule} ::= ({first}) | ({second})"
 
 
+def grammar_suffix(constrained: bool, varied: bool) -> str:
+    """What an engine adds to its annotator name when it decodes under the grammar."""
+    return ("+varied-grammar" if varied else "+grammar") if constrained else ""
+
+
 def caption_grammar(task: str, stats: Mapping[str, Any], subject: str | None = None, varied: bool = False) -> str | None:
     """GBNF text for one request, or None when the task is not constrained. ``varied`` lets the model
     choose among more verbs, hedges, places and two sentence forms (the facts stay bound)."""

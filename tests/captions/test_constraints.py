@@ -55,6 +55,34 @@ def texts_of(grammar: str, rule: str) -> list[str]:
     return _expand(rules[rule], rules)
 
 
+def sentence_rules(grammar: str) -> list[str]:
+    """The sentence rules (``s0``, ``s1``, ...) of a caption grammar, in order."""
+    return [line.split(" ::= ", 1)[0] for line in grammar.strip().splitlines() if re.match(r"s\d+ ::= ", line)]
+
+
+def follows_grammar(grammar: str, text: str) -> bool:
+    """True when ``text`` is one the caption grammar allows: sentences joined by one space, each one its
+    grammar allows for a class, no class twice (the root's orders of distinct sentence rules)."""
+    allowed = {rule: set(texts_of(grammar, rule)) for rule in sentence_rules(grammar)}
+    pieces = [p if p.endswith(".") else p + "." for p in text.split(". ")]
+    used: list[str] = []
+    for piece in pieces:
+        rule = next((r for r, texts in allowed.items() if piece in texts and r not in used), None)
+        if rule is None:
+            return False
+        used.append(rule)
+    return bool(used)
+
+
+def test_follows_grammar_accepts_the_grammars_texts_and_nothing_else(stats: dict) -> None:
+    grammar = caption_grammar("area", stats, varied=True)
+    assert grammar is not None
+    first, second = texts_of(grammar, "s0")[0], texts_of(grammar, "s1")[-1]
+    assert follows_grammar(grammar, first) and follows_grammar(grammar, f"{second} {first}")
+    assert not follows_grammar(grammar, f"{first} {first}")  # one class twice
+    assert not follows_grammar(grammar, first.replace("%", " %")) and not follows_grammar(grammar, first + " Nice.")
+
+
 @pytest.fixture(scope="module")
 def stats() -> dict:
     """Cropland over most of the tile, a tree block in the north-west, a river in the east."""

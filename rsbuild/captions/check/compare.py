@@ -369,6 +369,8 @@ class Checker:
         if mention.trace:
             if share * 100 > TRACE_MAX_PERCENT:
                 self.fail(f"says there is hardly any {name}, but it covers {_pct(share)}", "share")
+            elif mention.trace_asserts and name not in self.facts.classes:  # "a few small trees": some are there
+                self.fail(f"names {self.label(mention)}, which is not in the tile", "class")
             return False
         says_none = any(c.kind == "share" and c.value[1] <= 0.5 for c in claims)  # "0% water"
         if name not in self.facts.classes:

@@ -176,7 +176,7 @@ _WORLD_STRONG = re.compile(
     r"\b(?:world|global|globe|ecosystems?|habitats?|species|biodiversity|wildlife|animals?|dataset|climate|"
     r"history|historic(?:al)?|countr(?:y|ies)|people|humans?|market|architecture|century|tourists?|"
     r"mediterranean|arctic|tropic(?:s|al)?|means|(?:types?|kinds?|species) of plants?|(?:is|are) (?:a |the )?(?:term|"
-    r"word|name)s?)\b")
+    r"word|name)s?|(?:this|that|these|those) (?:types?|kinds?|sorts?) of|(?:almost|nearly) always)\b")
 _WORLD_WEAK = re.compile(
     r"\b(?:plants?|roofs?|stor(?:y|ey)|mountains?|bridges?|essential|crucial|important|vital|testament|known|"
     r"often|commonly|typically|usually|naturally|occurs?|grows?|found in|types? of|kinds? of)\b")
@@ -187,8 +187,9 @@ _MEASURE = re.compile(r"\b\d+(?:\.\d+)?[- ](?:meters?|metres?|feet|foot|units?|m
                       r"inch(?:es)?|yards?)\b")
 # one object that a land-cover map at 10 m cannot show: "a tree stands in the center", "a building is built"
 _OBJECT = re.compile(r"\b(?:a|an)\s+(?:(?:single|small|large|tall|big|lone|old|new|two-stor(?:e)?y|high-rise|long|thin|"
-                     r"narrow|tiny|huge|giant|lonely|isolated),?\s+){0,2}"
-                     r"(?:tree|building|house|bridge|mountain|tower|roof|ditch|hut|barn|church|factory)\b(?![- ]?(?:cover|line|"
+                     r"narrow|tiny|huge|giant|lonely|isolated|rectangular|square|round|circular|\d+(?:st|nd|rd|th)[- ]floor),?\s+){0,2}"
+                     r"(?:tree|building|house|bridge|mountain|tower|roof|ditch|hut|barn|church|factory|crumb|apartment|"
+                     r"skyscraper|car)\b(?![- ]?(?:cover|line|"
                      r"canopy|covered|land|top|s\b))")
 # a capitalised word inside a sentence: a name ("Serbia", "Sibellus", "the Mediterranean")
 _NAME = re.compile(r"(?<=[a-z,;:(] )(?P<word>[A-Z][a-z]{2,})\b|^(?P<owner>[A-Z][a-z]{2,})'s\b", re.M)
@@ -302,10 +303,14 @@ def _uncovered(spans: Sequence[Span], start: int, end: int) -> bool:
     return not any(sp.start < end and start < sp.end for sp in spans if sp.kind in ("class", "sink"))
 
 
+_PART_OF_IT = re.compile(r"\s+of\s+(?:it|them|which|this|that)\s+(?:being|is|are|was|were)\s+(?:the\s+)?")
+
+
 def nonsense_phrases(text: str, original: str, spans: Sequence[Span]) -> list[str]:
     """Reasons for phrases that state no fact of any tile: an unknown word made into a kind of vegetation,
     a non-vegetated class's adjective on another class, a species name, "the largest and smallest", a place relative to a thing that is no class ("west of the
-    marina"), and a class's share stated as a share of itself ("trees cover 8 out of 10 trees")."""
+    marina"), a class's share stated as a share of itself ("trees cover 8 out of 10 trees") and a class stated as a
+    part of another ("with 43% of it being moss and lichen")."""
     reasons: list[str] = []
     classes = sorted((sp for sp in spans if sp.kind == "class" and sp.value), key=lambda sp: sp.start)
     for match in _QUALIFIED_SUBJECT.finditer(text):
@@ -338,6 +343,9 @@ def nonsense_phrases(text: str, original: str, spans: Sequence[Span]) -> list[st
                 and re.fullmatch(r" +(?:of +)?(?:the +|all +)?", text[share.end:nxt.start])
                 and not re.search(r"[.!?;\n]", text[owner.end:share.start])):
             reasons.append(f"states a share of {owner.value} as a share of itself ('{text[owner.start:nxt.end]}')")
+        part = _PART_OF_IT.match(text, share.end)
+        if part and nxt and nxt.start == part.end():  # "cropland covers 48%, with 43% of it being moss and lichen"
+            reasons.append(f"states {nxt.value} as a part of another class ('{text[share.start:nxt.end]}')")
     return reasons
 
 

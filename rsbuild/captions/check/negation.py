@@ -43,7 +43,7 @@ def apply_negation(text: str, spans: list[Span]) -> list[tuple[Span, bool]]:
                     break
             for m in chain:
                 if sp.kind == "trace":
-                    m.trace = True
+                    m.trace, m.trace_asserts = True, sp.value == "asserts"
                 else:
                     m.negated = True
                     denials.append((m, sp.value == "strong"))

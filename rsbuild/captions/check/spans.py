@@ -26,6 +26,7 @@ class Span:
     text: str = ""
     negated: bool = False
     trace: bool = False
+    trace_asserts: bool = False  # a trace that says the class is there ("a few small trees"), not "hardly any"
 
 
 DIR = r"(?:north|south)-(?:east|west)|north|south|east|west"
@@ -160,7 +161,9 @@ _RANK = re.compile(
     r"|\b(?:the )?(?P<last>smallest|least (?:common|extensive|abundant|widespread)|rarest) (?:land[- ]?cover )?"
     r"(?:class|category|type)\b"
     # predicative superlatives: "water is the largest (part)", "grassland is the smallest part of the image"
-    r"|\b(?:is|are|was|were|as|being|remains?|forms?|makes? up|constitutes?|provides?|occupies|occupy|covers?|takes? up|"
+    # ... of a class, not of one of its parts ("with the large patch being the largest")
+    r"|(?<!patch )(?<!patches )(?<!part )(?<!parts )(?<!one )(?<!ones )"
+    r"\b(?:is|are|was|were|as|being|remains?|forms?|makes? up|constitutes?|provides?|occupies|occupy|covers?|takes? up|"
     r"accounts? for|has|have) (?:by far |clearly |easily |also )?"
     r"the (?:single )?(?:(?P<pfirst>largest|biggest|most (?:common|extensive|widespread|abundant|prevalent|populated|"
     r"prominent|dominant)|dominant|main|principal|predominant)|(?P<plast>smallest|least (?:common|extensive|abundant|"
@@ -179,6 +182,10 @@ _TRACE = re.compile(
     r"appreciable|obvious large)|not much|not many|very little|only (?:a )?(?:little|few)"
     r"|a (?:few|couple of) (?:tiny|small|scattered))\b"
 )
+# traces that say the class is there, a little of it ("a few small trees", "traces of water"); the others
+# ("hardly any", "little or no") also fit a class that is absent
+_TRACE_ASSERTS = re.compile(r"(?:only )?(?:a )?traces? of|a (?:hint|touch) of|only (?:a )?(?:little|few)"
+                            r"|a (?:few|couple of) (?:tiny|small|scattered)")
 _NEG_PRE = re.compile(
     r"\b(?P<strong>no|without(?: any)?|neither|nor|none of(?: the)?|free of|free from|devoid of|lacks?|lacking|lack of|"
     r"absence of|absent of|zero|void of|nothing|none)\b(?! (?:more|less|fewer|longer|doubt|matter)\b)"
@@ -367,9 +374,10 @@ def _fraction_percent(m: re.Match[str]) -> float | None:
 
 def _share_band(value: float, qualifier: str | None) -> tuple[float, float, float]:
     """(low, high, slack) in percent for a stated share and its qualifier."""
-    point_slack = max(3.0, min(9.0, 0.25 * value))
-    bound_slack = max(2.5, min(10.0, 0.35 * value))
     q = (qualifier or "").strip()
+    hedged = re.fullmatch(r"about|around|roughly|approximately|approx\.?|some|circa|ca\.|~|on the order of|in the region of", q)
+    point_slack = max(4.0 if hedged else 3.0, min(9.0, 0.25 * value))  # "about 5%" for 8.4 %: a few points
+    bound_slack = max(2.5, min(10.0, 0.35 * value))
     if re.search(r"no more|not more|under|(?<!no )(?<!not )less than|below|at most|up to|fewer", q):
         return 0.0, value, bound_slack
     if re.search(r"over|more than|above|at least|upwards|excess|exceeding|greater|no less|not less", q):
@@ -421,7 +429,7 @@ def scan(text: str, vocab: Vocabulary) -> list[Span]:
             s.add(m.start("small"), m.end(), "count", (int(m.group("small")), True, "small"))
     s.scan(_PATCH_FACT, "count", lambda m: (int(m.group("n")), True, m.group("size")))
     s.scan(_COUNT, "count", _count_value)  # before traces: "a few small patches" is a count
-    s.scan(_TRACE, "trace")
+    s.scan(_TRACE, "trace", lambda m: "asserts" if _TRACE_ASSERTS.fullmatch(m.group(0)) else None)
     s.scan(_OTHER_SHARE, "sink")
     for start, end, owner in vocab.find(text):
         if s.free(start, end):

@@ -1,4 +1,4 @@
-"""Text normalisation: lowercase, ASCII dashes, spelled-out numbers as digits, unified compass words."""
+"""Text normalisation: lowercase, ASCII dashes, spelled-out numbers as digits ("four and a half" 4.5), unified compass words."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ _ABBREVIATIONS = (
 )
 
 _ABBREVIATED = re.compile(r"\b[NSEW]")
+_AND_A_HALF = re.compile(r"\b(\d+) and a half\b")  # "four and a half percent" -> "4.5 percent"
 
 
 def _number_word(match: re.Match[str]) -> str:
@@ -46,4 +47,5 @@ def normalise(text: str) -> str:
     t = re.sub(r"\bcentre\b", "center", t)
     t = re.sub(r"\b(north|south)[- ]?(east|west)", r"\1-\2", t)
     t = re.sub(r"\bfield of view\b", "view", t)
-    return _NUMBER_RE.sub(_number_word, t)
+    t = _NUMBER_RE.sub(_number_word, t)
+    return _AND_A_HALF.sub(r"\1.5", t) if " and a half" in t else t

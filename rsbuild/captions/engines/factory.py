@@ -54,6 +54,8 @@ def _llm_engine(cfg: CaptionsConfig, model: str | None) -> CaptionEngine:
             connect_timeout_s=cfg.connect_timeout_s,
             retries=cfg.retries,
             sampling=sampling,
+            constrained=cfg.constrained,
+            varied=cfg.varied,
         )
     if cfg.engine == "local":
         from rsbuild.captions.engines.local import LocalEngine
@@ -70,5 +72,6 @@ def _llm_engine(cfg: CaptionsConfig, model: str | None) -> CaptionEngine:
             raise ConfigError("captions.models must name at least one model when captions.engine = 'vllm'")
         from rsbuild.captions.engines.vllm import VllmEngine
 
-        return VllmEngine(model=model, sampling=sampling, seed=cfg.seed, settings=cfg.vllm)
+        return VllmEngine(model=model, sampling=sampling, seed=cfg.seed, settings=cfg.vllm, constrained=cfg.constrained,
+                          varied=cfg.varied)
     raise ConfigError(f"captions.engine {cfg.engine!r} is unknown; use template, openai, local or vllm")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rsbuild.captions.base import CaptionEngine, CaptionRequest, CaptionResult, follow_up_seed
-from rsbuild.captions.constraints import caption_grammar
+from rsbuild.captions.constraints import caption_grammar, grammar_suffix
 from rsbuild.captions.models import smollm2_gguf_path
 from rsbuild.errors import require
 
@@ -45,8 +45,7 @@ class LocalEngine(CaptionEngine):
     ) -> None:
         llama_cpp = _llama_cpp()
         self.model_path = Path(model_path) if model_path else smollm2_gguf_path()
-        suffix = ("+varied-grammar" if varied else "+grammar") if constrained else ""
-        self.name = self.model_path.name.removesuffix(".gguf") + suffix
+        self.name = self.model_path.name.removesuffix(".gguf") + grammar_suffix(constrained, varied)
         self.constrained = constrained
         self.varied = varied
         self.sampling = dict(sampling or {})

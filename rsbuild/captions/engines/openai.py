@@ -10,7 +10,11 @@ exponential backoff and deterministic jitter here, not by the openai client (``m
 own retries would be invisible and multiply ours); retries and give-ups are counted under edge
 ``llm`` of `rsbuild.retries`. Connect timeout ``min(connect_timeout_s, timeout_s)`` (10 s), read timeout ``timeout_s``.
 Paraphrases are asked as ``n``; servers that ignore ``n`` (llama.cpp) are asked again for the
-missing choices. The API key is read from an environment variable and never shown.
+missing choices. With ``constrained`` area and class requests carry the GBNF grammar of
+`rsbuild.captions.constraints` as vLLM's structured outputs (``"structured_outputs": {"grammar": ...}``
+in the body; the server's ``auto`` backend compiles it with xgrammar) and the annotator name says so
+(``…+grammar``); a server that does not read that field (llama.cpp's) would decode free, so the grammar is
+for vLLM servers. The API key is read from an environment variable and never shown.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Any
 import openai
 
 from rsbuild.captions.base import CaptionEngine, CaptionRequest, CaptionResult, follow_up_seed
+from rsbuild.captions.constraints import caption_grammar, grammar_suffix
 from rsbuild.concurrency import LoopThread
 from rsbuild.errors import ConfigError, InputError
 from rsbuild.retries import RETRIES
@@ -89,6 +94,8 @@ class OpenAIEngine(CaptionEngine):
         sampling: Mapping[str, Any] | None = None,
         backoff_s: float = 0.5,
         max_backoff_s: float = 8.0,
+        constrained: bool = False,
+        varied: bool = False,
     ) -> None:
         if concurrency < 1:
             raise ConfigError("captions.concurrency must be at least 1")
@@ -105,7 +112,10 @@ class OpenAIEngine(CaptionEngine):
         self.max_in_flight = concurrency
         self.batches_requests = True
         self.counters = {"requests": 0, "retries": 0, "prompt_tokens": 0, "completion_tokens": 0}
-        self.name = model or self._server_model()
+        self.constrained = constrained
+        self.varied = varied
+        self.model = model or self._server_model()
+        self.name = self.model + grammar_suffix(constrained, varied)
         self._loop: LoopThread | None = None
         self._client: openai.AsyncOpenAI | None = None
         self._slots: asyncio.Semaphore | None = None
@@ -139,7 +149,7 @@ class OpenAIEngine(CaptionEngine):
 
     def _refused(self, exc: openai.APIStatusError) -> ConfigError:
         if isinstance(exc, openai.NotFoundError):
-            hint = f"check captions.models ({self.name!r}) and captions.server_url (it usually ends in /v1)"
+            hint = f"check captions.models ({getattr(self, 'model', None)!r}) and captions.server_url (it usually ends in /v1)"
         else:
             hint = f"set the environment variable {self.api_key_env} to a key this server accepts"
         return ConfigError(f"the server at {self.base_url} refused the request (HTTP {exc.status_code}); {hint}")
@@ -195,8 +205,12 @@ class OpenAIEngine(CaptionEngine):
         assert self._client is not None and self._slots is not None
         sampling = {**self.sampling, **request.sampling}
         body = {**{k: v for k, v in sampling.items() if k not in OPENAI_SAMPLING_KEYS},  # extra body fields
-                "model": self.name, "messages": list(request.messages), "n": n, "seed": seed,
+                "model": self.model, "messages": list(request.messages), "n": n, "seed": seed,
                 **{k: v for k, v in sampling.items() if k in OPENAI_SAMPLING_KEYS}}
+        grammar = (caption_grammar(request.task, request.stats, request.subject, varied=self.varied)
+                   if self.constrained else None)
+        if grammar is not None:
+            body["structured_outputs"] = {"grammar": grammar}
         for attempt in range(self.retries + 1):
             try:
                 async with self._slots:

@@ -8,6 +8,11 @@ stage knows it, so vLLM's continuous batching always has work (no rounds, no dra
 of every prompt are computed once; paraphrases are ``n`` of one request
 (``SamplingParams(n=k, seed=...)``: one prefill, children seeded ``seed + i``). Each result
 records its finish reasons (``length`` = cut off at ``max_tokens``) and prefix-cache hits.
+With ``constrained`` area and class requests decode under the GBNF grammar of
+`rsbuild.captions.constraints` through vLLM's structured outputs
+(``SamplingParams(structured_outputs=StructuredOutputsParams(grammar=...))``; the ``auto`` backend
+takes it to xgrammar, which reads GBNF as it is written), and the annotator name says so
+(``…+grammar``, ``…+varied-grammar``), as the local engine's.
 
 A request vLLM refuses (``VLLMValidationError``, e.g. longer than the context) fails alone; a
 dead engine (``EngineDeadError``) stops the run with `EngineFailure`. Without a GPU the CPU
@@ -25,6 +30,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from rsbuild.captions.base import CaptionEngine, CaptionRequest, CaptionResult, EngineFailure
+from rsbuild.captions.constraints import caption_grammar, grammar_suffix
 from rsbuild.concurrency import LoopThread
 from rsbuild.config import VllmConfig
 from rsbuild.errors import InputError, require
@@ -71,9 +77,13 @@ class VllmEngine(CaptionEngine):
         sampling: Mapping[str, Any] | None = None,
         seed: int = 0,
         settings: VllmConfig | None = None,
+        constrained: bool = False,
+        varied: bool = False,
     ) -> None:
         self._vllm = require("vllm", "vllm", "The vllm caption engine")
-        self.name = model
+        self.name = model + grammar_suffix(constrained, varied)
+        self.constrained = constrained
+        self.varied = varied
         self.sampling = dict(sampling or {})
         self.settings = settings or VllmConfig()
         gpu = has_gpu()
@@ -106,6 +116,12 @@ class VllmEngine(CaptionEngine):
         from vllm.sampling_params import RequestOutputKind
 
         sampling = {k: v for k, v in {**self.sampling, **request.sampling}.items() if k in VLLM_SAMPLING_KEYS}
+        grammar = (caption_grammar(request.task, request.stats, request.subject, varied=self.varied)
+                   if self.constrained else None)
+        if grammar is not None:
+            from vllm.sampling_params import StructuredOutputsParams
+
+            sampling["structured_outputs"] = StructuredOutputsParams(grammar=grammar)
         return self._vllm.SamplingParams(n=request.n, seed=request.seed, output_kind=RequestOutputKind.FINAL_ONLY, **sampling)
 
     async def render(self, request: CaptionRequest) -> Any:

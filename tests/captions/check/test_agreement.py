@@ -30,17 +30,26 @@ MAX_REJECTED = 0.02
 # is almost always found"), class 11/12 ("a few small trees" for a tile without trees, read as a count); of 9
 # correct captions 2 rejected ("built-up area covers about 5%" for 8.4 %, "the large patch being the largest"
 # read as a rank of the class).
+# heldout_r5.jsonl (frozen before any rule was written from r4, first run): count 6/9 ("the large and small
+# water patches", "the small patches a bit smaller", "a small patch of it" for classes with no small patch),
+# garbage 13/19, position 15/16, share 12/13; of 48 correct captions 4 rejected, none of the 35 written under
+# the caption grammar ("freshwater wetlands" read as water, "a considerable amount" for 8.6 %, "south of the
+# top (bottom)", "from north to south along its northeast-southwest corner" read as the prompt's example).
+# Round 5 (tests/captions/check/test_claims_r5.py), written from heldout_r4.jsonl's misses only (so r4 is no
+# longer held out): r4 92.9 % / 2 of 9 -> 99.0 % / 0 of 9; r5 85.7 % / 4 of 48 -> 87.0 % / 4 of 48 (garbage 14/19).
 REACHED = {"model_set.jsonl:heldout": {"no_fact": 0.93, "relative": 0.0},
-           "heldout_r4.jsonl": {"garbage": 0.8, "class": 0.91}}
-MAX_REJECTED_ALL: dict[str, float] = {"heldout_r4.jsonl": 0.23}
+           "heldout_r5.jsonl": {"count": 0.66, "garbage": 0.73, "position": 0.93, "share": 0.92}}
+MAX_REJECTED_ALL: dict[str, float] = {"heldout_r5.jsonl": 0.09}
 
 
 # the held-out slices: captions made after a round of the check was written, on new tiles, reported
 # apart: rows of model_set.jsonl marked "heldout" (round 2, `make_model_captions.py --seed-base 7000`),
 # heldout_r3.jsonl (round 3, `--seed-base 9100`, frozen before that round's rules were written) and
-# heldout_r4.jsonl (round 4, `--seed-base 12400`, labelled and committed before the check first ran on it)
+# heldout_r4.jsonl (round 4, `--seed-base 12400`, labelled and committed before the check first ran on it),
+# heldout_r5.jsonl (`--seed-base 15000`, free and grammar-constrained vLLM captions, the same way)
 HELDOUT = ":heldout"
-EVIDENCE_SETS = ("outside_set.jsonl", "model_set.jsonl", "model_set.jsonl" + HELDOUT, "heldout_r3.jsonl", "heldout_r4.jsonl")
+EVIDENCE_SETS = ("outside_set.jsonl", "model_set.jsonl", "model_set.jsonl" + HELDOUT, "heldout_r3.jsonl", "heldout_r4.jsonl",
+                 "heldout_r5.jsonl")
 
 
 def rows_of(name: str) -> list[dict[str, Any]]:
@@ -72,7 +81,7 @@ def kind_table(rows: list[dict[str, Any]],
 
 @pytest.mark.parametrize("name, size", [("outside_set.jsonl", 300), ("model_set.jsonl", 480),
                                         ("model_set.jsonl" + HELDOUT, 150), ("heldout_r3.jsonl", 140),
-                                        ("heldout_r4.jsonl", 100)])
+                                        ("heldout_r4.jsonl", 100), ("heldout_r5.jsonl", 120)])
 def test_evidence_sets_are_labelled(name: str, size: int) -> None:
     rows = rows_of(name)
     assert len(rows) >= size

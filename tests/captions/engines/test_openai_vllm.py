@@ -64,6 +64,38 @@ def test_n_choices_in_one_request_and_seeds_reproduce(server: VllmServer) -> Non
         engine.close()
 
 
+@pytest.mark.parametrize("varied", [False, True])
+def test_structured_outputs_through_the_server_follow_the_caption_grammar(server: VllmServer, varied: bool) -> None:
+    """The grammar goes to the vLLM server as structured outputs: every caption is one it allows and passes the check."""
+    from rsbuild.captions.check import check_caption
+    from rsbuild.captions.constraints import caption_grammar
+    from tests.captions.test_constraints import follows_grammar
+
+    engine = OpenAIEngine(server.base_url, model=MODEL, concurrency=16, sampling=SAMPLING, constrained=True, varied=varied)
+    prompts = PromptSet.load(tasks=("area", "class"))
+    batch = []
+    for i in range(6):
+        stats = seeded_tile_stats(400 + i)
+        task, subject = ("class", str(stats["classes"][0]["name"])) if i % 2 else ("area", None)
+        messages, template, sha = prompts.render(task, stats, subject)
+        batch.append(CaptionRequest(key=f"g{i}_t0000", task=task, stats=stats, subject=subject, messages=messages,
+                                    template=template, template_sha256=sha, n=2, seed=request_seed(f"g{i}", task, subject, 0),
+                                    sampling={**SAMPLING, "max_tokens": 96}))
+    try:
+        results = engine.generate(batch)
+        assert engine.name == MODEL + ("+varied-grammar" if varied else "+grammar")
+        for request, result in zip(batch, results, strict=True):
+            assert result.error is None and len(result.texts) == 2 and result.annotator == engine.name
+            grammar = caption_grammar(request.task, request.stats, request.subject, varied=varied)
+            assert grammar is not None
+            for text, reason in zip(result.texts, result.finish_reasons, strict=True):
+                assert reason == "stop" and follows_grammar(grammar, text), text
+                assert check_caption(text, request.stats, subject=request.subject, task=request.task).ok, text
+        assert [r.texts for r in engine.generate(batch)] == [r.texts for r in results]  # seeds reproduce
+    finally:
+        engine.close()
+
+
 def test_a_too_long_prompt_fails_only_its_own_request(server: VllmServer) -> None:
     engine = OpenAIEngine(server.base_url, model=MODEL, concurrency=16, sampling=SAMPLING, retries=1)
     try:

@@ -145,6 +145,48 @@ def test_the_demo_runs_end_to_end_on_vllm(tmp_path: Path) -> None:
     assert '"prefix_cache_hit_rate"' in run_summary and '"output_tokens_per_s"' in run_summary
 
 
+def grammar_requests(count: int, n: int) -> list[CaptionRequest]:
+    """Area and class requests (the tasks the caption grammar constrains), alternately."""
+    prompts = PromptSet.load(tasks=("area", "class"))
+    out = []
+    for i in range(count):
+        stats = seeded_tile_stats(300 + i)
+        task, subject = ("class", str(stats["classes"][0]["name"])) if i % 2 else ("area", None)
+        messages, template, sha = prompts.render(task, stats, subject)
+        key = f"poi{i}_t0000"
+        out.append(CaptionRequest(key=key, task=task, stats=stats, subject=subject, messages=messages, template=template,
+                                  template_sha256=sha, n=n, seed=request_seed(key, task, subject, 0),
+                                  sampling={**SAMPLING, "max_tokens": 96}))
+    return out
+
+
+@pytest.mark.parametrize("varied", [False, True])
+def test_structured_outputs_decode_under_the_caption_grammar(engine: VllmEngine, varied: bool) -> None:
+    """The real vLLM decodes under the GBNF grammar: every caption is one the grammar allows and passes the check."""
+    from rsbuild.captions.check import check_caption
+    from rsbuild.captions.constraints import caption_grammar
+    from tests.captions.test_constraints import follows_grammar
+
+    constrained = VllmEngine.__new__(VllmEngine)  # the same running engine, asking under the grammar
+    constrained.__dict__.update(engine.__dict__)
+    constrained.constrained, constrained.varied = True, varied
+    constrained.name = str(MODEL_DIR) + ("+varied-grammar" if varied else "+grammar")
+    batch = grammar_requests(6, n=2)
+    results = constrained.generate(batch)
+    for request, result in zip(batch, results, strict=True):
+        assert result.error is None and len(result.texts) == 2 and result.annotator == constrained.name
+        grammar = caption_grammar(request.task, request.stats, request.subject, varied=varied)
+        assert grammar is not None
+        for text, reason in zip(result.texts, result.finish_reasons, strict=True):
+            assert reason == "stop", text  # the grammar ends the caption, not max_tokens
+            assert follows_grammar(grammar, text), text
+            assert check_caption(text, request.stats, subject=request.subject, task=request.task).ok, text
+    assert [r.texts for r in constrained.generate(batch)] == [r.texts for r in results]  # seeds reproduce
+    free = engine.generate(batch[:2])
+    assert not all(follows_grammar(str(caption_grammar(r.task, r.stats, r.subject, varied=varied)), t)
+                   for r, res in zip(batch[:2], free, strict=True) for t in res.texts)  # free decoding writes other text
+
+
 def test_a_dead_engine_stops_with_a_clear_error(engine: VllmEngine) -> None:
     import psutil
 
