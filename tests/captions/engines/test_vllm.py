@@ -140,7 +140,9 @@ def test_the_demo_runs_end_to_end_on_vllm(tmp_path: Path) -> None:
     assert summary.finalized and summary.tiles_written > 0
     assert summary.captions["captions_generated"] > 0 and summary.captions["requests"] > 0
     captions = [a for shard in list_shards(tmp_path / "demo" / "dataset") for s in read_shard(shard) for a in s.annotations]
-    assert captions and all(a["annotator"] == str(MODEL_DIR) and a["verified"] is True for a in captions)
+    # SmolLM2 on vLLM decodes under the caption grammar in the demo (structured outputs), so the check keeps most
+    assert captions and all(a["annotator"] == f"{MODEL_DIR}+varied-grammar" and a["verified"] is True for a in captions)
+    assert summary.captions["captions_kept"] >= 0.8 * summary.captions["captions_generated"]
     run_summary = (tmp_path / "demo" / "dataset" / "run_summary.json").read_text()
     assert '"prefix_cache_hit_rate"' in run_summary and '"output_tokens_per_s"' in run_summary
 
