@@ -5,7 +5,7 @@ Run it with the vLLM environment's interpreter (scripts/setup_vllm_cpu.sh makes 
     .venv-vllm/bin/python scripts/bench_vllm.py [--tiles 24] [--rounds 2]
 
 Two comparisons, each interleaved round by round (rsbuild, plain, rsbuild, plain, ...), every
-round on fresh tiles, the plain side replaying exactly the requests rsbuild sent that round
+round on fresh tiles, the plain side replaying exactly the requests rsbuild needed that round
 (same messages, n, seed, max_tokens), so both do the same work:
 
 * in-process: the caption stage with the `vllm` engine (AsyncLLM, streaming) ÷ ONE plain
@@ -20,7 +20,9 @@ round of ``--tiles`` 48 is about nine batches deep, as hundreds of tiles are on 
 slots: the comparison then shows whether the stream keeps the batch full, not how a two-wave
 toy run (area, then revise) compares with one big batch. Throughput is sequences (caption texts)
 per second and output tokens per second; engine start is excluded. Prefix-cache hits are reported as vLLM counts them (``num_cached_tokens``; the
-server's /metrics counters). Prints a table and one JSON line.
+server's /metrics counters). On the server every timed side starts from an empty prefix cache
+(``VLLM_SERVER_DEV_MODE=1``, ``POST /reset_prefix_cache``): the sides share tiles, so the later
+ones would otherwise find the earlier ones' prompts cached. Prints a table and one JSON line.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import Future
 from pathlib import Path
@@ -243,7 +246,11 @@ def main() -> None:
 
     if not args.skip_server:
         with VllmServer(model, served_model_name="smollm2", max_model_len=MAX_MODEL_LEN,
-                        extra_args=["--max-num-seqs", str(args.max_num_seqs)]) as server:
+                        extra_args=["--max-num-seqs", str(args.max_num_seqs)],
+                        env={"VLLM_SERVER_DEV_MODE": "1"}) as server:  # POST /reset_prefix_cache
+            def empty_prefix_cache() -> None:  # before every timed side: the same tiles would find the cache warm
+                urllib.request.urlopen(urllib.request.Request(f"{server.url}/reset_prefix_cache", method="POST"), timeout=60)
+
             engine = OpenAIEngine(server.base_url, model="smollm2", concurrency=args.concurrency, sampling=sampling,
                                   timeout_s=3600.0)  # as the plain client: a queue, not a fault
             caption_round(engine, cfg, prompts, samples(90000, 8))  # warm-up
@@ -253,7 +260,11 @@ def main() -> None:
                 for r in range(args.rounds):
                     tiles = samples(5000 + 1000 * r, args.tiles)
                     order = [("rsbuild", cfg)] + ([("in-turn", in_turn_cfg)] if args.in_turn else [])
-                    runs = {name: caption_round(engine, c, prompts, tiles) for name, c in (order[::-1] if r % 2 else order)}
+                    runs = {}
+                    for name, c in order[::-1] if r % 2 else order:
+                        empty_prefix_cache()
+                        runs[name] = caption_round(engine, c, prompts, tiles)
+                    empty_prefix_cache()
                     plain = asyncio.run(plain_openai(server.base_url, "smollm2", runs["rsbuild"]["sent"], args.concurrency,
                                                      args.plain_transport))
                     pairs.append((runs["rsbuild"], plain))
