@@ -334,8 +334,12 @@ class _Driver:
     def _queue(self, entry: _Pending, job: _Job) -> None:
         """Chain heads first (a re-ask, or an area caption a revise waits for), then leaves; oldest sample first
         within each: the last samples' dependent chains start early, so the run ends without a long tail."""
-        leaf = job.sent == 0 and not (job.task == "area" and self.revise)
+        leaf = job.sent == 0 and not self._heads_chain(job)
         heapq.heappush(self.ready[id(job.engine)], (leaf, entry.seq, next(self.order), entry, job))
+
+    def _heads_chain(self, job: _Job) -> bool:
+        """An area caption a revise waits for."""
+        return job.task == "area" and self.revise
 
     def _submit_ready(self) -> None:
         for engine in self.engines:
@@ -367,7 +371,7 @@ class _Driver:
         if free <= 0:
             return
         last = self.cfg.max_check_attempts
-        ahead = [(job.sent - job.attempts, not (job.task == "area" and self.revise), entry.seq, entry, job)
+        ahead = [(job.sent - job.attempts, not self._heads_chain(job), entry.seq, entry, job)
                  for entry, job in self.asking.values() if job.engine is engine and job.sent < last]
         for *_, entry, job in heapq.nsmallest(free, ahead, key=lambda item: item[:3]):
             self._send(entry, job, speculative=True)
@@ -384,8 +388,7 @@ class _Driver:
         self.telemetry._in_flight_change(-1)
         _, request = job.out.pop(attempt)
         if job.finished:  # an attempt asked ahead that the caption no longer needs (counted when it was settled)
-            if not future.cancelled() and future.exception() is None:
-                self._count(future.result())
+            self._count_unused(future)
             return
         job.arrived[attempt] = (future, request)
         while job.attempts in job.arrived:  # attempts are taken in order, whenever their answers came
@@ -407,13 +410,17 @@ class _Driver:
             future.cancel()
             self.telemetry.discard(request)
         for future, request in job.arrived.values():
-            if future.exception() is None:
-                self._count(future.result())
+            self._count_unused(future)
             self.telemetry.discard(request)
         job.arrived.clear()
         entry.open -= 1
         if job.task == "area":
             self._after_area(entry, job)
+
+    def _count_unused(self, future: Future[CaptionResult]) -> None:
+        """The tokens of an answer nobody reads (a cancelled or failed one has none to count)."""
+        if not future.cancelled() and future.exception() is None:
+            self._count(future.result())
 
     def _count(self, result: CaptionResult) -> None:
         t = self.telemetry
