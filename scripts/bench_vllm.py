@@ -67,6 +67,9 @@ class Recorder(CaptionEngine):
         self.sent.append(request)
         return self.inner.submit(request)
 
+    def idle_sequences(self) -> int | None:
+        return self.inner.idle_sequences()
+
 
 def samples(first: int, count: int) -> list[Sample]:
     return [Sample(f"poi{i}_t0000", "train", b"", None, {}, seeded_tile_stats(i)) for i in range(first, first + count)]

@@ -88,6 +88,11 @@ class CaptionEngine(ABC):
         futures = [self.submit(request) for request in requests]
         return [future.result() for future in futures]
 
+    def idle_sequences(self) -> int | None:
+        """Sequences the engine could start decoding now beside those it runs; None when it cannot tell
+        (then its free ``max_in_flight`` slots decide). Speculative re-asks fill only these."""
+        return None
+
     def telemetry(self) -> dict[str, Any]:
         """Engine-side counters for the run summary (requests, tokens, retries, ...)."""
         return dict(getattr(self, "counters", {}))

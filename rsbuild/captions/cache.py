@@ -132,6 +132,10 @@ class CachedEngine(CaptionEngine):
         inner.add_done_callback(lambda inner: self._store(key, inner, outer))
         return outer
 
+    def idle_sequences(self) -> int | None:
+        """The inner engine's (a cached answer takes no slot)."""
+        return self.engine.idle_sequences()
+
     def _store(self, key: CacheKey, inner: Future[CaptionResult], outer: Future[CaptionResult]) -> None:
         """Store a complete result, then hand it on (so whoever waits sees it cached)."""
         if inner.cancelled() or not outer.set_running_or_notify_cancel():

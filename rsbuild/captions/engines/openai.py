@@ -15,6 +15,9 @@ missing choices. With ``constrained`` area and class requests carry the GBNF gra
 in the body; the server's ``auto`` backend compiles it with xgrammar) and the annotator name says so
 (``…+grammar``); a server that does not read that field (llama.cpp's) would decode free, so the grammar is
 for vLLM servers. The API key is read from an environment variable and never shown.
+Once the caption stage asks how many sequences the server could still start (`idle_sequences`, for
+speculative re-asks), the server's ``/metrics`` is read every 0.25 s (`ServerLoad`: vLLM's queue
+gauges); a server without them (llama.cpp) leaves the answer unknown.
 """
 
 from __future__ import annotations
@@ -26,11 +29,13 @@ import os
 from collections.abc import Mapping
 from concurrent.futures import Future
 from typing import Any
+from urllib.parse import urlsplit
 
 import openai
 
 from rsbuild.captions.base import CaptionEngine, CaptionRequest, CaptionResult, follow_up_seed
 from rsbuild.captions.constraints import caption_grammar, grammar_suffix
+from rsbuild.captions.engines.server_load import ServerLoad
 from rsbuild.concurrency import LoopThread
 from rsbuild.errors import ConfigError, InputError
 from rsbuild.retries import RETRIES
@@ -46,6 +51,7 @@ class UnreadableReply(openai.OpenAIError):
 RETRYABLE = (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError,
              UnreadableReply)  # APITimeoutError is a connection error
 DEFAULT_CONCURRENCY = 256
+LOAD_POLL_S = 0.25  # how often the server's /metrics is read while the caption stage asks for idle slots
 REFUSED = (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError)
 
 
@@ -119,13 +125,26 @@ class OpenAIEngine(CaptionEngine):
         self._loop: LoopThread | None = None
         self._client: openai.AsyncOpenAI | None = None
         self._slots: asyncio.Semaphore | None = None
+        self.server_load = ServerLoad()
+        self._load_readable = True
+        self._watcher: Future[None] | None = None
 
     def submit(self, request: CaptionRequest) -> Future[CaptionResult]:
         """Start one request on the engine's loop; at most ``concurrency`` are open at once."""
         if self._loop is None:
             self._loop = LoopThread(f"rsbuild-openai-{self.name}")
             self._loop.submit(self._open()).result()
+        self.server_load.take(request.n)
         return self._loop.submit(self._answer(request))
+
+    def idle_sequences(self) -> int | None:
+        """Sequences the server could start now, from its ``/metrics`` (read from the first call on);
+        None when it publishes no vLLM queue gauges."""
+        if self._loop is None or not self._load_readable:
+            return None
+        if self._watcher is None:
+            self._watcher = self._loop.submit(self._watch_load())
+        return self.server_load.idle
 
     def close(self) -> None:
         """Close the client and stop its loop."""
@@ -139,6 +158,8 @@ class OpenAIEngine(CaptionEngine):
         self._slots = asyncio.Semaphore(self.concurrency)
 
     async def _shutdown(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
         if self._client is not None:
             await self._client.close()
 
@@ -196,6 +217,21 @@ class OpenAIEngine(CaptionEngine):
         result.error, result.error_transient = None, False
         result.texts, result.finish_reasons = result.texts[: request.n], result.finish_reasons[: request.n]
         return result
+
+    async def _watch_load(self) -> None:
+        """Read the server's queue gauges every ``LOAD_POLL_S`` until closed (or the server has none)."""
+        assert self._client is not None
+        parts = urlsplit(self.base_url)
+        url = f"{parts.scheme}://{parts.netloc}/metrics"  # vLLM serves it at the root, beside /v1
+        while True:
+            try:
+                text = await self._client.get(url, cast_to=str, options={"timeout": 5.0})
+            except openai.OpenAIError:
+                text = ""
+            if not self.server_load.read(text):
+                self._load_readable = False
+                return
+            await asyncio.sleep(LOAD_POLL_S)
 
     def _describe(self, exc: openai.OpenAIError) -> str:
         return self._redact(f"{exc.__class__.__name__}: {exc}")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
 from collections.abc import Mapping
 from concurrent.futures import Future
 from typing import Any
@@ -90,13 +91,18 @@ class VllmEngine(CaptionEngine):
         self.arguments = engine_arguments(model, seed, self.settings, gpu)
         if not gpu:
             os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
-        self.max_in_flight = 2 * int(self.arguments.get("max_num_seqs") or DEFAULT_MAX_NUM_SEQS)
+        self.batch_sequences = int(self.arguments.get("max_num_seqs") or DEFAULT_MAX_NUM_SEQS)  # vLLM's, once started
+        self.max_in_flight = 2 * self.batch_sequences
+        self._open_sequences = 0
+        self._open_lock = threading.Lock()
         self.batches_requests = True
         self.counters = {"requests": 0, "refused": 0, "prompt_tokens": 0, "completion_tokens": 0, "cached_prompt_tokens": 0}
         self._ids = itertools.count()
         self._loop = LoopThread(f"rsbuild-vllm-{model.rsplit('/', 1)[-1]}")
         try:
             self._engine = self._loop.submit(self._start()).result(START_TIMEOUT_S)
+            self.batch_sequences = int(self._engine.vllm_config.scheduler_config.max_num_seqs)
+            self.max_in_flight = 2 * self.batch_sequences  # the batch and as many waiting
         except Exception as exc:
             self._loop.close()
             raise InputError(f"vLLM could not start {model!r}: {exc.__class__.__name__}: {exc}; check captions.models "
@@ -109,7 +115,19 @@ class VllmEngine(CaptionEngine):
 
     def submit(self, request: CaptionRequest) -> Future[CaptionResult]:
         """Add one request to the running engine; its future resolves when all ``n`` texts are done."""
-        return self._loop.submit(self._answer(request))
+        self._count_open(request.n)
+        future = self._loop.submit(self._answer(request))
+        future.add_done_callback(lambda _: self._count_open(-request.n))
+        return future
+
+    def idle_sequences(self) -> int | None:
+        """The batch (``max_num_seqs``) minus the sequences of the requests still open: every one is this engine's."""
+        with self._open_lock:
+            return max(0, self.batch_sequences - self._open_sequences)
+
+    def _count_open(self, sequences: int) -> None:
+        with self._open_lock:
+            self._open_sequences += sequences
 
     def sampling_params(self, request: CaptionRequest) -> Any:
         """The ``SamplingParams`` of one request (only its final output is sent back)."""

@@ -7,6 +7,7 @@ main test environment and talks to it over loopback, as a GPU-box user's rsbuild
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -25,6 +26,7 @@ pytestmark = [pytest.mark.vllm, pytest.mark.slow, pytest.mark.loopback]
 
 SAMPLING = {"temperature": 0.7, "top_p": 0.95, "max_tokens": 48}
 MODEL = "smollm2"
+BATCH = 16  # the server's max_num_seqs (where two cores saturate)
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +36,7 @@ def server() -> Iterator[VllmServer]:
         if os.environ.get("RSBUILD_REQUIRE_VLLM"):
             pytest.fail(problem)
         pytest.skip(problem)
-    with VllmServer(served_model_name=MODEL, max_model_len=1024) as running:
+    with VllmServer(served_model_name=MODEL, max_model_len=1024, extra_args=["--max-num-seqs", str(BATCH)]) as running:
         yield running
 
 
@@ -127,3 +129,24 @@ def test_the_caption_stage_keeps_the_server_busy_and_records_cache_hits(server: 
     assert queries > 0 and hits / queries > 0.3  # the shared instructions come from vLLM's prefix cache
     if telemetry.prefix_cache_hit_rate is not None:  # reported per request with --enable-prompt-tokens-details
         assert telemetry.prefix_cache_hit_rate > 0.3
+
+
+def test_the_engine_reads_how_full_the_servers_batch_is(server: VllmServer) -> None:
+    """vLLM's queue gauges at /metrics: while 32 sequences wait for a batch of 16 the engine says none
+    is idle and learns the batch; once they are done, the whole batch is idle (what asking ahead uses)."""
+    engine = OpenAIEngine(server.base_url, model=MODEL, sampling={**SAMPLING, "max_tokens": 24})
+    try:
+        futures = [engine.submit(r) for r in requests(8, n=4)]  # 32 sequences
+        readings = []
+        while not all(f.done() for f in futures):
+            readings.append(engine.idle_sequences())
+            time.sleep(0.05)
+        assert all(f.result().error is None for f in futures)
+        assert 0 in readings  # asked while the batch was full and sequences waited
+        assert engine.server_load.batch == BATCH
+        deadline = time.monotonic() + 30
+        while engine.idle_sequences() != BATCH and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert engine.idle_sequences() == BATCH
+    finally:
+        engine.close()

@@ -130,6 +130,20 @@ def test_the_caption_stage_streams_into_the_engine(engine: VllmEngine) -> None:
         assert not revised or any(a["task"] == "area" for a in sample.annotations)
 
 
+def test_the_engine_counts_the_sequences_its_batch_has_room_for(engine: VllmEngine) -> None:
+    """What asking ahead fills: vLLM's own batch (its scheduler's ``max_num_seqs``) minus open sequences."""
+    batch = engine.batch_sequences
+    assert batch == engine._engine.vllm_config.scheduler_config.max_num_seqs and engine.max_in_flight == 2 * batch
+    assert engine.idle_sequences() == batch
+    futures = [engine.submit(r) for r in requests(4, n=3)]
+    assert engine.idle_sequences() == batch - 12
+    assert all(f.result().error is None for f in futures)
+    deadline = time.monotonic() + 10  # the count drops in the futures' callbacks, just after their results
+    while engine.idle_sequences() != batch and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert engine.idle_sequences() == batch
+
+
 def test_the_demo_runs_end_to_end_on_vllm(tmp_path: Path) -> None:
     from rich.console import Console
 
