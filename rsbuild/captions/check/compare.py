@@ -496,6 +496,9 @@ class Checker:
             ok = number <= small + slack if exact else small >= 1
         elif size == "small" and exact:  # "two small ponds": any of its parts may look small
             ok = number <= large + small + slack
+        elif size == "small" and number == 1:  # "a small patch of it": a small patch, or a part small in the image
+            little = max(SMALL_BESIDE_CLASS * pixels, SMALL_IN_IMAGE * self.facts.total_pixels)
+            ok = small >= 1 or len(comps) < large or any(float(c.get("pixels", 0)) <= little for c in comps)
         elif size == "small":  # "a few small patches": small patches, or parts small beside the class
             # a class caption's prompt states "Patches: N large, M small": "small ones" are those M, or parts
             # small beside the class; elsewhere a part small in the image counts too
@@ -508,13 +511,18 @@ class Checker:
             ok = (substantial - slack <= number <= most + slack) if exact else most >= number
         if not ok:
             parts = f"{large} part{'s' if large != 1 else ''}" + (f" and {small} small patches" if small else "")
-            self.fail(f"says {mention.value} lies in '{claim.text.strip()}', but it has {parts}", "count")
+            said = (f"has small parts ('{claim.text.strip()}')" if size == "small" and not exact
+                    else f"lies in '{claim.text.strip()}'")
+            self.fail(f"says {mention.value} {said}, but it has {parts}", "count")
 
-    def check_orientation(self, mention: Span, claim: Span) -> None:
+    def check_orientation(self, mention: Span, claim: Span, refinements: Sequence[Span] = ()) -> None:
+        """A stated axis against the class's elongated parts; ``refinements`` are axes the same clause states
+        within 45 degrees of it ("from north to south along its north-east-south-west side"): any may agree."""
         name = mention.value
         comps = self.facts.components.get(name, [])
         elongated = [c for c in comps if c.get("elongated") or float(c.get("elongation", 0.0)) >= 3.0]
         ok, actual = _orientation_agrees(claim.value, self.facts.classes[name], elongated or comps)
+        ok = ok or any(_orientation_agrees(r.value, self.facts.classes[name], elongated or comps)[0] for r in refinements)
         if not ok:
             self.fail(f"says {name} runs '{claim.text.strip()}', but its elongated parts run {actual}", "direction")
 
@@ -558,6 +566,18 @@ def _coordinated_with(text: str, mention: Span, claim: Span, spans: Sequence[Spa
     return None if _EACH.search(text, before[-1].start, sentence_end) else before[-1]
 
 
+_DIFFERENCE_TAIL = re.compile(r"\s*(?:larger|bigger|greater|wider|smaller|more|less|fewer)\s+(?:in (?:area|extent)\s+)?"
+                              r"than\s+(?:the\s+|a\s+|an\s+)?")
+
+
+def _near_axis(a: Any, b: Any) -> bool:
+    """Whether two stated axes are at most 45 degrees apart, so that one refines the other ("diagonally" refines
+    nothing: the axis stated beside it decides)."""
+    if a == "diagonal" or b == "diagonal":
+        return False
+    return _angle_diff(float(a), float(b)) <= 45.0
+
+
 def check_claim(checker: Checker, mention: Span, claim: Span, clause: Clause | None, spans: list[Span]) -> None:
     text = checker.text
     regional = clause is not None and any(a.kind == "position" for a in clause.attributes)
@@ -566,6 +586,10 @@ def check_claim(checker: Checker, mention: Span, claim: Span, clause: Clause | N
             return  # "together they cover 70%"
         if REGIONAL_SHARE_TAIL.match(text[claim.end:claim.end + 40]):
             return  # "40% of the northern half"
+        difference = _DIFFERENCE_TAIL.match(text, claim.end)
+        if difference and any(sp.start <= difference.end() < sp.end and (sp.kind == "class" or _REST.fullmatch(sp.text))
+                              for sp in spans):
+            return  # "2% larger than the rest": a difference (check_comparisons reads it)
         checker.check_share(mention, claim, _coordinated_with(checker.text, mention, claim, spans))
     elif claim.kind == "dominant" and not regional:
         checker.check_dominant(mention, claim)
@@ -574,7 +598,8 @@ def check_claim(checker: Checker, mention: Span, claim: Span, clause: Clause | N
     elif claim.kind == "position":
         checker.check_position(mention, claim)
     elif claim.kind == "orient":
-        checker.check_orientation(mention, claim)
+        checker.check_orientation(mention, claim, [a for a in (clause.attributes if clause else []) if a is not claim
+                                                   and a.kind == "orient" and _near_axis(a.value, claim.value)])
     elif claim.kind == "relative":
         checker.check_relative(mention, claim, spans)
     elif claim.kind == "count":
@@ -642,21 +667,31 @@ def check_denials(checker: Checker, sentences: Iterable[Sentence], denials: list
 
 _MORE_BEFORE = re.compile(r"\b(?P<cmp>more|less|fewer)\s+(?:of\s+)?(?:the\s+)?$")
 _THAN_GAP = re.compile(r"\s+than\s+(?:the\s+|there is\s+|of\s+)?")
+_BY = r"(?:about\s+|roughly\s+|around\s+|some\s+)?(?P<by>\d+(?:\.\d+)?)\s*(?:%|percent|per cent)\s+"  # "5% less than"
 _COMPARE_GAPS = (
     re.compile(r"\s+(?:covers?|occupies|occupy|takes? up|has|have|spans?|claims?|fills?|accounts? for|is|are)\s+"
-               r"(?:much\s+|far\s+|slightly\s+|a bit\s+|a little\s+|somewhat\s+|considerably\s+)?(?P<cmp>more|less)\s+"
+               rf"(?:much\s+|far\s+|slightly\s+|a bit\s+|a little\s+|somewhat\s+|considerably\s+|{_BY})?(?P<cmp>more|less)\s+"
                r"(?:of\s+the\s+\w+\s+|area\s+|ground\s+|space\s+|land\s+|room\s+|surface\s+|extensive\s+|widespread\s+"
                r"|common\s+|abundant\s+)?than\s+(?:the\s+)?(?:do(?:es)?\s+)?"),
     re.compile(r"\s+(?:is|are|was|were|appears?|seems?|looks?)\s+(?:to be\s+)?(?:much\s+|far\s+|clearly\s+|slightly\s+|"
-               r"a bit\s+|considerably\s+|somewhat\s+)?(?P<cmp>larger|bigger|greater|wider|smaller|rarer|scarcer|"
+               rf"a bit\s+|considerably\s+|somewhat\s+|{_BY})?"
+               r"(?P<cmp>larger|bigger|greater|wider|smaller|rarer|scarcer|"
                r"(?:more|less) (?:extensive|widespread|common|abundant|prevalent|dominant))\s+"
-               r"(?:in (?:area|extent)\s+)?than\s+(?:the\s+)?"),
+               r"(?:in (?:area|extent)\s+)?than\s+(?:the\s+|a\s+|an\s+)?"),
     re.compile(r"\s+(?:clearly\s+|seems? to\s+|far\s+|easily\s+)?(?P<cmp>outweighs?|exceeds?|outnumbers?|surpasses?|"
                r"outstrips?|outsizes?|dwarfs?|is outweighed by|is exceeded by|is dwarfed by)\s+(?:the\s+)?"),
 )
 _SMALLER = ("less", "fewer", "smaller", "rarer", "scarcer", "is outweighed by", "is exceeded by", "is dwarfed by",
             "less extensive", "less widespread", "less common", "less abundant", "less prevalent", "less dominant")
+_REST = re.compile(r"(?:the )?(?:rest|remainder)|others|everything else|other (?:classes|land[- ]?cover(?: types| classes)?|"
+                   r"cover types|types|categories)")
 COMPARISON_TOLERANCE = 0.02  # "more X than Y" fails when X covers this much less than Y
+
+
+def _difference_agrees(stated: float, a: float, b: float) -> bool:
+    """Whether "N% more (less)" fits two shares, read as points of the image or as a part of the second share."""
+    points, relative = 100.0 * abs(a - b), 100.0 * abs(a - b) / b if b else 100.0
+    return (abs(points - stated) <= max(4.0, 0.35 * stated)) or abs(relative - stated) <= max(10.0, 0.35 * stated)
 
 
 def check_comparisons(checker: Checker, sentences: Iterable[Sentence]) -> None:
@@ -666,24 +701,32 @@ def check_comparisons(checker: Checker, sentences: Iterable[Sentence]) -> None:
         clauses_attrs = [a for c in sentence.clauses for a in c.attributes]
         if any(a.kind in ("position", "relative") for a in clauses_attrs):
             continue  # a regional comparison ("in the north, more X than Y")
-        mentions = [m for m in sentence.mentions if m.kind == "class"]
+        mentions = [m for m in sentence.mentions if m.kind == "class" or _REST.fullmatch(m.text)]
         for first, second in zip(mentions, mentions[1:]):
             gap = text[first.end:second.start]
             cmp = None
             before = _MORE_BEFORE.search(text, sentence.start, first.start)
             if before and before.end() == first.start and _THAN_GAP.fullmatch(gap):
                 cmp = before.group("cmp")
+            by = None
             for pattern in _COMPARE_GAPS:
                 match = pattern.fullmatch(gap)
                 if match:
                     cmp = match.group("cmp")
+                    by = match.groupdict().get("by")
             if cmp is None or first.value == second.value:
                 continue
-            if first.value not in checker.facts.classes or second.value not in checker.facts.classes:
+            if first.value not in checker.facts.classes or (second.kind == "class"
+                                                            and second.value not in checker.facts.classes):
                 continue
-            a, b = checker.facts.share(first.value), checker.facts.share(second.value)
+            a = checker.facts.share(first.value)
+            b = checker.facts.share(second.value) if second.kind == "class" else 1.0 - a  # "... than the rest"
             smaller = cmp in _SMALLER
+            relation = "less" if smaller else "more"
+            other = second.value if second.kind == "class" else "the rest"
             if (a < b - COMPARISON_TOLERANCE) if not smaller else (a > b + COMPARISON_TOLERANCE):
-                relation = "less" if smaller else "more"
-                checker.fail(f"says there is {relation} {first.value} than {second.value}, but they cover {_pct(a)} "
+                checker.fail(f"says there is {relation} {first.value} than {other}, but they cover {_pct(a)} "
+                             f"and {_pct(b)}", "relative")
+            elif by is not None and not _difference_agrees(float(by), a, b):
+                checker.fail(f"says there is {by}% {relation} {first.value} than {other}, but they cover {_pct(a)} "
                              f"and {_pct(b)}", "relative")

@@ -37,9 +37,10 @@ MAX_REJECTED = 0.02
 # top (bottom)", "from north to south along its northeast-southwest corner" read as the prompt's example).
 # Round 5 (tests/captions/check/test_claims_r5.py), written from heldout_r4.jsonl's misses only (so r4 is no
 # longer held out): r4 92.9 % / 2 of 9 -> 99.0 % / 0 of 9; r5 85.7 % / 4 of 48 -> 87.0 % / 4 of 48 (garbage 14/19).
-REACHED = {"model_set.jsonl:heldout": {"no_fact": 0.93, "relative": 0.0},
-           "heldout_r5.jsonl": {"count": 0.66, "garbage": 0.73, "position": 0.93, "share": 0.92}}
-MAX_REJECTED_ALL: dict[str, float] = {"heldout_r5.jsonl": 0.09}
+# Round 6 (tests/captions/check/test_claims_r6.py), mechanisms written from heldout_r5.jsonl's misses (so r5 is no
+# longer held out): r5 87.0 % / 4 of 48 -> 100 % / 0 of 48, every other set unchanged.
+REACHED = {"model_set.jsonl:heldout": {"no_fact": 0.93, "relative": 0.0}}
+MAX_REJECTED_ALL: dict[str, float] = {}
 
 
 # the held-out slices: captions made after a round of the check was written, on new tiles, reported
