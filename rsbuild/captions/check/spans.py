@@ -166,6 +166,9 @@ _SMALL_PARTS = re.compile(
     rf"(?:\s+(?P<unit>{_SMALL_UNIT})\b|(?=\s+[a-z-]+\s+(?P<unit2>{_SMALL_UNIT})\b))"
     rf"(?!\s+of\s+(?:the\s+|this\s+)?{_TILE}\b)"
 )
+# ... and one large part: "a large patch of water" claims a part beyond the small patches
+_LARGE_PART = re.compile(rf"\b(?:a|an|one|its)\s+(?:large|big|sizeable|sizable)\s+(?:patch|block|cluster|pocket|parcel|"
+                         rf"plot|stand|clump|island)\b(?!\s+of\s+(?:the\s+|this\s+)?{_TILE}\b)")
 _COUNT_WORDS = {"several": 2, "multiple": 2, "many": 2, "numerous": 2, "a few": 2, "the few": 2, "a handful of": 2,
                 "the": 2, "a": 1, "an": 1}
 _RANK = re.compile(
@@ -460,6 +463,7 @@ def scan(text: str, vocab: Vocabulary) -> list[Span]:
     s.scan(_PATCH_FACT, "count", lambda m: (int(m.group("n")), True, m.group("size")))
     s.scan(_COUNT, "count", _count_value)  # before traces: "a few small patches" is a count
     s.scan(_SMALL_PARTS, "count", _small_parts_value)
+    s.scan(_LARGE_PART, "count", lambda m: (1, False, "large"))
     s.scan(_TRACE, "trace", lambda m: "asserts" if _TRACE_ASSERTS.fullmatch(m.group(0)) else None)
     s.scan(_OTHER_SHARE, "sink")
     found = sorted(vocab.find(text))

@@ -67,6 +67,12 @@ def test_small_parts_in_any_construction_claim_small_patches(strip: dict, captio
     assert _verdict(caption, strip, subject, "class") == (False, ["count"])
 
 
+def test_one_large_part_needs_a_part_beyond_the_small_patches(road: dict, strip: dict) -> None:
+    assert _verdict("Water lies in a large patch in the north-east.", road, "water", "class") == (False, ["count"])
+    assert _verdict("Snow and ice lies in a large patch in the north-west.", strip, "snow and ice", "class") == (True, [])
+    assert _verdict("Water covers a large patch of the image.", road, "water", "class")[1] != ["count"]  # a share
+
+
 def test_small_parts_pass_where_the_class_has_them(strip: dict, road: dict) -> None:
     assert _verdict("Water lies in the small water patches scattered over the grass.", road, "water", "class") == (True, [])
     assert _verdict("Snow covers about 5%, a small patch in the north-west.", strip, "snow and ice", "class") == (True, [])
