@@ -191,6 +191,7 @@ def _lies_mostly(region: Region, cls: Mapping[str, Any], comps: Sequence[Mapping
 _RUNS = re.compile(r"\b(?:runs?|running|flows?|flowing|stretch(?:es|ing)?|cross(?:es|ing))\b")
 SMALL_BESIDE_CLASS = 0.15  # a part under this share of its class's pixels, or ...
 SMALL_IN_IMAGE = 0.05  # ... under this share of the image (not in a class caption), may be called small
+SMALL_PART_IN_IMAGE = 0.10  # one part under this share of the image may be called "a small patch" in any caption
 
 
 def _most_in(region: Region, cls: Mapping[str, Any], comps: list[Mapping[str, Any]], total_pixels: float) -> float:
@@ -497,7 +498,7 @@ class Checker:
         elif size == "small" and exact:  # "two small ponds": any of its parts may look small
             ok = number <= large + small + slack
         elif size == "small" and number == 1:  # "a small patch of it": a small patch, or a part small in the image
-            little = max(SMALL_BESIDE_CLASS * pixels, SMALL_IN_IMAGE * self.facts.total_pixels)
+            little = max(SMALL_BESIDE_CLASS * pixels, SMALL_PART_IN_IMAGE * self.facts.total_pixels)
             ok = small >= 1 or len(comps) < large or any(float(c.get("pixels", 0)) <= little for c in comps)
         elif size == "small":  # "a few small patches": small patches, or parts small beside the class
             # a class caption's prompt states "Patches: N large, M small": "small ones" are those M, or parts
@@ -720,13 +721,19 @@ def check_comparisons(checker: Checker, sentences: Iterable[Sentence]) -> None:
                                                             and second.value not in checker.facts.classes):
                 continue
             a = checker.facts.share(first.value)
-            b = checker.facts.share(second.value) if second.kind == "class" else 1.0 - a  # "... than the rest"
+            if second.kind == "class":
+                seconds = [checker.facts.share(second.value)]
+            else:  # "... than the rest": all the others together, or each of them
+                seconds = [1.0 - a, max((float(c.get("share", 0.0)) for n, c in checker.facts.classes.items()
+                                         if n != first.value), default=0.0)]
             smaller = cmp in _SMALLER
             relation = "less" if smaller else "more"
             other = second.value if second.kind == "class" else "the rest"
-            if (a < b - COMPARISON_TOLERANCE) if not smaller else (a > b + COMPARISON_TOLERANCE):
+            b = seconds[-1]  # the other class, or the largest of the rest
+            if all((a < other_share - COMPARISON_TOLERANCE) if not smaller else (a > other_share + COMPARISON_TOLERANCE)
+                   for other_share in seconds):
                 checker.fail(f"says there is {relation} {first.value} than {other}, but they cover {_pct(a)} "
                              f"and {_pct(b)}", "relative")
-            elif by is not None and not _difference_agrees(float(by), a, b):
+            elif by is not None and not any(_difference_agrees(float(by), a, other_share) for other_share in seconds):
                 checker.fail(f"says there is {by}% {relation} {first.value} than {other}, but they cover {_pct(a)} "
                              f"and {_pct(b)}", "relative")

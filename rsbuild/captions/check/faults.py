@@ -40,6 +40,9 @@ _NOT_A_CLASS = re.compile(
     r"area|the area|land|the land|the rest|rest|remainder|the remainder|the image|image|the tile|tile|the scene|"
     r"scene|the picture|the class|this class|class|cover|land cover|it also|and|but|while|with|about|roughly|"
     r"around|nearly|almost|approximately|some|only|just|facts?|share|the share|percentage|the percentage)")
+# a subject with a pronoun or function word in it ("together they", "both of") is no invented class
+_FUNCTION_WORD = re.compile(r"\b(?:they|them|it|its|both|all|each|together|combined|which|who|"
+                            r"and|or|but|of|in|on|at|so|then|also|still|here|there|overall)\b")
 REPEATED_SENTENCE_LIMIT = 3  # the same sentence this many times is degenerate text
 REPEATED_SENTENCE_WORDS = 4  # ... and a sentence of this many words, with no checkable claim, twice
 REPEATED_NGRAM_SHARE = 0.5  # ... as is text where this share of its word 4-grams repeat earlier ones
@@ -60,16 +63,14 @@ def invented_classes(text: str, spans: Sequence[Span]) -> list[str]:
     for match in _INVENTED_LAND.finditer(text):
         if not any(covered[match.start():match.end()]):
             reasons.append(f"names '{match.group(0)}', which is no land-cover class")
-    for match in _SHARE_SUBJECT.finditer(text):
-        noun = match.group("noun")
-        if not any(covered[match.start("noun"):match.end("noun")]) and not _NOT_A_CLASS.fullmatch(noun):
-            reasons.append(f"names '{noun}', which is no land-cover class")
     share_starts = {sp.start for sp in spans if sp.kind == "share"}
-    for match in _CLAIM_SUBJECT.finditer(text):
+    subjects = [*_SHARE_SUBJECT.finditer(text), *(m for m in _CLAIM_SUBJECT.finditer(text) if m.end() in share_starts)]
+    for match in subjects:
         noun = match.group("noun")
-        if (match.end() in share_starts and not any(covered[match.start("noun"):match.end("noun")])
-                and not _NOT_A_CLASS.fullmatch(noun) and f"names '{noun}', which is no land-cover class" not in reasons):
-            reasons.append(f"names '{noun}', which is no land-cover class")
+        reason = f"names '{noun}', which is no land-cover class"
+        if (not any(covered[match.start("noun"):match.end("noun")]) and not _NOT_A_CLASS.fullmatch(noun)
+                and not _FUNCTION_WORD.search(noun) and reason not in reasons):
+            reasons.append(reason)
     return reasons
 
 

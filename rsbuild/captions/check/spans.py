@@ -157,12 +157,13 @@ _PATCH_FACT = re.compile(r"\b(?P<n>\d{1,2}) (?P<size>large|small)\b(?![- ](?:[a-
 # small parts of a class in any construction, with or without a number: "where the large and small water patches
 # meet", "with the small patches a bit smaller", "a small patch of it", "small and large pockets of X": the class has
 # small parts (one, for a singular unit). A class word may stand between the size and the unit; "a small part of the
-# image" is a share, and numbered counts ("two small ponds", "a few small patches") are read by _COUNT first.
+# image" is a share, "a smaller patch" compares two parts, and numbered counts ("two small ponds", "a few small
+# patches") are read by _COUNT first.
 _SMALL_UNIT = (r"patch(?:es)?|pieces|bits|spots?|fragments?|pockets?|clusters?|specks?|islands?|plots?|parcels?|clumps?"
                r"|stands?|blocks?|areas|parts|sections|segments?|ones")
 _SMALL_PARTS = re.compile(
     rf"\b(?P<det>(?:a|an|the|some|its|their|other|few|several|many|various|numerous)\s+)?"
-    r"(?:(?:large|big|larger|bigger)\s+(?:and|or|&)\s+)?(?:small|smaller|tiny|little)(?:\s+(?:and|or|&)\s+(?:large|big))?"
+    r"(?:(?:large|big|larger|bigger)\s+(?:and|or|&)\s+)?(?:small|tiny|little)(?:\s+(?:and|or|&)\s+(?:large|big))?"
     rf"(?:\s+(?P<unit>{_SMALL_UNIT})\b|(?=\s+[a-z-]+\s+(?P<unit2>{_SMALL_UNIT})\b))"
     rf"(?!\s+of\s+(?:the\s+|this\s+)?{_TILE}\b)"
 )

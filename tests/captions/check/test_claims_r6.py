@@ -78,6 +78,8 @@ def test_small_parts_pass_where_the_class_has_them(strip: dict, road: dict) -> N
     assert _verdict("Snow covers about 5%, a small patch in the north-west.", strip, "snow and ice", "class") == (True, [])
     assert _verdict("Grassland covers about 83% of the image, with no small patches.", strip) == (True, [])
     assert _verdict("Built-up area covers a small part of the image.", strip) == (True, [])  # a share, not a part
+    caption = "Grassland covers 83%, a larger patch in the west and a smaller patch in the east."
+    assert _verdict(caption, strip, "grassland", "class") == (True, [])  # two parts compared
 
 
 @pytest.mark.parametrize("caption", [
@@ -101,6 +103,8 @@ def test_a_share_against_the_rest_is_checked(strip: dict) -> None:
     assert _verdict("Grassland is larger than the rest of the image.", strip) == (True, [])
     assert _verdict("Snow covers 5%, water 4%, and the rest is land that is built-up.", strip) == (False, ["share"])
     assert _verdict("Snow covers 5%, water 4%, and the rest is land that is mostly grassland.", strip) == (True, [])
+    assert _verdict("Grassland is larger than the others.", strip) == (True, [])  # each of them
+    assert _verdict("Water is larger than the others.", strip) == (False, ["relative"])
     assert _verdict("The built-up area is 5% less than the snow.", strip) == (False, ["relative"])  # 8 % and 5 %
     assert _verdict("The snow is 3% less than the built-up area.", strip) == (True, [])
 
@@ -109,6 +113,7 @@ def test_the_subject_of_any_stated_share_must_be_a_class(strip: dict) -> None:
     assert _verdict("Crows provide a large area of grassland.", strip) == (False, ["class"])
     assert _verdict("Grasslands provide a large area of the image.", strip) == (True, [])
     assert _verdict("These patches make up most of the image, all grassland.", strip) == (True, [])
+    assert _verdict("Grassland and water cover 87%. Together they cover most of the image.", strip) == (True, [])
     assert _verdict("Build-up area takes up about 8% of the image, in the south-east.", strip) == (True, [])
 
 
