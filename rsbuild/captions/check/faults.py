@@ -222,7 +222,7 @@ _OBJECT = re.compile(r"\b(?:a|an)\s+(?:(?:single|small|large|tall|big|lone|old|n
                      r"skyscraper|car)\b(?![- ]?(?:cover|line|"
                      r"canopy|covered|land|top|s\b))")
 # a capitalised word inside a sentence: a name ("Serbia", "Sibellus", "the Mediterranean")
-_NAME = re.compile(r"(?<=[a-z,;:(] )(?P<word>[A-Z][a-z]{2,})\b|^(?P<owner>[A-Z][a-z]{2,})'s\b", re.M)
+_NAME = re.compile(r"(?<=[a-z,;(] )(?P<word>[A-Z][a-z]{2,})\b|^(?P<owner>[A-Z][a-z]{2,})'s\b", re.M)
 _NOT_A_NAME = re.compile(rf"(?:{DIR}|i|sentinel|earth|left|right|top|bottom|upper|lower|centre|center|middle)")
 
 

@@ -154,3 +154,9 @@ def test_a_copy_carries_the_example_s_facts(road: dict) -> None:
     assert not ok and "copied_example" in codes
     caption = "A thin road crosses the image from north to south along its north-west-south-east diagonal."
     assert "copied_example" not in _verdict(caption, road, task="linear")[1]
+
+
+def test_a_capital_after_a_colon_starts_a_sentence_not_a_name(strip: dict) -> None:
+    assert _verdict("Aerial view: There is grassland over most of the image.", strip) == (True, [])
+    assert _verdict("Caption: Roughly 83% of the image is grassland.", strip) == (True, [])
+    assert _verdict("Grassland covers 83%, as in Serbia.", strip) == (False, ["class"])
