@@ -39,7 +39,8 @@ _NOT_A_CLASS = re.compile(
     r"(?:it|its|this|that|which|what|each|one|they|these|those|everything|nothing|total|the total|share|coverage|"
     r"area|the area|land|the land|the rest|rest|remainder|the remainder|the image|image|the tile|tile|the scene|"
     r"scene|the picture|the class|this class|class|cover|land cover|it also|and|but|while|with|about|roughly|"
-    r"around|nearly|almost|approximately|some|only|just|facts?|share|the share|percentage|the percentage)")
+    r"around|nearly|almost|approximately|some|only|just|facts?|share|the share|percentage|the percentage|"
+    r"caption|answer|description|summary|note|output|response)")  # "Caption: 3% of the image is town"
 # a subject with a pronoun or function word in it ("together they", "both of") is no invented class
 _FUNCTION_WORD = re.compile(r"\b(?:they|them|it|its|both|all|each|together|combined|which|who|"
                             r"and|or|but|of|in|on|at|so|then|also|still|here|there|overall)\b")

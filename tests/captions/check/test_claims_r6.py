@@ -159,4 +159,6 @@ def test_a_copy_carries_the_example_s_facts(road: dict) -> None:
 def test_a_capital_after_a_colon_starts_a_sentence_not_a_name(strip: dict) -> None:
     assert _verdict("Aerial view: There is grassland over most of the image.", strip) == (True, [])
     assert _verdict("Caption: Roughly 83% of the image is grassland.", strip) == (True, [])
+    assert _verdict("Caption: 8% of the whole image is built-up land.", strip) == (True, [])
+    assert _verdict("Grassland: 83%. Sphinx: 8%.", strip) == (False, ["class"])
     assert _verdict("Grassland covers 83%, as in Serbia.", strip) == (False, ["class"])
