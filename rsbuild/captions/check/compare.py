@@ -547,7 +547,7 @@ class Checker:
 
 # "X and Y occupy 52%": two classes joined before the verb of one share (not "each", "both", "respectively")
 _AND_GAP = re.compile(r"\s+and\s+(?:the\s+)?")
-_CLAUSE_START = re.compile(r"(?:^|[.,;:!?\n]\s*|\b(?:while|whereas|but)\s+)(?:the\s+|both\s+)?$")
+_CLAUSE_START = re.compile(r"(?:^|[.,;:!?\n\"'(*-]\s*|\b(?:while|whereas|but|that)\s+)(?:the\s+|both\s+)?$")
 _SHARE_VERB_GAP = re.compile(r"\s+(?:together\s+)?(?:cover|occupy|take up|make up|account for|span|fill)\s+"
                              r"(?:about\s+|roughly\s+|around\s+|nearly\s+|almost\s+|some\s+)?")
 _EACH = re.compile(r"\b(?:each|both|respectively|apiece)\b")

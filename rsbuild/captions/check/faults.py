@@ -24,14 +24,18 @@ _DIRECTION_GLOSS = re.compile(
     rf"\b(?:(?P<outer>{DIR})(?:ern)?(?: part)? of the )?(?P<compass>{_PLACE})(?:ern)?{_PART}"
     rf"(?:\s*\(\s*(?P<gloss>{_PLACE}){_PART}\s*\)|-(?P<side>(?:top|upper|bottom|lower)(?:[- ](?:left|right))?|left|right)"
     rf"{_PART}\b)")
+# the start of a sentence or list line, past a discourse opener ("In this image, ", "Overall, ", "- ", '"')
+_OPENER = (r"(?:[\"'(*\u2022-]\s*|(?:in (?:this|the) (?:image|tile|scene|picture|view)|overall|here|we (?:can )?see(?: that)?|"
+           r"the (?:image|tile|scene) shows(?: that)?|caption:|answer:|description:)[, ]\s*)")
+_START = rf"(?:^|(?<=[.!?\n])\s*|(?<=[.!?]) )(?:{_OPENER})*"
 # the subject of a share at the start of a sentence or list line: "X covers about 24%", "X: 19%"
 _SHARE_SUBJECT = re.compile(
-    r"(?:^|(?<=[.!?\n])\s*|(?<=[.!?]) )(?P<noun>[a-z][a-z'-]+(?: [a-z'-]+)?)(?:\s*:\s*~?|\s+(?:covers?|takes? up|"
+    rf"{_START}(?P<noun>[a-z][a-z'-]+(?: [a-z'-]+)?)(?:\s*:\s*~?|\s+(?:covers?|takes? up|"
     r"occupies|occupy|fills?|makes? up|accounts? for|spans?|ha[sv]e?|holds?|comprises?)\s+(?:about |roughly |around |nearly |almost |"
     r"approximately |some |only |just )?)\d+(?:\.\d+)?\s*(?:%|percent|per cent)")
 # ... or of any stated share: "Crows provide a large area of built-up land", "Sovereignty fills most of the image"
 _CLAIM_SUBJECT = re.compile(
-    r"(?:^|(?<=[.!?\n])\s*|(?<=[.!?]) )(?P<noun>[a-z][a-z'-]+(?: [a-z'-]+)?)\s+(?:covers?|takes? up|occupies|occupy|"
+    rf"{_START}(?P<noun>[a-z][a-z'-]+(?: [a-z'-]+)?)\s+(?:covers?|takes? up|occupies|occupy|"
     r"fills?|makes? up|accounts? for|spans?|provides?|forms?|dominates?|constitutes?|comprises?)\s+")
 _NOT_A_CLASS = re.compile(
     r"(?:(?:the |these |those |its |their |both |all |two |three |other )?(?:patch(?:es)?|parts?|areas?|pieces?|strips?|"
@@ -223,7 +227,7 @@ _OBJECT = re.compile(r"\b(?:a|an)\s+(?:(?:single|small|large|tall|big|lone|old|n
                      r"skyscraper|car)\b(?![- ]?(?:cover|line|"
                      r"canopy|covered|land|top|s\b))")
 # a capitalised word inside a sentence: a name ("Serbia", "Sibellus", "the Mediterranean")
-_NAME = re.compile(r"(?<=[a-z,;(] )(?P<word>[A-Z][a-z]{2,})\b|^(?P<owner>[A-Z][a-z]{2,})'s\b", re.M)
+_NAME = re.compile(rf"(?<=[a-z,;(] )(?P<word>[A-Z][a-z]{{2,}})\b|^(?i:{_OPENER})*(?P<owner>[A-Z][a-z]{{2,}})'s\b", re.M)
 _NOT_A_NAME = re.compile(rf"(?:{DIR}|i|sentinel|earth|left|right|top|bottom|upper|lower|centre|center|middle)")
 
 
@@ -306,7 +310,7 @@ _VEGETATION_QUALIFIER = re.compile(
 _HEAD = r"(?:vegetation|plants?|greenery)"
 # "Influshed vegetation covers about 35%", "Glass-frost vegetation covers ...": an unknown word makes a class
 _QUALIFIED_SUBJECT = re.compile(
-    rf"(?:^|(?<=[.!?\n])\s*|(?<=[.!?]) )(?P<mod>[a-z][a-z'-]+) {_HEAD}\s+(?:covers?|takes? up|occupies|occupy|fills?|"
+    rf"{_START}(?P<mod>[a-z][a-z'-]+) {_HEAD}\s+(?:covers?|takes? up|occupies|occupy|fills?|"
     r"makes? up|accounts? for|spans?|is|are)\b")
 # "filled with built-up vegetation", "a snowy and ice-covered crop": a non-vegetated class's adjective on another class
 _SPECIES = re.compile(r"\((?P<genus>[A-Z][a-z]{3,}) (?P<epithet>[a-z]{3,}(?:ensis|ii|ae|us|um|is|ata|ica|ina|oides|iana))\)")
@@ -353,8 +357,8 @@ _PART_OF_IT = re.compile(r"\s+of\s+(?:it|them|which|this|that)\s+(?:being|is|are
 def nonsense_phrases(text: str, original: str, spans: Sequence[Span]) -> list[str]:
     """Reasons for phrases that state no fact of any tile: an unknown word made into a kind of vegetation,
     a non-vegetated class's adjective on another class, a species name, "the largest and smallest", a place relative to a thing that is no class ("west of the
-    marina"), a class's share stated as a share of itself ("trees cover 8 out of 10 trees") and a class stated as a
-    part of another ("with 43% of it being moss and lichen")."""
+    marina"), a class's share stated as a share of itself ("trees cover 8 out of 10 trees"), a class stated as a
+    part of another ("with 43% of it being moss and lichen") and counts attached to nonsense (``_NONSENSE_COUNTS``)."""
     reasons: list[str] = []
     classes = sorted((sp for sp in spans if sp.kind == "class" and sp.value), key=lambda sp: sp.start)
     for match in _QUALIFIED_SUBJECT.finditer(text):

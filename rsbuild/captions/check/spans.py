@@ -21,7 +21,7 @@ ATTRIBUTE_KINDS = ("share", "position", "orient", "rank", "dominant", "relative"
 class Span:
     start: int
     end: int
-    kind: str  # class sink share dominant rank position orient relative count trace neg_pre neg_post meta
+    kind: str  # class sink modifier share dominant rank position orient relative count trace neg_pre neg_post meta
     value: Any = None
     text: str = ""
     negated: bool = False

@@ -162,3 +162,14 @@ def test_a_capital_after_a_colon_starts_a_sentence_not_a_name(strip: dict) -> No
     assert _verdict("Caption: 8% of the whole image is built-up land.", strip) == (True, [])
     assert _verdict("Grassland: 83%. Sphinx: 8%.", strip) == (False, ["class"])
     assert _verdict("Grassland covers 83%, as in Serbia.", strip) == (False, ["class"])
+
+
+@pytest.mark.parametrize("opener", ["", "In this image, ", "Overall, ", "- ", '"', "We can see that "])
+def test_sentence_start_rules_read_past_a_discourse_opener(strip: dict, opener: str) -> None:
+    def said(text: str) -> str:
+        return opener + (text if opener in ("", "- ", '"') else text[:1].lower() + text[1:])
+
+    assert _verdict(said("Influshed vegetation covers about 8% of the image."), strip)[0] is False
+    assert _verdict(said("Crows provide a large area of grassland."), strip) == (False, ["class"])
+    assert _verdict(said("Snow and built-up area cover about 40% of the image."), strip) == (False, ["share"])
+    assert _verdict(said("Snow and built-up area cover about 13% of the image."), strip) == (True, [])
