@@ -567,6 +567,7 @@ def _coordinated_with(text: str, mention: Span, claim: Span, spans: Sequence[Spa
     return None if _EACH.search(text, before[-1].start, sentence_end) else before[-1]
 
 
+_OF_THE_REST = re.compile(r"\b(?:rest|remainder|remaining|other \d+(?:\.\d+)?\s*%)\b[^.;,]*$")
 _DIFFERENCE_TAIL = re.compile(r"\s*(?:larger|bigger|greater|wider|smaller|more|less|fewer)\s+(?:in (?:area|extent)\s+)?"
                               r"than\s+(?:the\s+|a\s+|an\s+)?")
 
@@ -592,8 +593,9 @@ def check_claim(checker: Checker, mention: Span, claim: Span, clause: Clause | N
                               for sp in spans):
             return  # "2% larger than the rest": a difference (check_comparisons reads it)
         checker.check_share(mention, claim, _coordinated_with(checker.text, mention, claim, spans))
-    elif claim.kind == "dominant" and not regional:
-        checker.check_dominant(mention, claim)
+    elif claim.kind == "dominant" and not regional and not _OF_THE_REST.search(text, max(0, claim.start - 50),
+                                                                               claim.start):
+        checker.check_dominant(mention, claim)  # "the rest is mostly trees" dominates the rest, not the tile
     elif claim.kind == "rank" and not regional:
         checker.check_rank(mention, claim)
     elif claim.kind == "position":

@@ -326,7 +326,8 @@ _AFTER_RELATIVE = re.compile(r"\s*(?:the\s+|a\s+|an\s+|some\s+)?(?P<word>[a-z0-9
 _REST_IS = re.compile(r"\b(?:the\s+)?(?:remaining\s+(?:area|part|portion|land|surface|space)|rest(?:\s+of\s+the\s+"
                       r"(?:image|tile|area|scene))?|remainder)\s+(?:is|are)\s+(?:comprised\s+of\s+|made\s+up\s+of\s+|"
                       r"covered\s+(?:by|with|in)\s+|occupied\s+by\s+|taken\s+up\s+by\s+|mostly\s+|mainly\s+|largely\s+)?"
-                      r"(?:the\s+|by\s+)?(?:(?!(?:not|no|mix|mixture|variety|combination|split|shared|divided)\b)"
+                      r"(?:the\s+|by\s+)?(?:(?!(?:not|no|mix|mixture|variety|combination|split|shared|divided|such|like|including|various|several|"
+                      r"other|others|different|smaller|minor)\b)"
                       r"[a-z]+\s+){0,4}$")  # "the rest is land that is built-up", "the rest is mostly open X"
 REST_MIN_SHARE = 0.2  # "the rest is X" is read when the shares the caption states leave this much
 REST_HELD_SHARE = 0.5  # ... and X must hold this share of the rest

@@ -173,3 +173,9 @@ def test_sentence_start_rules_read_past_a_discourse_opener(strip: dict, opener: 
     assert _verdict(said("Crows provide a large area of grassland."), strip) == (False, ["class"])
     assert _verdict(said("Snow and built-up area cover about 40% of the image."), strip) == (False, ["share"])
     assert _verdict(said("Snow and built-up area cover about 13% of the image."), strip) == (True, [])
+
+
+def test_mostly_x_in_the_rest_dominates_the_rest(strip: dict) -> None:
+    assert _verdict("Grassland covers about 83%; the rest is mostly built-up area.", strip) == (True, [])
+    assert _verdict("Grassland covers about 83%; the remaining 17% is mainly built-up area.", strip) == (True, [])
+    assert _verdict("The image is mostly built-up area.", strip) == (False, ["rank"])
