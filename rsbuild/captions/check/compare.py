@@ -447,8 +447,9 @@ class Checker:
         cls = self.facts.classes[name]
         comps = self.facts.components.get(name, [])
         parts = self.linear_parts(mention)
-        if parts:
-            if not any(_component_in(claim.value, comp, self.facts.total_pixels) for comp in parts):
+        if parts:  # a part lies where its axis runs, or where the stats place it (its 3x3 cell, as the prompt says)
+            if not any(_component_in(claim.value, comp, self.facts.total_pixels)
+                       or ("centroid" in comp and _cell_in(claim.value, comp["centroid"])) for comp in parts):
                 self.fail(f"places the {mention.text} ({name}) at '{claim.text.strip()}', but it lies elsewhere",
                           "position")
             return

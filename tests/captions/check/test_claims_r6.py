@@ -179,3 +179,18 @@ def test_mostly_x_in_the_rest_dominates_the_rest(strip: dict) -> None:
     assert _verdict("Grassland covers about 83%; the rest is mostly built-up area.", strip) == (True, [])
     assert _verdict("Grassland covers about 83%; the remaining 17% is mainly built-up area.", strip) == (True, [])
     assert _verdict("The image is mostly built-up area.", strip) == (False, ["rank"])
+
+
+def test_a_strip_lies_where_the_stats_place_it() -> None:
+    """A thin water strip from (0.72, 0) to (0, 0.72): its centroid cell is the centre, though little of its axis is."""
+    scheme = get_scheme("esa_worldcover")
+    grid = np.full((100, 100), scheme.index_of("grassland"), dtype=np.uint8)
+    for row in range(72):
+        grid[row, max(0, 71 - row):74 - row] = scheme.index_of("water")
+    stats = compute_stats(grid, scheme)
+    strip = next(c for c in stats["components"] if c["class"] == "water")
+    assert strip["elongated"] and strip["position"] == "center" and strip["orientation"] == "northeast-southwest"
+    caption = "A 2% strip of water runs northeast-southwest, center (center), reaching the image edge."
+    assert _verdict(caption, stats, task="linear") == (True, [])
+    assert _verdict("A 2% strip of water runs northeast-southwest along the south-east edge.", stats, task="linear") == (
+        False, ["position"])
