@@ -21,7 +21,7 @@ ATTRIBUTE_KINDS = ("share", "position", "orient", "rank", "dominant", "relative"
 class Span:
     start: int
     end: int
-    kind: str  # class sink modifier share dominant rank position orient relative count trace neg_pre neg_post meta
+    kind: str  # class sink share dominant rank position orient relative count trace neg_pre neg_post meta
     value: Any = None
     text: str = ""
     negated: bool = False
@@ -468,14 +468,18 @@ def scan(text: str, vocab: Vocabulary) -> list[Span]:
     s.scan(_TRACE, "trace", lambda m: "asserts" if _TRACE_ASSERTS.fullmatch(m.group(0)) else None)
     s.scan(_OTHER_SHARE, "sink")
     found = sorted(vocab.find(text))
-    for i, (start, end, owner) in enumerate(found):
+    i = 0
+    while i < len(found):
+        start, end, owner = found[i]
+        i += 1
         if not s.free(start, end):
             continue
-        head = found[i + 1] if i + 1 < len(found) else None
-        if (owner is not None and head is not None and head[2] is not None and head[2] != owner
-                and _COMPOUND_GAP.fullmatch(text, end, head[0]) and not FUSING_ADJECTIVE.fullmatch(text[start:end])):
-            s.add(start, end, "modifier", owner)  # "freshwater wetlands": the last word names the class
-            continue
+        # class words in a compound name the last one's class: "freshwater wetlands" (wetland), "farm fields"; a
+        # non-vegetated class's adjective on another ("built-up vegetation") stays two, for faults.py
+        while (owner is not None and i < len(found) and found[i][2] is not None and s.free(*found[i][:2])
+               and _COMPOUND_GAP.fullmatch(text, end, found[i][0]) and not FUSING_ADJECTIVE.fullmatch(text[start:end])):
+            end, owner = found[i][1], found[i][2]
+            i += 1
         span = s.add(start, end, "sink" if owner is None else "class", owner)
         if span is not None and owner is None and _DENOMINATOR.search(text, max(0, start - 30), start):
             span.frame = True

@@ -117,7 +117,10 @@ def test_the_subject_of_any_stated_share_must_be_a_class(strip: dict) -> None:
     assert _verdict("Build-up area takes up about 8% of the image, in the south-east.", strip) == (True, [])
 
 
-def test_a_class_word_that_modifies_another_names_nothing(road: dict) -> None:
+def test_class_words_in_a_compound_name_the_last_one_s_class(road: dict, strip: dict) -> None:
+    assert _verdict("There is less freshwater wetlands than grassland.", road) == (True, [])
+    assert _verdict("There is more freshwater wetlands than grassland.", road) == (False, ["relative"])
+    assert _verdict("There is less farm fields than grassland.", strip) == (False, ["class"])  # no cropland
     assert _verdict("Grassland covers 94% of the image, while the freshwater wetlands are about 2%.", road) == (True, [])
     assert _verdict("Grassland covers 94% of the image, while the freshwater wetlands are about 20%.", road) == (
         False, ["share"])  # the head noun's class is checked
