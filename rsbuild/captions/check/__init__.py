@@ -33,6 +33,7 @@ contradiction, and every failure comes with a short reason naming the class and 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,6 +77,8 @@ from rsbuild.captions.check.negation import apply_negation
 from rsbuild.captions.check.spans import Span, scan
 from rsbuild.captions.check.text import normalise
 from rsbuild.captions.check.vocabulary import unknown_class_names, vocabulary_for
+
+_NUMBER = re.compile(r"\d")
 
 __all__ = ["Verdict", "check_caption", "present_class_count", "DEFAULT_MIN_SHARE", "REASON_CODES"]
 
@@ -145,6 +148,8 @@ def check_caption(text: str, stats: Mapping[str, Any], *, subject: str | None = 
         if mention_id in checkable:
             if any(c.kind == "share" for c in claims):  # a stated share outranks a vague "largely X"
                 claims = [c for c in claims if c.kind != "dominant" or c.value != "follow"]
+            if any(c.kind == "share" and _NUMBER.search(c.text) for c in claims):  # ... and "a considerable amount"
+                claims = [c for c in claims if c.kind != "share" or not c.judged]
             for claim in claims:
                 check_claim(checker, mention_by_id[mention_id], claim, clause_of.get(id(claim)), spans)
     check_denials(checker, sentences, denials)
@@ -159,7 +164,7 @@ def check_caption(text: str, stats: Mapping[str, Any], *, subject: str | None = 
         checker.fail(reason, "direction")
     for reason in degenerate(normalised, sentences):
         checker.fail(reason, "text")
-    for reason in copied_example(text, worked_examples() if examples is None else examples):
+    for reason in copied_example(text, worked_examples() if examples is None else examples, vocab):
         checker.fail(reason, "copied_example")
     if not any(sp.kind == "class" for sp in spans) and not (subject_span and id(subject_span) in claims_by_mention):
         checker.fail("states no checkable fact (names no land-cover class of the tile's scheme)", "no_fact")

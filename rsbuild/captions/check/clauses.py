@@ -61,7 +61,7 @@ def split_sentences(text: str, spans: list[Span]) -> list[Sentence]:
             members = [sp for sp in inner if c0 <= sp.start < c1]
             clauses.append(Clause(
                 c0, c1,
-                mentions=[m for m in members if m.kind in ("class", "sink") and not m.negated],
+                mentions=[m for m in members if m.kind in ("class", "sink") and not m.negated and not m.frame],
                 attributes=[m for m in members if m.kind in ATTRIBUTE_KINDS and not m.negated],
             ))
         sentences.append(Sentence(a, b, clauses))
@@ -105,6 +105,8 @@ def attach(text: str, sentences: list[Sentence], subject: Span | None) -> list[t
     return pairs
 
 
+_LOCATIVE = re.compile(r"\b(?:near|beside|by|next to|close to|adjacent to|around|among|amid|between|surrounded by|"
+                       r"along|alongside)\s+(?:the\s+|a\s+|an\s+|some\s+)?$")
 _FOLLOW_GAP = re.compile(r"\s*(?:(?:covered|dominated|occupied|taken up) (?:by|with|in) |made up of |composed of |"
                          r"consisting of |of |(?:an? )?)?(?:[a-z-]+ )?")
 
@@ -126,7 +128,11 @@ def _target(text: str, sentence: Sentence, ci: int, attr: Span, fallback: Span |
         earlier = [m for c in sentence.clauses[:ci + 1] for m in c.mentions if m.end <= attr.start]
         return earlier[-1] if earlier else None
     if clause.mentions:
-        return _nearest(attr, clause.mentions)
+        owners = clause.mentions
+        if attr.kind == "count":  # "a small patch near a river": the river is where, not whose
+            owners = [m for m in owners if not _LOCATIVE.search(text, max(0, m.start - 24), m.start)]
+        if owners:
+            return _nearest(attr, owners)
     before = [m for c in sentence.clauses[:ci] for m in c.mentions]
     after = [m for c in sentence.clauses[ci + 1:] for m in c.mentions]
     if after:

@@ -191,6 +191,7 @@ def _lies_mostly(region: Region, cls: Mapping[str, Any], comps: Sequence[Mapping
 _RUNS = re.compile(r"\b(?:runs?|running|flows?|flowing|stretch(?:es|ing)?|cross(?:es|ing))\b")
 SMALL_BESIDE_CLASS = 0.15  # a part under this share of its class's pixels, or ...
 SMALL_IN_IMAGE = 0.05  # ... under this share of the image (not in a class caption), may be called small
+SMALL_PART_IN_IMAGE = 0.10  # one part under this share of the image may be called "a small patch" in any caption
 
 
 def _most_in(region: Region, cls: Mapping[str, Any], comps: list[Mapping[str, Any]], total_pixels: float) -> float:
@@ -446,8 +447,9 @@ class Checker:
         cls = self.facts.classes[name]
         comps = self.facts.components.get(name, [])
         parts = self.linear_parts(mention)
-        if parts:
-            if not any(_component_in(claim.value, comp, self.facts.total_pixels) for comp in parts):
+        if parts:  # a part lies where its axis runs, or where the stats place it (its 3x3 cell, as the prompt says)
+            if not any(_component_in(claim.value, comp, self.facts.total_pixels)
+                       or ("centroid" in comp and _cell_in(claim.value, comp["centroid"])) for comp in parts):
                 self.fail(f"places the {mention.text} ({name}) at '{claim.text.strip()}', but it lies elsewhere",
                           "position")
             return
@@ -496,6 +498,9 @@ class Checker:
             ok = number <= small + slack if exact else small >= 1
         elif size == "small" and exact:  # "two small ponds": any of its parts may look small
             ok = number <= large + small + slack
+        elif size == "small" and number == 1:  # "a small patch of it": a small patch, or a part small in the image
+            little = max(SMALL_BESIDE_CLASS * pixels, SMALL_PART_IN_IMAGE * self.facts.total_pixels)
+            ok = small >= 1 or len(comps) < large or any(float(c.get("pixels", 0)) <= little for c in comps)
         elif size == "small":  # "a few small patches": small patches, or parts small beside the class
             # a class caption's prompt states "Patches: N large, M small": "small ones" are those M, or parts
             # small beside the class; elsewhere a part small in the image counts too
@@ -508,13 +513,18 @@ class Checker:
             ok = (substantial - slack <= number <= most + slack) if exact else most >= number
         if not ok:
             parts = f"{large} part{'s' if large != 1 else ''}" + (f" and {small} small patches" if small else "")
-            self.fail(f"says {mention.value} lies in '{claim.text.strip()}', but it has {parts}", "count")
+            said = (f"has small parts ('{claim.text.strip()}')" if size == "small" and not exact
+                    else f"lies in '{claim.text.strip()}'")
+            self.fail(f"says {mention.value} {said}, but it has {parts}", "count")
 
-    def check_orientation(self, mention: Span, claim: Span) -> None:
+    def check_orientation(self, mention: Span, claim: Span, refinements: Sequence[Span] = ()) -> None:
+        """A stated axis against the class's elongated parts; ``refinements`` are axes the same clause states
+        within 45 degrees of it ("from north to south along its north-east-south-west side"): any may agree."""
         name = mention.value
         comps = self.facts.components.get(name, [])
         elongated = [c for c in comps if c.get("elongated") or float(c.get("elongation", 0.0)) >= 3.0]
         ok, actual = _orientation_agrees(claim.value, self.facts.classes[name], elongated or comps)
+        ok = ok or any(_orientation_agrees(r.value, self.facts.classes[name], elongated or comps)[0] for r in refinements)
         if not ok:
             self.fail(f"says {name} runs '{claim.text.strip()}', but its elongated parts run {actual}", "direction")
 
@@ -538,7 +548,7 @@ class Checker:
 
 # "X and Y occupy 52%": two classes joined before the verb of one share (not "each", "both", "respectively")
 _AND_GAP = re.compile(r"\s+and\s+(?:the\s+)?")
-_CLAUSE_START = re.compile(r"(?:^|[.,;:!?\n]\s*|\b(?:while|whereas|but)\s+)(?:the\s+|both\s+)?$")
+_CLAUSE_START = re.compile(r"(?:^|[.,;:!?\n\"'(*-]\s*|\b(?:while|whereas|but|that)\s+)(?:the\s+|both\s+)?$")
 _SHARE_VERB_GAP = re.compile(r"\s+(?:together\s+)?(?:cover|occupy|take up|make up|account for|span|fill)\s+"
                              r"(?:about\s+|roughly\s+|around\s+|nearly\s+|almost\s+|some\s+)?")
 _EACH = re.compile(r"\b(?:each|both|respectively|apiece)\b")
@@ -558,6 +568,19 @@ def _coordinated_with(text: str, mention: Span, claim: Span, spans: Sequence[Spa
     return None if _EACH.search(text, before[-1].start, sentence_end) else before[-1]
 
 
+_OF_THE_REST = re.compile(r"\b(?:rest|remainder|remaining|other \d+(?:\.\d+)?\s*%)\b[^.;,]*$")
+_DIFFERENCE_TAIL = re.compile(r"\s*(?:larger|bigger|greater|wider|smaller|more|less|fewer)\s+(?:in (?:area|extent)\s+)?"
+                              r"than\s+(?:the\s+|a\s+|an\s+)?")
+
+
+def _near_axis(a: Any, b: Any) -> bool:
+    """Whether two stated axes are at most 45 degrees apart, so that one refines the other ("diagonally" refines
+    nothing: the axis stated beside it decides)."""
+    if a == "diagonal" or b == "diagonal":
+        return False
+    return _angle_diff(float(a), float(b)) <= 45.0
+
+
 def check_claim(checker: Checker, mention: Span, claim: Span, clause: Clause | None, spans: list[Span]) -> None:
     text = checker.text
     regional = clause is not None and any(a.kind == "position" for a in clause.attributes)
@@ -566,15 +589,21 @@ def check_claim(checker: Checker, mention: Span, claim: Span, clause: Clause | N
             return  # "together they cover 70%"
         if REGIONAL_SHARE_TAIL.match(text[claim.end:claim.end + 40]):
             return  # "40% of the northern half"
+        difference = _DIFFERENCE_TAIL.match(text, claim.end)
+        if difference and any(sp.start <= difference.end() < sp.end and (sp.kind == "class" or _REST.fullmatch(sp.text))
+                              for sp in spans):
+            return  # "2% larger than the rest": a difference (check_comparisons reads it)
         checker.check_share(mention, claim, _coordinated_with(checker.text, mention, claim, spans))
-    elif claim.kind == "dominant" and not regional:
-        checker.check_dominant(mention, claim)
+    elif claim.kind == "dominant" and not regional and not _OF_THE_REST.search(text, max(0, claim.start - 50),
+                                                                               claim.start):
+        checker.check_dominant(mention, claim)  # "the rest is mostly trees" dominates the rest, not the tile
     elif claim.kind == "rank" and not regional:
         checker.check_rank(mention, claim)
     elif claim.kind == "position":
         checker.check_position(mention, claim)
     elif claim.kind == "orient":
-        checker.check_orientation(mention, claim)
+        checker.check_orientation(mention, claim, [a for a in (clause.attributes if clause else []) if a is not claim
+                                                   and a.kind == "orient" and _near_axis(a.value, claim.value)])
     elif claim.kind == "relative":
         checker.check_relative(mention, claim, spans)
     elif claim.kind == "count":
@@ -642,21 +671,31 @@ def check_denials(checker: Checker, sentences: Iterable[Sentence], denials: list
 
 _MORE_BEFORE = re.compile(r"\b(?P<cmp>more|less|fewer)\s+(?:of\s+)?(?:the\s+)?$")
 _THAN_GAP = re.compile(r"\s+than\s+(?:the\s+|there is\s+|of\s+)?")
+_BY = r"(?:about\s+|roughly\s+|around\s+|some\s+)?(?P<by>\d+(?:\.\d+)?)\s*(?:%|percent|per cent)\s+"  # "5% less than"
 _COMPARE_GAPS = (
     re.compile(r"\s+(?:covers?|occupies|occupy|takes? up|has|have|spans?|claims?|fills?|accounts? for|is|are)\s+"
-               r"(?:much\s+|far\s+|slightly\s+|a bit\s+|a little\s+|somewhat\s+|considerably\s+)?(?P<cmp>more|less)\s+"
+               rf"(?:much\s+|far\s+|slightly\s+|a bit\s+|a little\s+|somewhat\s+|considerably\s+|{_BY})?(?P<cmp>more|less)\s+"
                r"(?:of\s+the\s+\w+\s+|area\s+|ground\s+|space\s+|land\s+|room\s+|surface\s+|extensive\s+|widespread\s+"
                r"|common\s+|abundant\s+)?than\s+(?:the\s+)?(?:do(?:es)?\s+)?"),
     re.compile(r"\s+(?:is|are|was|were|appears?|seems?|looks?)\s+(?:to be\s+)?(?:much\s+|far\s+|clearly\s+|slightly\s+|"
-               r"a bit\s+|considerably\s+|somewhat\s+)?(?P<cmp>larger|bigger|greater|wider|smaller|rarer|scarcer|"
+               rf"a bit\s+|considerably\s+|somewhat\s+|{_BY})?"
+               r"(?P<cmp>larger|bigger|greater|wider|smaller|rarer|scarcer|"
                r"(?:more|less) (?:extensive|widespread|common|abundant|prevalent|dominant))\s+"
-               r"(?:in (?:area|extent)\s+)?than\s+(?:the\s+)?"),
+               r"(?:in (?:area|extent)\s+)?than\s+(?:the\s+|a\s+|an\s+)?"),
     re.compile(r"\s+(?:clearly\s+|seems? to\s+|far\s+|easily\s+)?(?P<cmp>outweighs?|exceeds?|outnumbers?|surpasses?|"
                r"outstrips?|outsizes?|dwarfs?|is outweighed by|is exceeded by|is dwarfed by)\s+(?:the\s+)?"),
 )
 _SMALLER = ("less", "fewer", "smaller", "rarer", "scarcer", "is outweighed by", "is exceeded by", "is dwarfed by",
             "less extensive", "less widespread", "less common", "less abundant", "less prevalent", "less dominant")
+_REST = re.compile(r"(?:the )?(?:rest|remainder)|others|everything else|other (?:classes|land[- ]?cover(?: types| classes)?|"
+                   r"cover types|types|categories)")
 COMPARISON_TOLERANCE = 0.02  # "more X than Y" fails when X covers this much less than Y
+
+
+def _difference_agrees(stated: float, a: float, b: float) -> bool:
+    """Whether "N% more (less)" fits two shares, read as points of the image or as a part of the second share."""
+    points, relative = 100.0 * abs(a - b), 100.0 * abs(a - b) / b if b else 100.0
+    return (abs(points - stated) <= max(4.0, 0.35 * stated)) or abs(relative - stated) <= max(10.0, 0.35 * stated)
 
 
 def check_comparisons(checker: Checker, sentences: Iterable[Sentence]) -> None:
@@ -666,24 +705,38 @@ def check_comparisons(checker: Checker, sentences: Iterable[Sentence]) -> None:
         clauses_attrs = [a for c in sentence.clauses for a in c.attributes]
         if any(a.kind in ("position", "relative") for a in clauses_attrs):
             continue  # a regional comparison ("in the north, more X than Y")
-        mentions = [m for m in sentence.mentions if m.kind == "class"]
+        mentions = [m for m in sentence.mentions if m.kind == "class" or _REST.fullmatch(m.text)]
         for first, second in zip(mentions, mentions[1:]):
             gap = text[first.end:second.start]
             cmp = None
             before = _MORE_BEFORE.search(text, sentence.start, first.start)
             if before and before.end() == first.start and _THAN_GAP.fullmatch(gap):
                 cmp = before.group("cmp")
+            by = None
             for pattern in _COMPARE_GAPS:
                 match = pattern.fullmatch(gap)
                 if match:
                     cmp = match.group("cmp")
+                    by = match.groupdict().get("by")
             if cmp is None or first.value == second.value:
                 continue
-            if first.value not in checker.facts.classes or second.value not in checker.facts.classes:
+            if first.value not in checker.facts.classes or (second.kind == "class"
+                                                            and second.value not in checker.facts.classes):
                 continue
-            a, b = checker.facts.share(first.value), checker.facts.share(second.value)
+            a = checker.facts.share(first.value)
+            if second.kind == "class":
+                seconds = [checker.facts.share(second.value)]
+            else:  # "... than the rest": all the others together, or each of them
+                seconds = [1.0 - a, max((float(c.get("share", 0.0)) for n, c in checker.facts.classes.items()
+                                         if n != first.value), default=0.0)]
             smaller = cmp in _SMALLER
-            if (a < b - COMPARISON_TOLERANCE) if not smaller else (a > b + COMPARISON_TOLERANCE):
-                relation = "less" if smaller else "more"
-                checker.fail(f"says there is {relation} {first.value} than {second.value}, but they cover {_pct(a)} "
+            relation = "less" if smaller else "more"
+            other = second.value if second.kind == "class" else "the rest"
+            b = seconds[-1]  # the other class, or the largest of the rest
+            if all((a < other_share - COMPARISON_TOLERANCE) if not smaller else (a > other_share + COMPARISON_TOLERANCE)
+                   for other_share in seconds):
+                checker.fail(f"says there is {relation} {first.value} than {other}, but they cover {_pct(a)} "
+                             f"and {_pct(b)}", "relative")
+            elif by is not None and not any(_difference_agrees(float(by), a, other_share) for other_share in seconds):
+                checker.fail(f"says there is {by}% {relation} {first.value} than {other}, but they cover {_pct(a)} "
                              f"and {_pct(b)}", "relative")

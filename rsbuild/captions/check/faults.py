@@ -9,25 +9,45 @@ from typing import Any
 
 from rsbuild.captions.check.clauses import Sentence
 from rsbuild.captions.check.compare import THIN_ELONGATION, _Facts
-from rsbuild.captions.check.spans import ATTRIBUTE_KINDS, DIR, Span, vector
+from rsbuild.captions.check.spans import ATTRIBUTE_KINDS, DIR, FUSING_ADJECTIVE, Span, vector
 from rsbuild.captions.check.text import normalise
+from rsbuild.captions.check.vocabulary import Vocabulary, vocabulary_for
 from rsbuild.chips.bands import vegetation_density
 
 # a "-land" compound ("rushland", "rough-land") that the vocabulary does not know: an invented class
 _INVENTED_LAND = re.compile(r"\b(?:[a-z]{3,}-?lands?)\b")
+# a place glossed with another in brackets or after a hyphen: "east (left)", "west-right", "the center (top)", "the
+# left edge (right)"; "south of the top (bottom)" glosses the south
+_PLACE = rf"(?:{DIR}|(?:top|upper|bottom|lower)(?:[- ](?:left|right))?|left|right|center|middle)"
+_PART = r"(?:[- ](?:side|corner|edge|half|part))?"
 _DIRECTION_GLOSS = re.compile(
-    rf"\b(?P<compass>{DIR})(?:ern)?(?:\s*\(|-)(?P<side>(?:top|upper|bottom|lower)(?:[- ](?:left|right))?|left|right)"
-    r"(?:[- ](?:side|corner|edge|half))?(?:\)|\b)")
+    rf"\b(?:(?P<outer>{DIR})(?:ern)?(?: part)? of the )?(?P<compass>{_PLACE})(?:ern)?{_PART}"
+    rf"(?:\s*\(\s*(?P<gloss>{_PLACE}){_PART}\s*\)|-(?P<side>(?:top|upper|bottom|lower)(?:[- ](?:left|right))?|left|right)"
+    rf"{_PART}\b)")
+# the start of a sentence or list line, past a discourse opener ("In this image, ", "Overall, ", "- ", '"')
+_OPENER = (r"(?:[\"'(*\u2022-]\s*|(?:in (?:this|the) (?:image|tile|scene|picture|view)|overall|here|we (?:can )?see(?: that)?|"
+           r"the (?:image|tile|scene) shows(?: that)?|caption:|answer:|description:)[, ]\s*)")
+_START = rf"(?:^|(?<=[.!?\n])\s*|(?<=[.!?]) )(?:{_OPENER})*"
 # the subject of a share at the start of a sentence or list line: "X covers about 24%", "X: 19%"
 _SHARE_SUBJECT = re.compile(
-    r"(?:^|(?<=[.!?\n])\s*|(?<=[.!?]) )(?P<noun>[a-z][a-z'-]+(?: [a-z'-]+)?)(?:\s*:\s*~?|\s+(?:covers?|takes? up|"
+    rf"{_START}(?P<noun>[a-z][a-z'-]+(?: [a-z'-]+)?)(?:\s*:\s*~?|\s+(?:covers?|takes? up|"
     r"occupies|occupy|fills?|makes? up|accounts? for|spans?|ha[sv]e?|holds?|comprises?)\s+(?:about |roughly |around |nearly |almost |"
     r"approximately |some |only |just )?)\d+(?:\.\d+)?\s*(?:%|percent|per cent)")
+# ... or of any stated share: "Crows provide a large area of built-up land", "Sovereignty fills most of the image"
+_CLAIM_SUBJECT = re.compile(
+    rf"{_START}(?P<noun>[a-z][a-z'-]+(?: [a-z'-]+)?)\s+(?:covers?|takes? up|occupies|occupy|"
+    r"fills?|makes? up|accounts? for|spans?|provides?|forms?|dominates?|constitutes?|comprises?)\s+")
 _NOT_A_CLASS = re.compile(
+    r"(?:(?:the |these |those |its |their |both |all |two |three |other )?(?:patch(?:es)?|parts?|areas?|pieces?|strips?|"
+    r"bands?|features?|regions?|zones?|sections?|portions?|ones|classes|together|combined|alone))|"
     r"(?:it|its|this|that|which|what|each|one|they|these|those|everything|nothing|total|the total|share|coverage|"
     r"area|the area|land|the land|the rest|rest|remainder|the remainder|the image|image|the tile|tile|the scene|"
     r"scene|the picture|the class|this class|class|cover|land cover|it also|and|but|while|with|about|roughly|"
-    r"around|nearly|almost|approximately|some|only|just|facts?|share|the share|percentage|the percentage)")
+    r"around|nearly|almost|approximately|some|only|just|facts?|share|the share|percentage|the percentage|"
+    r"caption|answer|description|summary|note|output|response)")  # "Caption: 3% of the image is town"
+# a subject with a pronoun or function word in it ("together they", "both of") is no invented class
+_FUNCTION_WORD = re.compile(r"\b(?:they|them|it|its|both|all|each|together|combined|which|who|"
+                            r"and|or|but|of|in|on|at|so|then|also|still|here|there|overall)\b")
 REPEATED_SENTENCE_LIMIT = 3  # the same sentence this many times is degenerate text
 REPEATED_SENTENCE_WORDS = 4  # ... and a sentence of this many words, with no checkable claim, twice
 REPEATED_NGRAM_SHARE = 0.5  # ... as is text where this share of its word 4-grams repeat earlier ones
@@ -39,7 +59,8 @@ COPIED_SENTENCE_SHARE = 0.8  # ... or this share of the caption sentence they ar
 
 def invented_classes(text: str, spans: Sequence[Span]) -> list[str]:
     """Reasons for land-cover nouns that name no class: "-land" words ("rushland covers a fifth"),
-    and the subject of a share that is no class word ("Sovereignty takes up about 24%", "Sphinx: 19%")."""
+    and the subject of a share that is no class word ("Sovereignty takes up about 24%", "Sphinx: 19%",
+    "Crows provide a large area of built-up land")."""
     covered = bytearray(len(text))
     for sp in spans:
         covered[sp.start:sp.end] = b"\x01" * (sp.end - sp.start)
@@ -47,19 +68,28 @@ def invented_classes(text: str, spans: Sequence[Span]) -> list[str]:
     for match in _INVENTED_LAND.finditer(text):
         if not any(covered[match.start():match.end()]):
             reasons.append(f"names '{match.group(0)}', which is no land-cover class")
-    for match in _SHARE_SUBJECT.finditer(text):
+    share_starts = {sp.start for sp in spans if sp.kind == "share"}
+    subjects = [*_SHARE_SUBJECT.finditer(text), *(m for m in _CLAIM_SUBJECT.finditer(text) if m.end() in share_starts)]
+    for match in subjects:
         noun = match.group("noun")
-        if not any(covered[match.start("noun"):match.end("noun")]) and not _NOT_A_CLASS.fullmatch(noun):
-            reasons.append(f"names '{noun}', which is no land-cover class")
+        reason = f"names '{noun}', which is no land-cover class"
+        if (not any(covered[match.start("noun"):match.end("noun")]) and not _NOT_A_CLASS.fullmatch(noun)
+                and not _FUNCTION_WORD.search(noun) and reason not in reasons):
+            reasons.append(reason)
     return reasons
 
 
 def contradictory_directions(text: str) -> list[str]:
-    """Reasons for a compass word glossed with the opposite image side ("east (left)")."""
+    """Reasons for a place glossed with another side ("east (left)", "the center (top)", "the left edge (right)")."""
     reasons = []
     for match in _DIRECTION_GLOSS.finditer(text):
-        (cx, cy), (sx, sy) = vector(match.group("compass")), vector(match.group("side"))
-        if cx * sx < 0 or cy * sy < 0 or (cx and not cy and sy and not sx) or (cy and not cx and sx and not sy):
+        place, gloss = match.group("outer") or match.group("compass"), match.group("gloss") or match.group("side")
+        if match.group("side") and not re.fullmatch(DIR, place):
+            continue  # "top-left", "left-right": no gloss
+        (cx, cy), (sx, sy) = vector(place), vector(gloss)
+        centred = (place in ("center", "middle")) != (gloss in ("center", "middle"))
+        if (centred or cx * sx < 0 or cy * sy < 0 or (cx and not cy and sy and not sx)
+                or (cy and not cx and sx and not sy)):
             reasons.append(f"contradicts itself: '{match.group(0)}' (north is the top, east the right)")
     return reasons
 
@@ -138,33 +168,38 @@ def _example_words(example: str) -> tuple[list[str], frozenset[tuple[str, ...]]]
     return words, frozenset(zip(words, words[1:], words[2:]))
 
 
-def _longest_run(a: Sequence[str], b: Sequence[str]) -> int:
-    """Length of the longest run of words that ``a`` and ``b`` share."""
-    best = 0
+def _longest_run(a: Sequence[str], b: Sequence[str]) -> tuple[int, int]:
+    """Length of the longest run of words that ``a`` and ``b`` share, and where it ends in ``b``."""
+    best = end = 0
     previous = [0] * (len(b) + 1)
     for word in a:
         current = [0] * (len(b) + 1)
         for j, other in enumerate(b, 1):
             if word == other:
                 current[j] = previous[j - 1] + 1
-                best = max(best, current[j])
+                if current[j] > best:
+                    best, end = current[j], j
         previous = current
-    return best
+    return best, end
 
 
-def copied_example(text: str, examples: Iterable[str]) -> list[str]:
+def copied_example(text: str, examples: Iterable[str], vocab: Vocabulary | None = None) -> list[str]:
     """A reason when the caption repeats a prompt's worked example: a run of words that is most of
-    the example, or most of one of the caption's sentences (a copied example sentence)."""
+    the example, or most of one of the caption's sentences (a copied example sentence), and that
+    carries a class word of the example (its frame alone, "crosses the image from north to south
+    along its", with the caption's own class and place, is no copy)."""
     sentences = [_words(s) for s in re.split(r"[.!?;\n]+", text)]
     grams = {g for sentence in sentences for g in zip(sentence, sentence[1:], sentence[2:])}
+    vocab = vocab or vocabulary_for("", ())
     for example in examples:
         words, example_grams = _example_words(example)
         if len(grams & example_grams) < COPIED_RUN_MIN_WORDS - 2:  # no run of that length is possible
             continue
         for sentence in sentences:
-            run = _longest_run(sentence, words)
+            run, end = _longest_run(sentence, words)
             if run >= COPIED_RUN_MIN_WORDS and (run >= COPIED_EXAMPLE_SHARE * len(words)
-                                               or run >= COPIED_SENTENCE_SHARE * len(sentence)):
+                                               or run >= COPIED_SENTENCE_SHARE * len(sentence)) and any(
+                    owner is not None for _, _, owner in vocab.find(" ".join(words[end - run:end]))):
                 return [f"copies the prompt's worked example ('{' '.join(example.split()[:8])} ...')"]
     return []
 
@@ -192,7 +227,7 @@ _OBJECT = re.compile(r"\b(?:a|an)\s+(?:(?:single|small|large|tall|big|lone|old|n
                      r"skyscraper|car)\b(?![- ]?(?:cover|line|"
                      r"canopy|covered|land|top|s\b))")
 # a capitalised word inside a sentence: a name ("Serbia", "Sibellus", "the Mediterranean")
-_NAME = re.compile(r"(?<=[a-z,;:(] )(?P<word>[A-Z][a-z]{2,})\b|^(?P<owner>[A-Z][a-z]{2,})'s\b", re.M)
+_NAME = re.compile(rf"(?<=[a-z,;(] )(?P<word>[A-Z][a-z]{{2,}})\b|^(?i:{_OPENER})*(?P<owner>[A-Z][a-z]{{2,}})'s\b", re.M)
 _NOT_A_NAME = re.compile(rf"(?:{DIR}|i|sentinel|earth|left|right|top|bottom|upper|lower|centre|center|middle)")
 
 
@@ -275,10 +310,9 @@ _VEGETATION_QUALIFIER = re.compile(
 _HEAD = r"(?:vegetation|plants?|greenery)"
 # "Influshed vegetation covers about 35%", "Glass-frost vegetation covers ...": an unknown word makes a class
 _QUALIFIED_SUBJECT = re.compile(
-    rf"(?:^|(?<=[.!?\n])\s*|(?<=[.!?]) )(?P<mod>[a-z][a-z'-]+) {_HEAD}\s+(?:covers?|takes? up|occupies|occupy|fills?|"
+    rf"{_START}(?P<mod>[a-z][a-z'-]+) {_HEAD}\s+(?:covers?|takes? up|occupies|occupy|fills?|"
     r"makes? up|accounts? for|spans?|is|are)\b")
 # "filled with built-up vegetation", "a snowy and ice-covered crop": a non-vegetated class's adjective on another class
-_FUSING_ADJECTIVE = re.compile(r"(?:built[- ]?up|urban|snowy|icy|(?:snow|ice)[- ]covered|frozen|snow)")
 _SPECIES = re.compile(r"\((?P<genus>[A-Z][a-z]{3,}) (?P<epithet>[a-z]{3,}(?:ensis|ii|ae|us|um|is|ata|ica|ina|oides|iana))\)")
 _BOTH_EXTREMES = re.compile(r"\b(?:largest|biggest)\s+and\s+(?:the\s+)?smallest\b|\bsmallest\s+and\s+(?:the\s+)?"
                             r"(?:largest|biggest)\b")
@@ -292,7 +326,9 @@ _AFTER_RELATIVE = re.compile(r"\s*(?:the\s+|a\s+|an\s+|some\s+)?(?P<word>[a-z0-9
 _REST_IS = re.compile(r"\b(?:the\s+)?(?:remaining\s+(?:area|part|portion|land|surface|space)|rest(?:\s+of\s+the\s+"
                       r"(?:image|tile|area|scene))?|remainder)\s+(?:is|are)\s+(?:comprised\s+of\s+|made\s+up\s+of\s+|"
                       r"covered\s+(?:by|with|in)\s+|occupied\s+by\s+|taken\s+up\s+by\s+|mostly\s+|mainly\s+|largely\s+)?"
-                      r"(?:the\s+|by\s+)?$")
+                      r"(?:the\s+|by\s+)?(?:(?!(?:not|no|mix|mixture|variety|combination|split|shared|divided|such|like|including|various|several|"
+                      r"other|others|different|smaller|minor)\b)"
+                      r"[a-z]+\s+){0,4}$")  # "the rest is land that is built-up", "the rest is mostly open X"
 REST_MIN_SHARE = 0.2  # "the rest is X" is read when the shares the caption states leave this much
 REST_HELD_SHARE = 0.5  # ... and X must hold this share of the rest
 SHAPE_WORDS = re.compile(r"\b(?:circular|round|rounded|oval|square|squarish|roughly circular|compact|blob[- ]?like)\b")
@@ -303,14 +339,27 @@ def _uncovered(spans: Sequence[Span], start: int, end: int) -> bool:
     return not any(sp.start < end and start < sp.end for sp in spans if sp.kind in ("class", "sink"))
 
 
+# counts attached to nonsense: a part made of parts of the other size ("a small patch of 2 large"), a number glued to a size ("a
+# 4th-large patch"), parts marked on a map the caption does not have ("the three highlighted areas"), zero parts
+# spoken of as things ("the 0 small patches are all the same")
+_PART_UNIT = r"(?:patch(?:es)?|areas?|parts?|pieces?|blocks?|clusters?|strips?|regions?|zones?|sections?|spots?|ones)"
+_NONSENSE_COUNTS = (
+    (re.compile(rf"\b(?:a|an|one|the|each)\s+(?:small|tiny|little)\s+{_PART_UNIT}\s+of\s+\d+\s+(?:large|big)\b"
+                rf"|\b(?:a|an|one|the|each)\s+(?:large|big)\s+{_PART_UNIT}\s+of\s+\d+\s+(?:small|tiny)\b"),
+     "makes one part of parts of the other size ('{}')"),
+    (re.compile(r"\b\d+(?:(?:st|nd|rd|th)[- ]|-)(?:large|small|big|tiny)\b"), "glues a number to a size ('{}')"),
+    (re.compile(rf"\b(?:highlighted|marked|outlined|labell?ed|circled|numbered|annotated|colou?r[- ]coded|shaded|"
+                rf"boxed|selected|indicated)\s+{_PART_UNIT}\b"), "speaks of marks the image does not have ('{}')"),
+    (re.compile(rf"\bthe\s+0\s+(?:[a-z]+\s+)?{_PART_UNIT}\b"), "speaks of zero parts as things ('{}')"),
+)
 _PART_OF_IT = re.compile(r"\s+of\s+(?:it|them|which|this|that)\s+(?:being|is|are|was|were)\s+(?:the\s+)?")
 
 
 def nonsense_phrases(text: str, original: str, spans: Sequence[Span]) -> list[str]:
     """Reasons for phrases that state no fact of any tile: an unknown word made into a kind of vegetation,
     a non-vegetated class's adjective on another class, a species name, "the largest and smallest", a place relative to a thing that is no class ("west of the
-    marina"), a class's share stated as a share of itself ("trees cover 8 out of 10 trees") and a class stated as a
-    part of another ("with 43% of it being moss and lichen")."""
+    marina"), a class's share stated as a share of itself ("trees cover 8 out of 10 trees"), a class stated as a
+    part of another ("with 43% of it being moss and lichen") and counts attached to nonsense (``_NONSENSE_COUNTS``)."""
     reasons: list[str] = []
     classes = sorted((sp for sp in spans if sp.kind == "class" and sp.value), key=lambda sp: sp.start)
     for match in _QUALIFIED_SUBJECT.finditer(text):
@@ -319,15 +368,15 @@ def nonsense_phrases(text: str, original: str, spans: Sequence[Span]) -> list[st
             reasons.append(f"names '{mod} {text[match.end('mod') + 1:match.end()].split()[0]}', which is no land-cover class")
     for a, b in zip(classes, classes[1:]):
         gap = text[a.end:b.start]
-        if a.value != b.value and _FUSING_ADJECTIVE.fullmatch(a.text) and re.fullmatch(r"\s+", gap):
+        if a.value != b.value and FUSING_ADJECTIVE.fullmatch(a.text) and re.fullmatch(r"\s+", gap):
             reasons.append(f"makes one class of two ('{text[a.start:b.end]}': {a.value} and {b.value})")
     for sp in spans:
         if sp.kind == "sink" and sp.text == "vegetation":
             before = next((c for c in reversed(classes) if c.end <= sp.start), None)
-            if before and re.fullmatch(r"\s+", text[before.end:sp.start]) and _FUSING_ADJECTIVE.fullmatch(before.text):
+            if before and re.fullmatch(r"\s+", text[before.end:sp.start]) and FUSING_ADJECTIVE.fullmatch(before.text):
                 reasons.append(f"names '{text[before.start:sp.end]}', which is no land-cover class")
     reasons += _found(original, ((_SPECIES, "names a species ('{}'), which a land-cover map does not show"),))
-    reasons += _found(text, ((_BOTH_EXTREMES, "contradicts itself: '{}'"),))
+    reasons += _found(text, ((_BOTH_EXTREMES, "contradicts itself: '{}'"), *_NONSENSE_COUNTS))
     for sp in spans:
         if sp.kind != "relative" or sp.text.split()[0] in ("above", "below", "beneath"):
             continue
@@ -358,7 +407,8 @@ def remainder_claims(text: str, spans: Sequence[Span], facts: _Facts) -> list[st
         return []
     reasons = []
     for sp in spans:
-        if sp.kind == "class" and sp.value in facts.classes and _REST_IS.search(text, max(0, sp.start - 60), sp.start):
+        if (sp.kind == "class" and not sp.negated and sp.value in facts.classes
+                and _REST_IS.search(text, max(0, sp.start - 60), sp.start)):
             after = text[sp.end:sp.end + 30]
             if re.match(r"\s*(?:,|and|or|&)\s", after) or re.search(r"\b(?:mix|mixture|variety|combination)\b",
                                                                   text[max(0, sp.start - 60):sp.start]):

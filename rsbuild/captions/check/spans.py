@@ -27,6 +27,8 @@ class Span:
     negated: bool = False
     trace: bool = False
     trace_asserts: bool = False  # a trace that says the class is there ("a few small trees"), not "hardly any"
+    frame: bool = False  # a sink that is a share's denominator ("38% of the vegetation"): no subject of a claim
+    judged: bool = False  # a share word that judges a size ("a considerable amount"): a stated number outranks it
 
 
 DIR = r"(?:north|south)-(?:east|west)|north|south|east|west"
@@ -72,8 +74,9 @@ _RELATIVE = re.compile(
     rf"(?!(?:the |a |an |its |this )?(?:{_TILE}|center|middle|it|its|whole|entire|overall)\b)(?:the |a |an |some )?"
     r"|\b(?:above|below|beneath) the (?!(?:\d|average|rest|remainder))"
 )
-# "east of the centre": the side of the tile, not a relation to another class
-_SIDE_OF_CENTRE = re.compile(rf"\b(?P<core>{DIR})(?:ern)?(?: part)? of the (?:center|middle)\b")
+# "east of the centre", "south of the top": the side of the tile, not a relation to another class
+_SIDE_OF_CENTRE = re.compile(rf"\b(?P<core>{DIR})(?:ern)?(?: part)? of the (?:center|middle|(?:top|bottom|left|right)"
+                             r"(?: side| edge| half| part)?)\b")
 _POSITION = re.compile(
     rf"\b(?P<pre>(?:far|extreme|very|outer)[- ])?"
     rf"(?P<core>{_DIR_ADJ}|{_IMG_SIDE}|center|central|centrally|middle|midst|heart)"
@@ -100,30 +103,31 @@ _SHARE_FRACTION = re.compile(
     r"|half\b(?![- ](?:moon|circle|way|mile|hectare))"
     r"|(?P<n2>\d)\s*(?:/|in|out of)\s*(?:every\s+)?(?P<d2>\d{1,2})\b(?!\s*(?:m\b|km\b|metres|meters|\d)))"
 )
-_SHARE_WORDS: tuple[tuple[re.Pattern[str], tuple[float, float, float]], ...] = tuple(
-    (re.compile(p), band) for p, band in (
+# share words: (pattern, (low, high, slack), whether the word judges a size rather than stating a quantity)
+_SHARE_WORDS: tuple[tuple[re.Pattern[str], tuple[float, float, float], bool], ...] = tuple(
+    (re.compile(p), band, judged) for p, band, judged in (
         (r"\b(?:the |a )?(?:vast|overwhelming|great) majority\b|\b(?:nearly|almost|virtually|practically) (?:all|"
          r"the (?:entire|whole))\b|\b(?:almost|nearly|virtually) (?:entirely|completely|exclusively|fully)\b",
-         (85.0, 100.0, 8.0)),
+         (85.0, 100.0, 8.0), False),
         (r"\b(?:the |a )?(?:clear |slight |narrow |small )?majority\b|\bthe bulk of\b|\bmost of the " + _TILE + r"\b",
-         (50.0, 100.0, 6.0)),
+         (50.0, 100.0, 6.0), False),
         (r"\b(?:the (?:entire|whole)(?: of the)? " + _TILE + r"|entirely|completely|exclusively|wall-to-wall)\b"
-         r"(?! (?:absent|missing|free|devoid|lacking|bare of|empty))", (95.0, 100.0, 10.0)),
+         r"(?! (?:absent|missing|free|devoid|lacking|bare of|empty))", (95.0, 100.0, 10.0), False),
         (r"\b(?:a |an )?(?:very )?(?:tiny|minute|negligible|minuscule|marginal) (?:part|portion|share|fraction|"
          r"proportion|percentage|amount|area|section|piece|bit|sliver|extent|presence)s?\b"
          r"|\b(?:a )?(?:thin |narrow )?slivers? of\b",
-         (0.0, 4.0, 6.0)),
+         (0.0, 4.0, 6.0), True),
         (r"\b(?:a |an )?(?:very )?(?:small|minor|limited|modest|little|slight) (?:part|portion|share|fraction|"
          r"proportion|percentage|amount|area|section|piece|bit|extent|presence)s?\b"
          r"|\b(?:a |very )?little\b(?! (?:to|or|if) )",
-         (0.0, 15.0, 8.0)),
+         (0.0, 15.0, 8.0), True),
         (r"\b(?:a |an )?(?:very |huge |vast )(?:large|big|major|substantial|considerable|sizeable|sizable|extensive) "
          r"(?:part|portion|share|fraction|proportion|percentage|amount|area|section|chunk|swathe?s?|expanses?|extent)s?\b",
-         (40.0, 100.0, 8.0)),
+         (40.0, 100.0, 8.0), True),
         (r"\b(?:a |an )?(?:large|big|major|substantial|significant|considerable|sizeable|sizable|good|great|wide|"
          r"extensive|vast|huge) (?:part|portion|share|fraction|proportion|percentage|amount|area|section|chunk|"
          r"swathe?s?|expanses?|extent|tracts?|stretch(?:es)?)s?\b|\bmuch of the\b|\bmuch of (?:it|its)\b",
-         (25.0, 100.0, 8.0)),
+         (25.0, 100.0, 8.0), True),
     )
 )
 _WHOLE_TILE_SPREAD = re.compile(r"(?:across|throughout|over|around|all over|scattered|spread|distributed|dotted)\s*$")
@@ -150,6 +154,22 @@ _PATCH_FACTS = re.compile(r"\b(?P<large>\d{1,2}) large,?\s+(?:and\s+)?(?P<small>
 # ... or one of them alone, with no unit after it ("the small patch of 1 small")
 _PATCH_FACT = re.compile(r"\b(?P<n>\d{1,2}) (?P<size>large|small)\b(?![- ](?:[a-z]+ )?(?:patch|areas?\b|parts?\b|pieces?\b|"
                          r"ones?\b|bod|blocks?\b|clusters?\b|pockets?\b|lakes?\b|ponds?\b|fields?\b|islands?\b))")
+# small parts of a class in any construction, with or without a number: "where the large and small water patches
+# meet", "with the small patches a bit smaller", "a small patch of it", "small and large pockets of X": the class has
+# small parts (one, for a singular unit). A class word may stand between the size and the unit; "a small part of the
+# image" is a share, "a smaller patch" compares two parts, and numbered counts ("two small ponds", "a few small
+# patches") are read by _COUNT first.
+_SMALL_UNIT = (r"patch(?:es)?|pieces|bits|spots?|fragments?|pockets?|clusters?|specks?|islands?|plots?|parcels?|clumps?"
+               r"|stands?|blocks?|areas|parts|sections|segments?|ones")
+_SMALL_PARTS = re.compile(
+    rf"\b(?P<det>(?:a|an|the|some|its|their|other|few|several|many|various|numerous)\s+)?"
+    r"(?:(?:large|big|larger|bigger)\s+(?:and|or|&)\s+)?(?:small|tiny|little)(?:\s+(?:and|or|&)\s+(?:large|big))?"
+    rf"(?:\s+(?P<unit>{_SMALL_UNIT})\b|(?=\s+[a-z-]+\s+(?P<unit2>{_SMALL_UNIT})\b))"
+    rf"(?!\s+of\s+(?:the\s+|this\s+)?{_TILE}\b)"
+)
+# ... and one large part: "a large patch of water" claims a part beyond the small patches
+_LARGE_PART = re.compile(rf"\b(?:a|an|one|its)\s+(?:large|big|sizeable|sizable)\s+(?:patch|block|cluster|pocket|parcel|"
+                         rf"plot|stand|clump|island)\b(?!\s+of\s+(?:the\s+|this\s+)?{_TILE}\b)")
 _COUNT_WORDS = {"several": 2, "multiple": 2, "many": 2, "numerous": 2, "a few": 2, "the few": 2, "a handful of": 2,
                 "the": 2, "a": 1, "an": 1}
 _RANK = re.compile(
@@ -212,6 +232,12 @@ REGIONAL_SHARE_TAIL = re.compile(rf"^\s*of (?:the |its )?(?:{_DIR_ADJ}|{_IMG_SID
 # "the other 43% of the image", "the remaining 20%": the rest of the tile, not the class named before
 _OTHER_SHARE = re.compile(r"\b(?:the )?(?:other|remaining|rest of the)\s+\d+(?:\.\d+)?\s*(?:%|percent\b|per cent\b)"
                           r"(?:\s+of (?:the )?(?:image|tile|scene|area|picture)\b)?")
+# a class word that modifies the class word after it ("freshwater wetlands", "farm buildings"); a non-vegetated
+# class's adjective on another class ("built-up vegetation", "a snowy crop") is nonsense instead (faults.py)
+_COMPOUND_GAP = re.compile(r"[- ]")
+FUSING_ADJECTIVE = re.compile(r"(?:built[- ]?up|urban|snowy|icy|(?:snow|ice)[- ]covered|frozen|snow)")
+# the denominator of a share: "38% of the vegetation" (the vegetation is no subject of what follows)
+_DENOMINATOR = re.compile(r"\d\s*(?:%|percent|per cent) of (?:the |its |all )?$")
 TOGETHER = re.compile(r"\b(?:together|combined|jointly|between them|in total|altogether|taken together)\b")
 RESPECTIVELY = re.compile(r"\brespectively\b")
 # words for a linear feature: their place and direction are those of the class's elongated parts
@@ -263,13 +289,15 @@ class _Scanner:
         self.spans.append(span)
         return span
 
-    def scan(self, pattern: re.Pattern[str], kind: str, value_of=lambda m: None) -> None:
+    def scan(self, pattern: re.Pattern[str], kind: str, value_of=lambda m: None, judged: bool = False) -> None:
         for match in pattern.finditer(self.text):
             if match.end() <= match.start() or not self.free(match.start(), match.end()):
                 continue
             value = value_of(match)
             if value is not False:
-                self.add(match.start(), match.end(), kind, value)
+                span = self.add(match.start(), match.end(), kind, value)
+                if span is not None:
+                    span.judged = judged
 
 
 def _orientation_value(a: str, b: str) -> float | None:
@@ -407,6 +435,12 @@ def _count_value(m: re.Match[str]) -> tuple[int, bool, str | None]:
     return (int(digits.group(0)) if digits else 1), True, size
 
 
+def _small_parts_value(m: re.Match[str]) -> tuple[int, bool, str]:
+    """(1, False, "small") for one small part ("a small patch of it"), (2, False, "small") for small parts."""
+    unit = m.group("unit") or m.group("unit2")
+    return (2 if unit.endswith("s") else 1), False, "small"
+
+
 def _rank_value(m: re.Match[str]) -> int:
     """1 for the largest class, 2 / 3 for the second / third largest, -1 for the smallest."""
     if m.group("ord"):
@@ -429,11 +463,26 @@ def scan(text: str, vocab: Vocabulary) -> list[Span]:
             s.add(m.start("small"), m.end(), "count", (int(m.group("small")), True, "small"))
     s.scan(_PATCH_FACT, "count", lambda m: (int(m.group("n")), True, m.group("size")))
     s.scan(_COUNT, "count", _count_value)  # before traces: "a few small patches" is a count
+    s.scan(_SMALL_PARTS, "count", _small_parts_value)
+    s.scan(_LARGE_PART, "count", lambda m: (1, False, "large"))
     s.scan(_TRACE, "trace", lambda m: "asserts" if _TRACE_ASSERTS.fullmatch(m.group(0)) else None)
     s.scan(_OTHER_SHARE, "sink")
-    for start, end, owner in vocab.find(text):
-        if s.free(start, end):
-            s.add(start, end, "sink" if owner is None else "class", owner)
+    found = sorted(vocab.find(text))
+    i = 0
+    while i < len(found):
+        start, end, owner = found[i]
+        i += 1
+        if not s.free(start, end):
+            continue
+        # class words in a compound name the last one's class: "freshwater wetlands" (wetland), "farm fields"; a
+        # non-vegetated class's adjective on another ("built-up vegetation") stays two, for faults.py
+        while (owner is not None and i < len(found) and found[i][2] is not None and s.free(*found[i][:2])
+               and _COMPOUND_GAP.fullmatch(text, end, found[i][0]) and not FUSING_ADJECTIVE.fullmatch(text[start:end])):
+            end, owner = found[i][1], found[i][2]
+            i += 1
+        span = s.add(start, end, "sink" if owner is None else "class", owner)
+        if span is not None and owner is None and _DENOMINATOR.search(text, max(0, start - 30), start):
+            span.frame = True
     s.scan(_SIDE_OF_CENTRE, "position", lambda m: _side_region(m.group("core")))
     s.scan(_RELATIVE, "relative", lambda m: m.group("d") or m.group(0).split()[0])
     s.scan(_RANK, "rank", _rank_value)
@@ -447,9 +496,10 @@ def scan(text: str, vocab: Vocabulary) -> list[Span]:
         return False if value is None else _share_band(value, m.group("q"))
 
     s.scan(_SHARE_FRACTION, "share", fraction)
-    for pattern, band in _SHARE_WORDS:
+    for pattern, band, judged in _SHARE_WORDS:
         s.scan(pattern, "share", lambda m, band=band: False if (_WHOLE_TILE_SPREAD.search(text[:m.start()])
-                                                              or _FRAME_OF.search(text[:m.start()])) else band)
+                                                              or _FRAME_OF.search(text[:m.start()])) else band,
+               judged=judged)
     s.scan(_DOMINANT, "dominant", lambda m: "follow" if m.group("adv") else "any")
     s.scan(_NEG_POST, "neg_post")
     s.scan(_NEG_PRE, "neg_pre", lambda m: "strong" if m.group("strong") else "weak")

@@ -32,7 +32,7 @@ _LEXICON: dict[str, tuple[str, ...]] = {
                r"shrubby(?: areas?)?", r"scrubs?", r"scrublands?", r"scrubby",
                r"bush(?:es)?", r"bushland", r"bushy", r"brush(?:land)?", r"thickets?", r"heath(?:land)?s?",
                r"chaparral"),
-    "built": (r"built[- ]?up(?: areas?| land| surfaces?)?", r"built(?! (?:on|in|along|by|from|into|around|"
+    "built": (r"built[- ]?up(?: areas?| land| surfaces?)?", r"build-?up(?: areas?| land)?", r"built(?! (?:on|in|along|by|from|into|around|"
               r"near|over|with)\b)(?: areas?| environment)?", r"buildings?", r"houses?", r"housing",
               r"urban(?:i[sz]ed)?(?: areas?| fabric| land)?", r"settlements?", r"villages?", r"towns?",
               r"cit(?:y|ies)", r"hamlets?", r"suburbs?", r"suburban(?: areas?)?", r"roads?", r"streets?",
