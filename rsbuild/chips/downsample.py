@@ -145,21 +145,49 @@ def downsample_labels(index: np.ndarray, size: int, method: LabelMethod = "major
         return labels[np.ix_(rows, cols)]
     if method != "majority":
         raise ValueError(f"label downsampling method must be 'majority' or 'nearest', got {method!r}")
-    present = np.flatnonzero(np.bincount(labels.ravel(), minlength=256))
-    if present.size == 1:
-        return np.full((size, size), present[0], dtype=np.uint8)
-    candidates = np.concatenate([present[present != nodata], present[present == nodata]]).astype(np.uint8)
-    best: np.ndarray | None = None
-    winner = np.full((size, size), candidates[0], dtype=np.uint8)
-    for candidate in candidates:  # one plane at a time (memory); nodata last
-        area, _ = _area_sums(labels == candidate, size)
-        if best is None:
-            best = area
-            continue
-        wins = area > best  # strictly: the first (lowest) of tied maxima keeps the pixel
-        winner[wins] = candidate
-        np.maximum(best, area, out=best)
+    height, width = labels.shape
+    row_taps, row_weights = _taps(height, size)
+    col_taps, col_weights = _taps(width, size)
+    # the lowest and highest value under each footprint (rows, then columns): where they agree,
+    # that value wins; the taps may reach one pixel past a footprint, which only sends more to the vote
+    rows = labels[row_taps]  # (size, taps, W)
+    low, high = rows.min(axis=1).T.copy(), rows.max(axis=1).T.copy()  # (W, size): columns as rows
+    low = np.minimum.reduce([low[col_taps[:, k]] for k in range(col_taps.shape[1])]).T
+    high = np.maximum.reduce([high[col_taps[:, k]] for k in range(col_taps.shape[1])]).T
+    winner = np.ascontiguousarray(low)
+    mixed_rows, mixed_cols = np.nonzero(low != high)
+    if mixed_rows.size:  # the others vote with exact integer area weights
+        flat = (row_taps[mixed_rows] * width)[:, :, None] + col_taps[mixed_cols][:, None, :]
+        values = labels.ravel().take(flat.reshape(mixed_rows.size, -1))
+        present = np.flatnonzero(np.bincount(values.ravel(), minlength=256))  # a class absent from a footprint never wins it
+        candidates = np.concatenate([present[present != nodata], present[present == nodata]])
+        area_units = int(row_weights.sum(axis=1).max()) * int(col_weights.sum(axis=1).max())
+        exact: type[np.floating] = np.float32 if area_units < _FLOAT32_EXACT_LIMIT else np.float64  # integers held exactly
+        weights = np.multiply(row_weights[mixed_rows][:, :, None], col_weights[mixed_cols][:, None, :], dtype=exact)
+        weights = weights.reshape(mixed_rows.size, -1)
+        best = np.full(mixed_rows.size, -1.0, dtype=exact)
+        votes = np.empty(mixed_rows.size, dtype=np.uint8)
+        for candidate in candidates:  # nodata last; strictly more: the first (lowest) of tied maxima wins
+            area = np.einsum("ij,ij->i", weights, (values == candidate).astype(exact))
+            wins = area > best
+            votes[wins] = candidate
+            np.maximum(best, area, out=best)
+        winner[mixed_rows, mixed_cols] = votes
     return winner
+
+
+def _taps(n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The source pixels under each output pixel of an axis of ``n`` resized to ``size``: (size, k)
+    indices and integer overlaps (in units of ``1 / gcd(n, size)``: a source pixel is
+    ``size / gcd`` units, an output pixel ``n / gcd``), rows padded with the next index (or the
+    first at the end of the axis) at weight 0."""
+    out = np.arange(size, dtype=np.int64)
+    first, last = out * n // size, ((out + 1) * n - 1) // size
+    unclipped = first[:, None] + np.arange(int((last - first).max()) + 1)[None, :]
+    inside = unclipped <= last[:, None]
+    index = np.minimum(unclipped, n - 1)
+    overlap = np.minimum((index + 1) * size, (out[:, None] + 1) * n) - np.maximum(index * size, out[:, None] * n)
+    return index, np.where(inside, overlap, 0) // math.gcd(n, size)
 
 
 def downsample_mask(mask: np.ndarray, size: int, threshold: float = 0.5) -> np.ndarray:

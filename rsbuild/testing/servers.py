@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import ssl
 import subprocess
 import sys
 import sysconfig
@@ -193,8 +194,10 @@ class RangeHTTPServer:
     ...     rasterio.open(f"{server.url}/scene/red.tif")
     """
 
-    def __init__(self, root: Path | str, host: str = LOOPBACK, port: int = 0, latency_s: float = 0.0) -> None:
+    def __init__(self, root: Path | str, host: str = LOOPBACK, port: int = 0, latency_s: float = 0.0,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.root = Path(root).resolve()
+        self.tls = tls  # a server context: https
         self.host = host
         self.port = port
         self.latency_s = float(latency_s)
@@ -212,6 +215,8 @@ class RangeHTTPServer:
             return self
         httpd = _OwnedHTTPServer((self.host, self.port), _RangeRequestHandler)
         httpd.owner = self
+        if self.tls is not None:
+            httpd.socket = self.tls.wrap_socket(httpd.socket, server_side=True)
         self.port = int(httpd.server_address[1])
         self._httpd = httpd
         self._thread = threading.Thread(
@@ -239,8 +244,8 @@ class RangeHTTPServer:
 
     @property
     def url(self) -> str:
-        """Base URL without a trailing slash, e.g. ``http://127.0.0.1:40123``."""
-        return f"http://{self.host}:{self.port}"
+        """Base URL without a trailing slash, e.g. ``http://127.0.0.1:40123`` (``https://`` with ``tls``)."""
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     # statistics
     @property
