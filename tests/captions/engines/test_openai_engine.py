@@ -292,16 +292,19 @@ def test_missing_choices_are_asked_again_with_other_seeds(monkeypatch: pytest.Mo
 
 def test_concurrency_bounds_requests_in_flight(monkeypatch: pytest.MonkeyPatch) -> None:
     in_flight = {"now": 0, "peak": 0}
-    lock = threading.Lock()
+    changed = threading.Condition()
     original = ScriptedServer._reply
 
     def slow_reply(handler: BaseHTTPRequestHandler, status: int, payload: dict[str, Any]) -> None:
         if handler.command == "POST":
-            with lock:
+            with changed:
                 in_flight["now"] += 1
                 in_flight["peak"] = max(in_flight["peak"], in_flight["now"])
-            time.sleep(0.05)
-            with lock:
+                changed.notify_all()
+                # hold the answer until 3 are open (or 2 s passed): the peak then does not depend on the load
+                changed.wait_for(lambda: in_flight["peak"] >= 3, timeout=2.0)
+            time.sleep(0.01)  # a fourth request, if the engine sent one, would arrive now
+            with changed:
                 in_flight["now"] -= 1
         original(handler, status, payload)
 
