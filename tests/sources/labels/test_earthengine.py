@@ -98,7 +98,9 @@ class FakeEarthEngine:
         self.requests: list[dict[str, Any]] = []
         self.in_flight = 0
         self.peak_in_flight = 0
+        self.hold_until_in_flight = 0  # computePixels answers wait until this many were open at once (or 2 s)
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
         self.discovery = (EE_DIR / "tests" / "cloud_api_discovery_document.json").read_text().replace("v1alpha", "v1")
         self.algorithms = (EE_DIR / "tests" / "algorithms.json").read_bytes()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -182,19 +184,21 @@ class FakeEarthEngine:
                 self._send(200, json.dumps({"access_token": fake.issued_token, "expires_in": 3600, "token_type": "Bearer"}).encode())
 
             def _compute(self, request: dict[str, Any]) -> None:
-                with fake._lock:
+                with fake._changed:
                     fake.in_flight += 1
                     fake.peak_in_flight = max(fake.peak_in_flight, fake.in_flight)
                     status = fake.compute_failures.pop(0) if fake.compute_failures else 200
+                    fake._changed.notify_all()
+                    fake._changed.wait_for(lambda: fake.peak_in_flight >= fake.hold_until_in_flight, timeout=2.0)
                 try:
                     time.sleep(fake.compute_delay_s)
-                    if status != 200:
-                        self._error(status, f"simulated {status}")
-                        return
-                    self._send(200, render(request), "application/octet-stream")
-                finally:
+                finally:  # no longer open once its answer starts: the client may send the next one then
                     with fake._lock:
                         fake.in_flight -= 1
+                if status != 200:
+                    self._error(status, f"simulated {status}")
+                    return
+                self._send(200, render(request), "application/octet-stream")
 
         return Handler
 
@@ -323,7 +327,7 @@ def test_a_persistent_failure_is_one_bad_sample(fake_ee: FakeEarthEngine) -> Non
 
 def test_requests_in_flight_are_capped(fake_ee: FakeEarthEngine) -> None:
     source = _source(fake_ee, max_in_flight=2)
-    fake_ee.compute_delay_s = 0.15
+    fake_ee.compute_delay_s, fake_ee.hold_until_in_flight = 0.15, 2  # the peak does not depend on the load
     grids = [Grid(GRID.crs, (10.0, 0.0, 412_340.0 + 40 * i, 0.0, -10.0, 5_300_020.0), 32, 32) for i in range(6)]
     with ThreadPoolExecutor(6) as pool:
         results = list(pool.map(lambda g: source.read(g, SCENE), grids))
