@@ -42,7 +42,6 @@ VLLM_SAMPLING_KEYS = frozenset({
 })  # fmt: skip
 CPU_DEFAULTS: dict[str, Any] = {"dtype": "float32", "enforce_eager": True, "enable_chunked_prefill": False,
                                 "kv_cache_memory_bytes": 1 << 30}
-DEFAULT_MAX_NUM_SEQS = 256
 START_TIMEOUT_S = 900.0
 
 
@@ -91,8 +90,6 @@ class VllmEngine(CaptionEngine):
         self.arguments = engine_arguments(model, seed, self.settings, gpu)
         if not gpu:
             os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
-        self.batch_sequences = int(self.arguments.get("max_num_seqs") or DEFAULT_MAX_NUM_SEQS)  # vLLM's, once started
-        self.max_in_flight = 2 * self.batch_sequences
         self._open_sequences = 0
         self._open_lock = threading.Lock()
         self.batches_requests = True
@@ -101,12 +98,12 @@ class VllmEngine(CaptionEngine):
         self._loop = LoopThread(f"rsbuild-vllm-{model.rsplit('/', 1)[-1]}")
         try:
             self._engine = self._loop.submit(self._start()).result(START_TIMEOUT_S)
-            self.batch_sequences = int(self._engine.vllm_config.scheduler_config.max_num_seqs)
-            self.max_in_flight = 2 * self.batch_sequences  # the batch and as many waiting
         except Exception as exc:
             self._loop.close()
             raise InputError(f"vLLM could not start {model!r}: {exc.__class__.__name__}: {exc}; check captions.models "
                              "(a model folder or id vLLM can load) and captions.vllm") from None
+        self.batch_sequences = int(self._engine.vllm_config.scheduler_config.max_num_seqs)  # vLLM's own, defaults included
+        self.max_in_flight = 2 * self.batch_sequences  # the batch and as many waiting
 
     async def _start(self) -> Any:
         from vllm import AsyncEngineArgs, AsyncLLMEngine  # AsyncLLMEngine is vllm.v1.engine.async_llm.AsyncLLM
